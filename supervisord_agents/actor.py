@@ -1,0 +1,249 @@
+"""The actor: the only writer of the registry.
+
+Every mutation is a command sent to one mailbox (a bounded trio memory channel). The
+actor takes whatever is waiting (at least one command), applies each to the registry
+in order, and commits the resulting events and touched rows to SQLite in one
+transaction on a worker thread. Commands that arrive while that commit runs wait in
+the mailbox and form the next batch: group commit without a timer. Only after the
+commit does a caller's :meth:`Actor.submit` return (or raise); only then are the
+batch's events published to subscribers and its side effects started. A client is
+never told of a change that is not on disk.
+
+If a commit fails (disk full, read-only), every command of the batch fails with
+StorageError and the registry is reloaded from the database, which still holds the
+state before the batch: nothing is half-applied, in memory or on disk.
+
+The actor never awaits tmux: effects run in the effect runner's own nursery and report
+back by submitting commands like any client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+import outcome
+import structlog
+import trio
+
+from .errors import ShuttingDown, StorageError, SupervisorError
+from .registry import Command, Effect, Event, EventKind, Outcome, Registry
+from .store import Batch, Store
+
+log = structlog.get_logger()
+
+MAILBOX_SIZE: Final = 4096
+MAX_BATCH: Final = 1024
+
+
+class _Pending:
+    """A command waiting in the mailbox, and the slot its outcome lands in."""
+
+    __slots__ = ("command", "done", "result")
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        self.done = trio.Event()
+        self.result: outcome.Outcome[Any] | None = None
+
+    def resolve(self, result: outcome.Outcome[Any]) -> None:
+        self.result = result
+        self.done.set()
+
+
+class Hub:
+    """Fan-out of committed events: subscriptions, and per-agent change signals."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+        self._agent_waiters: dict[str, list[trio.Event]] = {}
+
+    def subscribe(
+        self, *, agent_ids: Iterable[str] = (), task_id: str | None = None, size: int = 1024
+    ) -> Subscription:
+        """A subscription to future events; close it (or use ``with``) when done."""
+        sub = Subscription(self, frozenset(agent_ids), task_id, size)
+        self._subs.add(sub)
+        return sub
+
+    def changed(self, agent_ids: Iterable[str]) -> trio.Event:
+        """An Event set the next time any of these agents has a committed event."""
+        event = trio.Event()
+        for agent_id in agent_ids:
+            self._agent_waiters.setdefault(agent_id, []).append(event)
+        return event
+
+    def publish(self, events: list[Event]) -> None:
+        for event in events:
+            if event.agent_id is not None:
+                for waiter in self._agent_waiters.pop(event.agent_id, ()):
+                    waiter.set()
+        for sub in list(self._subs):
+            sub._offer(events)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def _remove(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+
+class Subscription:
+    """Committed events for one subscriber, through a bounded channel.
+
+    A subscriber that falls more than ``size`` events behind is cut off (its channel is
+    closed and ``overflowed`` set) rather than letting the daemon's memory grow.
+    """
+
+    def __init__(self, hub: Hub, agent_ids: frozenset[str], task_id: str | None, size: int) -> None:
+        self._hub = hub
+        self._agent_ids = agent_ids
+        self._task_id = task_id
+        self._send, self.receive = trio.open_memory_channel[Event](size)
+        self.overflowed = False
+
+    def matches(self, event: Event) -> bool:
+        if self._agent_ids and event.agent_id not in self._agent_ids:
+            return False
+        return self._task_id is None or event.task_id == self._task_id
+
+    def _offer(self, events: list[Event]) -> None:
+        for event in events:
+            if not self.matches(event):
+                continue
+            try:
+                self._send.send_nowait(event)
+            except trio.WouldBlock:
+                self.overflowed = True
+                self.close()
+                return
+            except trio.ClosedResourceError:
+                return
+
+    def close(self) -> None:
+        self._hub._remove(self)
+        self._send.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Actor:
+    """Applies commands to the registry one at a time and commits them in batches."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        hub: Hub,
+        *,
+        clock: Callable[[], float] = time.time,
+        mailbox_size: int = MAILBOX_SIZE,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.hub = hub
+        self.clock = clock
+        self.run_effects: Callable[[list[Effect]], None] = lambda effects: None
+        self._send, self._recv = trio.open_memory_channel[_Pending](mailbox_size)
+        self._commit_limiter = trio.CapacityLimiter(1)
+        self.commits = 0
+        self.commands = 0
+        self.storage_failures = 0
+
+    @property
+    def queued(self) -> int:
+        return self._recv.statistics().current_buffer_used
+
+    async def submit(self, command: Command) -> Any:
+        """Apply a command; return its result once committed. Raises SupervisorError."""
+        pending = _Pending(command)
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ShuttingDown("the daemon is shutting down") from None
+        await pending.done.wait()
+        assert pending.result is not None
+        return pending.result.unwrap()
+
+    def close(self) -> None:
+        """Take no more commands; ``run`` returns once the mailbox is drained and committed."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self._recv:
+            while True:
+                try:
+                    batch = [await self._recv.receive()]
+                except trio.EndOfChannel:
+                    return
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                # A commit must not be abandoned half-way by a cancellation: the
+                # callers are waiting for its outcome, and the store must stay in step.
+                with trio.CancelScope(shield=True):
+                    await self._step(batch)
+
+    async def _step(self, batch: list[_Pending]) -> None:
+        now = self.clock()
+        applied: list[tuple[_Pending, Outcome]] = []
+        for pending in batch:
+            try:
+                result = self.registry.apply(pending.command, now)
+            except SupervisorError as e:
+                pending.resolve(outcome.Error(e))
+            else:
+                applied.append((pending, result))
+        self.commands += len(batch)
+        events = [e for _, result in applied for e in result.events]
+        if events:
+            try:
+                await trio.to_thread.run_sync(self.store.commit, self._batch(events), limiter=self._commit_limiter)
+            except StorageError as e:
+                await self._rollback(e, [p for p, _ in applied])
+                return
+            self.commits += 1
+        for pending, result in applied:
+            pending.resolve(outcome.Value(result.result))
+        if events:
+            self.hub.publish(events)
+        effects = [effect for _, result in applied for effect in result.effects]
+        if effects:
+            self.run_effects(effects)
+
+    def _batch(self, events: list[Event]) -> Batch:
+        task_ids: dict[str, None] = {}
+        agent_ids: dict[str, None] = {}
+        findings = []
+        for event in events:
+            if event.kind in (EventKind.TASK_CREATED, EventKind.TASK_CLOSED):
+                task_ids[event.task_id] = None
+            elif event.kind is EventKind.FINDING:
+                findings.append(event.data)
+            if event.agent_id is not None and event.kind is not EventKind.FINDING:
+                agent_ids[event.agent_id] = None
+        reg = self.registry
+        return Batch(
+            events=events,
+            tasks=[reg.tasks[t] for t in task_ids],
+            agents=[reg.agents[a] for a in agent_ids],
+            findings=findings,
+        )
+
+    async def _rollback(self, error: StorageError, pendings: list[_Pending]) -> None:
+        """The batch did not commit: fail its callers and reload the last committed state."""
+        self.storage_failures += 1
+        log.error("commit_failed", error=str(error), commands=len(pendings))
+        for pending in pendings:
+            pending.resolve(outcome.Error(StorageError(f"not saved: {error.message}")))
+        loaded = await trio.to_thread.run_sync(self.store.load, limiter=self._commit_limiter)
+        self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)

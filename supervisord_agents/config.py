@@ -1,0 +1,186 @@
+"""Configuration: built-in defaults, a TOML file, then environment overrides.
+
+The file is ``$SUPERVISORD_AGENTS_CONFIG`` or ``<config home>/supervisord-agents/config.toml``
+(absent is fine). Every key of ``[daemon]`` and ``[paths]`` can also be set by an
+environment variable ``SUPERVISORD_AGENTS_<KEY>`` (``SUPERVISORD_AGENTS_KILL_GRACE=2``),
+which wins over the file. ``supervisord-agents --print-config`` shows the result.
+
+This module imports no trio, so the CLI can resolve the same socket path cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .errors import InvalidParams
+from .model import Limits
+
+ENV_PREFIX: Final = "SUPERVISORD_AGENTS_"
+APP: Final = "supervisord-agents"
+
+
+class Paths(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    state_dir: str = ""  # empty: the platform default
+    runtime_dir: str = ""
+
+
+class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    log_level: Annotated[str, Meta(pattern=r"^(debug|info|warning|error)\Z")] = "info"
+    max_line: Annotated[int, Meta(ge=1024, le=64 << 20)] = 1 << 20
+    max_connections: Annotated[int, Meta(ge=1, le=100_000)] = 2048
+    idle_timeout: Annotated[float, Meta(gt=0)] = 600.0
+    global_max_concurrent: Annotated[int, Meta(ge=1, le=100_000)] = 100
+    reconcile_interval: Annotated[float, Meta(gt=0)] = 2.0
+    kill_grace: Annotated[float, Meta(ge=0)] = 5.0
+    tmux_command_timeout: Annotated[float, Meta(gt=0)] = 5.0
+    tmux: str = "tmux"
+    python: str = ""  # interpreter that runs the runner; empty: the daemon's own
+
+
+class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How to start one kind of agent: argv (never a shell string) and its options."""
+
+    argv: list[str] = []
+    model_flag: list[str] = msgspec.field(default_factory=lambda: ["--model"])
+    stream_json: bool = False  # stdout is stream-json with a final ``result`` event
+    mcp_config_flag: list[str] = []  # e.g. ["--mcp-config"] for claude, when the shim exists
+
+
+def _default_providers() -> dict[str, Provider]:
+    return {
+        "claude": Provider(
+            argv=["claude", "-p", "--output-format", "stream-json", "--verbose"],
+            stream_json=True,
+            mcp_config_flag=["--mcp-config"],
+        ),
+        "codex": Provider(argv=["codex", "exec", "--json", "-"], model_flag=["--model"]),
+        "gemini": Provider(argv=["gemini", "--output-format", "stream-json"], stream_json=True),
+        "command": Provider(argv=[], model_flag=[]),
+    }
+
+
+class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    paths: Paths = Paths()
+    daemon: DaemonConfig = DaemonConfig()
+    limits: Limits = Limits()  # defaults for new tasks
+    providers: dict[str, Provider] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.paths.state_dir) if self.paths.state_dir else default_state_dir()
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path(self.paths.runtime_dir) if self.paths.runtime_dir else default_runtime_dir()
+
+    @property
+    def socket_path(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    @property
+    def tmux_socket(self) -> Path:
+        return self.runtime_dir / "tmux.sock"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.sqlite3"
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers))
+            raise InvalidParams(f"unknown provider {name!r} (configured: {known})") from None
+
+
+def default_state_dir() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / APP
+
+
+def default_runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and sys.platform != "darwin":
+        return Path(base) / APP
+    return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+
+
+def default_config_path() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP / "config.toml"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / APP / "config.toml"
+
+
+def socket_path_from_env(environ: Mapping[str, str] = os.environ) -> Path:
+    """The control socket a client should use when none is given explicitly."""
+    explicit = environ.get(ENV_PREFIX + "SOCKET")
+    if explicit:
+        return Path(explicit)
+    runtime = environ.get(ENV_PREFIX + "RUNTIME_DIR")
+    return (Path(runtime) if runtime else default_runtime_dir()) / "control.sock"
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Defaults, then the TOML file, then environment overrides. Raises InvalidParams."""
+    if path is None:
+        explicit = environ.get(ENV_PREFIX + "CONFIG")
+        path = Path(explicit) if explicit else default_config_path()
+        required = bool(explicit)
+    else:
+        required = True
+    raw: dict[str, object] = {}
+    if path.exists() or required:
+        try:
+            raw = msgspec.toml.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError) as e:
+            raise InvalidParams(f"cannot read config {path}: {e}") from None
+    for section, cls in (("daemon", DaemonConfig), ("paths", Paths)):
+        table = dict(raw.get(section) or {})  # type: ignore[call-overload]
+        for field in msgspec.structs.fields(cls):
+            value = environ.get(ENV_PREFIX + field.name.upper())
+            if value is not None:
+                table[field.name] = value
+        raw[section] = table
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as e:
+        raise InvalidParams(f"invalid config ({path}): {e}") from None
+    providers = _default_providers()
+    providers.update(config.providers)
+    return msgspec.structs.replace(config, providers=providers)
+
+
+def dump_config(config: Config) -> str:
+    """The effective config as TOML-like text (for ``--print-config``)."""
+    lines: list[str] = []
+    data = msgspec.to_builtins(config)
+    data["paths"] = {
+        "state_dir": str(config.state_dir),
+        "runtime_dir": str(config.runtime_dir),
+        "socket": str(config.socket_path),
+        "tmux_socket": str(config.tmux_socket),
+    }
+    for section in ("paths", "daemon", "limits"):
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in data[section].items())
+        lines.append("")
+    for name, provider in sorted(data["providers"].items()):
+        lines.append(f"[providers.{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in provider.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    return msgspec.json.encode(value).decode() if not isinstance(value, bool) else str(value).lower()

@@ -1,0 +1,203 @@
+"""The daemon's entry point: config, logging, the instance lock, and one nursery.
+
+``supervisord-agents`` runs in the foreground (a service manager or a terminal owns
+it). Start-up order matters and each step is ready before the next begins: load state,
+start the actor, the effect runner and the tmux adapter, reconcile once (so a restart
+re-adopts running agents before anyone asks), then serve the socket.
+
+SIGTERM / SIGINT: stop accepting, let the actor commit what it has, exit 0.
+SIGHUP: reload the config (limits, intervals, log level; paths need a restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Final, TextIO
+
+import structlog
+import trio
+
+from . import __version__, service
+from .actor import Actor, Hub
+from .api import Api
+from .config import Config, dump_config, load_config
+from .effects import Effects
+from .errors import SupervisorError
+from .logs import configure_logging
+from .reconciler import Reconciler
+from .registry import Registry
+from .server import Server, bind_socket, prepare_runtime_dir
+from .store import Store
+from .tmux import ControlModeTmux
+
+log = structlog.get_logger()
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_ALREADY_RUNNING: Final = 75  # another daemon holds the state directory
+
+
+class AlreadyRunning(SupervisorError):
+    """Another daemon holds the instance lock of this state directory."""
+
+
+def acquire_instance_lock(state_dir: Path) -> TextIO:
+    """Hold an exclusive lock on the state directory for the life of the process.
+
+    The lock (``flock``) is released by the kernel when the process dies, however it
+    dies, so a stale lock file never blocks a restart. Raises AlreadyRunning."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = state_dir / "daemon.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held open until exit on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(
+            f"another supervisord-agents daemon (pid {pid}) is already running on {state_dir}"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class Daemon:
+    """One running daemon: its parts, wired together, and its lifecycle."""
+
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.store = Store(config.db_path)
+        self.registry = Registry(global_max_concurrent=config.daemon.global_max_concurrent)
+        self.hub = Hub()
+        self.actor = Actor(self.registry, self.store, self.hub)
+        self.backend = ControlModeTmux(
+            socket_path=config.tmux_socket,
+            config_path=config.runtime_dir / "tmux.conf",
+            tmux=config.daemon.tmux,
+            command_timeout=config.daemon.tmux_command_timeout,
+        )
+        self.effects = Effects(self.actor, self.backend, config)
+        self.actor.run_effects = self.effects
+        self.reconciler = Reconciler(self.actor, self.backend, self.effects, interval=config.daemon.reconcile_interval)
+        self.stopping = trio.Event()
+        self.api = Api(self.actor, self.effects, config, stop=self.stopping.set)
+        self.api.reconciler = self.reconciler
+        self.server = Server(
+            self.api, self.store, max_line=config.daemon.max_line,
+            max_connections=config.daemon.max_connections, idle_timeout=config.daemon.idle_timeout,
+        )
+        self.api.extra_health = self._health
+
+    def _health(self) -> dict[str, object]:
+        return {"connections": self.server.connections, **self.reconciler.health()}
+
+    async def run(self, sockets: list[socket.socket]) -> None:
+        await trio.to_thread.run_sync(self.store.open)
+        loaded = await trio.to_thread.run_sync(self.store.load)
+        self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)
+        log.info("state_loaded", tasks=len(loaded.tasks), agents=len(loaded.agents), last_seq=loaded.last_seq)
+        actor_done = trio.Event()
+
+        async def run_actor(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await self.actor.run(task_status=task_status)
+            finally:
+                actor_done.set()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_actor)
+            await nursery.start(self.effects.run)
+            await nursery.start(self.backend.run)
+            await self.reconciler.reconcile()
+            nursery.start_soon(self.reconciler.run)
+            server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
+            nursery.start_soon(self._signals)
+            service.notify("READY=1")
+            log.info("serving", socket=str(self.config.socket_path), pid=os.getpid(), version=__version__)
+            await self.stopping.wait()
+            log.info("stopping")
+            service.notify("STOPPING=1")
+            server_scope.cancel()
+            self.actor.close()
+            await actor_done.wait()
+            nursery.cancel_scope.cancel()
+        await trio.to_thread.run_sync(self.store.close)
+        log.info("stopped")
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                else:
+                    log.info("signal", signal=signal.Signals(signum).name)
+                    self.stopping.set()
+
+    def reload(self) -> None:
+        """Re-read the config; apply what can change while running."""
+        try:
+            new = load_config(self.config_path)
+        except SupervisorError as e:
+            log.error("reload_failed", error=e.message)
+            return
+        if (new.state_dir, new.runtime_dir) != (self.config.state_dir, self.config.runtime_dir):
+            log.warning("reload_paths_ignored", detail="paths change only on restart")
+        configure_logging(new.daemon.log_level)
+        self.registry.global_max_concurrent = new.daemon.global_max_concurrent
+        self.reconciler.interval = new.daemon.reconcile_interval
+        self.server.idle_timeout = new.daemon.idle_timeout
+        self.server.max_connections = new.daemon.max_connections
+        for holder in (self, self.api, self.effects):
+            holder.config = new
+        log.info("config_reloaded")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="supervisord-agents", description="Supervisor daemon for headless AI coding agents (runs in the foreground).")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $SUPERVISORD_AGENTS_CONFIG or the user config dir)")
+    parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except SupervisorError as e:
+        sys.stderr.write(f"supervisord-agents: {e.message}\n")
+        return EXIT_USAGE
+    if args.print_config:
+        sys.stdout.write(dump_config(config))
+        return EXIT_OK
+    configure_logging(config.daemon.log_level)
+    try:
+        lock = acquire_instance_lock(config.state_dir)
+    except AlreadyRunning as e:
+        sys.stderr.write(f"supervisord-agents: {e.message}\n")
+        return EXIT_ALREADY_RUNNING
+    try:
+        prepare_runtime_dir(config.runtime_dir)
+        sockets = service.activated_sockets() or [bind_socket(config.socket_path)]
+        trio.run(Daemon(config, args.config).run, sockets)
+    except SupervisorError as e:
+        log.error("daemon_failed", error=e.message)
+        sys.stderr.write(f"supervisord-agents: {e.message}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        lock.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

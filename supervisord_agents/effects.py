@@ -1,0 +1,203 @@
+"""Side effects of committed decisions: start, stop and clean up agents.
+
+The actor decides and persists (an agent is ``starting`` on disk before its session
+exists); this module then acts, outside the actor's critical path, in its own nursery,
+and reports every result back as an ordinary command (``Started``, ``SpawnFailed``,
+``Exited``, ``RecordCleanup``). A crash between the decision and the act is repaired
+by reconciliation at start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+import structlog
+import trio
+from msgspec import Struct
+
+from . import procs
+from .actor import Actor
+from .config import Config
+from .errors import IllegalTransition, SupervisorError, TmuxError
+from .files import AgentFiles, read_exit, read_start
+from .model import Agent, Cleanup, DecidedBy, Exit
+from .registry import CleanUp, Effect, Exited, RecordCleanup, SpawnFailed, StartSession, Started, StopAgent
+from .tmux import SessionSpec, TmuxBackend
+
+log = structlog.get_logger()
+
+ENV_AGENT_ID: Final = "SUPERVISORD_AGENTS_AGENT_ID"
+ENV_TASK_ID: Final = "SUPERVISORD_AGENTS_TASK_ID"
+ENV_SOCKET: Final = "SUPERVISORD_AGENTS_SOCKET"
+ENV_TOKEN: Final = "SUPERVISORD_AGENTS_TOKEN"
+
+
+class Launch(Struct, frozen=True):
+    """What a start needs that the registry does not keep: the secret and the prompt."""
+
+    token: str
+    prompt: str
+    stream_json: bool
+
+
+class Effects:
+    """Runs effects in a nursery it owns; every outcome goes back to the actor."""
+
+    def __init__(self, actor: Actor, backend: TmuxBackend, config: Config) -> None:
+        self.actor = actor
+        self.backend = backend
+        self.config = config
+        self._launches: dict[str, Launch] = {}
+        self.starting: set[str] = set()  # agents whose start is in flight (the reconciler skips them)
+        self.cleaning: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+
+    def files(self, agent: Agent) -> AgentFiles:
+        return AgentFiles(self.config.state_dir, agent.task_id, agent.id)
+
+    def stash(self, agent_id: str, launch: Launch) -> None:
+        """Keep what the start of an agent about to be admitted will need."""
+        self._launches[agent_id] = launch
+
+    def discard(self, agent_id: str) -> None:
+        self._launches.pop(agent_id, None)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def __call__(self, effects: list[Effect]) -> None:
+        """Start the effects of one committed batch (called by the actor)."""
+        assert self._nursery is not None, "Effects.run must be started first"
+        for effect in effects:
+            match effect:
+                case StartSession(agent):
+                    self.starting.add(agent.id)
+                    self._nursery.start_soon(self.start, agent)
+                case StopAgent(agent, tree):
+                    self._nursery.start_soon(self.stop, agent, tree)
+                case CleanUp(agent):
+                    self.schedule_cleanup(agent)
+
+    def schedule_cleanup(self, agent: Agent) -> None:
+        if agent.id not in self.cleaning and self._nursery is not None:
+            self.cleaning.add(agent.id)
+            self._nursery.start_soon(self.cleanup, agent)
+
+    # -- start ---------------------------------------------------------------------
+
+    async def start(self, agent: Agent) -> None:
+        """Create the agent's session, then report ``Started`` or ``SpawnFailed``."""
+        launch = self._launches.pop(agent.id, None)
+        try:
+            if launch is None:
+                raise TmuxError("the daemon restarted before the session was created")
+            files = self.files(agent)
+            await trio.to_thread.run_sync(files.create, launch.prompt)
+            cwd = agent.cwd or str(Path.home())
+            if not os.path.isdir(cwd):
+                raise TmuxError(f"working directory {cwd} does not exist")
+            spec = SessionSpec(
+                name=f"sa-{agent.id}",
+                argv=self.runner_argv(files, agent, stream_json=launch.stream_json),
+                cwd=cwd,
+                env=self.agent_env(agent, launch.token),
+                agent_id=agent.id,
+                task_id=agent.task_id,
+            )
+            ids = await self.backend.start_session(spec)
+        except (SupervisorError, OSError) as e:
+            reason = getattr(e, "message", None) or str(e)
+            log.warning("spawn_failed", agent_id=agent.id, reason=reason)
+            await self._report(SpawnFailed(agent.id, reason))
+        else:
+            await self._report(Started(agent.id, ids))
+        finally:
+            self.starting.discard(agent.id)
+
+    def runner_argv(self, files: AgentFiles, agent: Agent, *, stream_json: bool) -> list[str]:
+        python = self.config.daemon.python or sys.executable
+        argv = [python, "-m", "supervisord_agents.runner", "--status", str(files.status),
+                "--record", str(files.record), "--log", str(files.log), "--prompt", str(files.prompt)]
+        if stream_json:
+            argv.append("--stream-json")
+        return [*argv, "--", *agent.argv]
+
+    def agent_env(self, agent: Agent, token: str) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        return {
+            ENV_AGENT_ID: agent.id,
+            ENV_TASK_ID: agent.task_id,
+            ENV_SOCKET: str(self.config.socket_path),
+            ENV_TOKEN: token,
+            "PATH": f"{bin_dir}:{path}",
+        }
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def stop(self, agent: Agent, tree: bool) -> None:
+        """SIGTERM the agent's process group, SIGKILL after the grace period, kill the
+        session, verify nothing of the group remains; then report the exit."""
+        files = self.files(agent)
+        start = read_start(files)
+        survivors: list[int] = []
+        if start is not None:
+            extra = procs.descendants(start.child_pid) if tree else []
+            report = await procs.terminate_group(start.pgid, grace=self.config.daemon.kill_grace, extra_pids=extra)
+            survivors = list(report.survivors)
+        if agent.tmux is not None:
+            try:
+                await self.backend.kill_session(agent.tmux.session_id)
+            except TmuxError as e:
+                log.warning("kill_session_failed", agent_id=agent.id, error=e.message)
+        # The runner outlives its child by a moment to write the exit record.
+        exit = None
+        with trio.move_on_after(2.0):
+            while (exit := read_exit(files)) is None and start is not None:
+                await trio.sleep(0.02)
+        if exit is None:
+            exit = Exit(decided_by=DecidedBy.KILL, reason=agent.kill_reason)
+        if survivors:
+            log.error("kill_left_processes", agent_id=agent.id, pids=survivors)
+        await self._report(Exited(agent.id, exit))
+
+    # -- cleanup -------------------------------------------------------------------
+
+    async def cleanup(self, agent: Agent) -> None:
+        """After any terminal state: session gone, prompt removed, log archived.
+        Idempotent; a failure is recorded and retried by the reconciler."""
+        files = self.files(agent)
+        attempts = (agent.cleanup.attempts + 1) if agent.cleanup else 1
+        try:
+            if agent.tmux is not None:
+                await self.backend.kill_session(agent.tmux.session_id)
+            archive = await trio.to_thread.run_sync(self._clean_files, files)
+            record = Cleanup(ok=True, at=time.time(), archive=archive, attempts=attempts)
+        except (SupervisorError, OSError) as e:
+            error = getattr(e, "message", None) or str(e)
+            log.warning("cleanup_failed", agent_id=agent.id, error=error)
+            record = Cleanup(ok=False, at=time.time(), error=error, attempts=attempts)
+        try:
+            await self._report(RecordCleanup(agent.id, record))
+        finally:
+            self.cleaning.discard(agent.id)
+
+    @staticmethod
+    def _clean_files(files: AgentFiles) -> str | None:
+        files.remove_prompt()
+        return files.archive_log()
+
+    async def _report(self, command: Exited | Started | SpawnFailed | RecordCleanup) -> None:
+        try:
+            await self.actor.submit(command)
+        except IllegalTransition:
+            pass  # someone else (the reconciler, a racing exit) recorded it first
+        except SupervisorError as e:
+            log.warning("effect_report_failed", command=type(command).__name__, error=e.message)

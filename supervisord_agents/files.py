@@ -1,0 +1,139 @@
+"""Where an agent's files live, and reading the runner's records.
+
+Paths are built only from validated ids (see :mod:`.model`), never from free text, so
+none can leave the state directory::
+
+    <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
+                                               output.log   stdout+stderr (archived at cleanup)
+                                               runner.json  the runner's start record
+                                               status.json  the runner's exit record (kept)
+    <state>/tasks/<task id>/archive/<agent id>.log.gz       compressed log after cleanup
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+from pathlib import Path
+
+import msgspec
+from msgspec import Struct
+
+from .model import AGENT_ID_PATTERN, TASK_ID_PATTERN, DecidedBy, Exit
+
+_TASK_RE = re.compile(TASK_ID_PATTERN)
+_AGENT_RE = re.compile(AGENT_ID_PATTERN)
+
+
+class AgentFiles:
+    """The files of one agent."""
+
+    def __init__(self, state_dir: Path, task_id: str, agent_id: str) -> None:
+        # Defence in depth: ids were validated at decode time; refuse anything else here.
+        if not _TASK_RE.match(task_id) or not _AGENT_RE.match(agent_id):
+            raise ValueError(f"refusing unsafe ids {task_id!r}/{agent_id!r}")
+        self.task_dir = state_dir / "tasks" / task_id
+        self.dir = self.task_dir / "agents" / agent_id
+        self.prompt = self.dir / "prompt.txt"
+        self.log = self.dir / "output.log"
+        self.record = self.dir / "runner.json"
+        self.status = self.dir / "status.json"
+        self.archive = self.task_dir / "archive" / f"{agent_id}.log.gz"
+
+    def create(self, prompt: str) -> None:
+        """Make the agent's folder and write its prompt file (0600)."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.prompt, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(prompt)
+
+    def archive_log(self) -> str | None:
+        """Compress the log into the task's archive (idempotent); return the archive path."""
+        if self.log.exists():
+            self.archive.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = self.archive.with_suffix(".tmp")
+            with self.log.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, self.archive)
+            self.log.unlink()
+        return str(self.archive) if self.archive.exists() else None
+
+    def remove_prompt(self) -> None:
+        self.prompt.unlink(missing_ok=True)
+
+
+class Rusage(Struct, frozen=True):
+    utime: float = 0.0
+    stime: float = 0.0
+    maxrss_kb: int = 0
+
+
+class ResultEvent(Struct, frozen=True):
+    is_error: bool | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    session_id: str | None = None
+
+
+class StatusRecord(Struct, frozen=True):
+    """The runner's exit record (see :mod:`.runner` for the writer)."""
+
+    code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    rusage: Rusage | None = None
+    result: ResultEvent | None = None
+    child_pid: int | None = None
+    pgid: int | None = None
+    error: str = ""
+
+
+class StartRecord(Struct, frozen=True):
+    """The runner's start record: which process group to signal."""
+
+    runner_pid: int
+    child_pid: int
+    pgid: int
+    started_at: float
+
+
+_status_dec = msgspec.json.Decoder(StatusRecord)
+_start_dec = msgspec.json.Decoder(StartRecord)
+
+
+def read_status(files: AgentFiles) -> StatusRecord | None:
+    """The exit record, or None if there is none (or it is unreadable)."""
+    try:
+        return _status_dec.decode(files.status.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def read_start(files: AgentFiles) -> StartRecord | None:
+    try:
+        return _start_dec.decode(files.record.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def exit_from_status(record: StatusRecord) -> Exit:
+    result = record.result or ResultEvent()
+    return Exit(
+        decided_by=DecidedBy.EXIT_STATUS,
+        code=record.code,
+        signal=record.signal,
+        reason=record.error,
+        is_error=result.is_error,
+        cost_usd=result.cost_usd,
+        turns=result.turns,
+        session_id=result.session_id,
+    )
+
+
+def read_exit(files: AgentFiles) -> Exit | None:
+    """How the agent ended according to its files: the status record, else None."""
+    record = read_status(files)
+    return None if record is None else exit_from_status(record)

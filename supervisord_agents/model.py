@@ -1,0 +1,218 @@
+"""The data model: ids, names, tasks, agents, findings and their states.
+
+Everything here is a frozen msgspec Struct or a StrEnum, and every name that can reach
+a path, a tmux target or an argv is constrained by a pattern *at decode time*. The
+patterns keep out tmux target syntax (``.``, ``:``), path separators, shell
+metacharacters, whitespace and control characters, so code further in never has to
+sanitise: a value that decoded is safe to use as a file name or a tmux session name.
+
+This module is pure: no I/O, no clocks. Timestamps are floats (seconds since the
+epoch) handed in by the caller.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import Meta, Struct
+
+# --- names and ids ------------------------------------------------------------------
+
+NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,39}\Z"
+TASK_ID_PATTERN: Final = r"^TASK-[0-9]{8}-[0-9]{6}-[0-9a-f]{8}\Z"
+AGENT_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,39}-[0-9]{6}-[0-9a-f]{6}\Z"
+
+Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="lower-case name: [a-z0-9][a-z0-9_-]{0,39}")]
+TaskId = Annotated[str, Meta(pattern=TASK_ID_PATTERN, description="TASK-YYYYMMDD-HHMMSS-<8 hex>")]
+AgentId = Annotated[str, Meta(pattern=AGENT_ID_PATTERN, description="<type>-<HHMMSS>-<6 hex>")]
+# Model names end up as one argv element; they may never look like a flag.
+ModelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}\Z")]
+# Absolute path without control characters, bounded. Existence is checked where the path is used.
+AbsPath = Annotated[str, Meta(pattern=r"^/[^\x00-\x1f\x7f]*\Z", max_length=4096)]
+Text = Annotated[str, Meta(max_length=65536)]
+ShortText = Annotated[str, Meta(max_length=4096)]
+Percent = Annotated[int, Meta(ge=0, le=100)]
+Seq = Annotated[int, Meta(ge=0)]
+
+# --- states -------------------------------------------------------------------------
+
+
+class AgentState(StrEnum):
+    """Where an agent is in its life (supervisord's vocabulary where it fits)."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    KILLED = "killed"
+    LOST = "lost"
+
+    @property
+    def live(self) -> bool:
+        """True while the agent holds (or is about to hold) a session and a process."""
+        return self in LIVE_STATES
+
+    @property
+    def terminal(self) -> bool:
+        """True once the agent has ended; terminal states never change again."""
+        return self not in LIVE_STATES
+
+
+LIVE_STATES: Final = frozenset(
+    {AgentState.QUEUED, AgentState.STARTING, AgentState.RUNNING, AgentState.STOPPING}
+)
+TERMINAL_STATES: Final = frozenset(AgentState) - LIVE_STATES
+
+
+class TaskState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class DecidedBy(StrEnum):
+    """What decided an agent's terminal state."""
+
+    EXIT_STATUS = "exit_status"  # the runner's status record
+    RESULT_EVENT = "result_event"  # stream-json final result, no exit record
+    KILL = "kill"  # a kill request
+    SESSION_VANISHED = "session_vanished"  # the session went away with no exit record
+    SPAWN_ERROR = "spawn_error"  # the session never started
+
+
+# --- limits and specs ---------------------------------------------------------------
+
+
+class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Anti-spiral limits of one task, checked atomically when a spawn is admitted."""
+
+    max_concurrent: Annotated[int, Meta(ge=1, le=1000)] = 20
+    max_total: Annotated[int, Meta(ge=1, le=100_000)] = 45
+    max_depth: Annotated[int, Meta(ge=1, le=50)] = 5
+
+
+class TaskContext(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Optional context given to every agent of a task."""
+
+    background: Text = ""
+    deliverables: Annotated[list[ShortText], Meta(max_length=100)] = []
+    success_criteria: Annotated[list[ShortText], Meta(max_length=100)] = []
+    constraints: Annotated[list[ShortText], Meta(max_length=100)] = []
+    relevant_files: Annotated[list[ShortText], Meta(max_length=200)] = []
+
+
+class Task(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: TaskId
+    description: Text
+    priority: Priority = Priority.P2
+    cwd: AbsPath | None = None
+    context: TaskContext = TaskContext()
+    limits: Limits = Limits()
+    state: TaskState = TaskState.OPEN
+    created_at: float
+    closed_at: float | None = None
+
+
+class TmuxIds(Struct, frozen=True, kw_only=True):
+    """Exact tmux identifiers of an agent's session (never a name prefix)."""
+
+    session_id: str
+    window_id: str
+    pane_id: str
+    pane_pid: int
+
+
+class Exit(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How an agent ended and what decided it."""
+
+    decided_by: DecidedBy
+    code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+    is_error: bool | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    session_id: str | None = None
+
+
+class Cleanup(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What cleanup after a terminal state did, or why it failed (then it is retried)."""
+
+    ok: bool
+    at: float
+    archive: str | None = None
+    error: str = ""
+    attempts: int = 1
+
+
+class Agent(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: AgentId
+    task_id: TaskId
+    type: Name
+    parent: AgentId | None = None
+    depth: int = 1
+    provider: Name = "command"
+    model: ModelName | None = None
+    argv: list[str] = []
+    cwd: AbsPath | None = None
+    state: AgentState = AgentState.STARTING
+    activity: Name | None = None
+    progress: int = 0
+    message: str = ""
+    exit: Exit | None = None
+    tmux: TmuxIds | None = None
+    token_hash: str = ""
+    kill_reason: str = ""
+    cleanup: Cleanup | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    updated_at: float
+
+
+class Finding(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    seq: int
+    task_id: TaskId
+    agent_id: AgentId | None = None
+    type: Name
+    severity: Severity
+    message: Text
+    data: dict[str, Any] | None = None
+    at: float
+
+
+class Counts(Struct, frozen=True, kw_only=True):
+    """Counts of one task or of the whole registry, always derived from the rows."""
+
+    active: int = 0
+    completed: int = 0
+    failed: int = 0
+    killed: int = 0
+    lost: int = 0
+    spawned: int = 0
+
+
+def encode_row(value: Struct) -> bytes:
+    """Encode a row for storage (msgpack: compact and fast to decode at start)."""
+    return _MSGPACK_ENCODER.encode(value)
+
+
+_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder()

@@ -1,0 +1,82 @@
+"""Reconciliation, the pure part: compare the registry with one listing of tmux.
+
+:func:`diff` takes the live agents as they were *before* the listing was taken, the
+listing, and the agents whose start is in flight, and returns a :class:`Plan`. It does
+no I/O: the reconciler (``reconciler.py``) lists tmux, calls this, and turns the plan
+into commands for the actor and calls to tmux.
+
+The rules:
+
+- a live agent whose session is not in the listing (or whose pane is dead) has ended:
+  its exit is read from its status record, and without one it is ``lost``;
+- a session with our marker whose agent is ``starting`` and not being started right
+  now (the daemon died between persisting ``starting`` and recording ``running``) is
+  adopted as ``running``;
+- a session with our marker whose agent is terminal is killed again;
+- a session with our marker and no agent record is an orphan: reported, and killed
+  only on request;
+- sessions without our marker are never touched.
+
+Taking the live agents before the listing matters: an agent that starts while the
+listing is in flight is not in the snapshot, so it can never be mistaken for gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+
+from msgspec import Struct
+
+from .model import Agent, AgentState, TmuxIds
+from .tmux import PaneInfo
+
+
+class Plan(Struct, frozen=True, kw_only=True):
+    gone: list[Agent] = []  # live agents whose session has gone
+    adopt: list[tuple[Agent, TmuxIds]] = []
+    kill_again: list[PaneInfo] = []  # sessions of terminal agents
+    orphans: list[PaneInfo] = []  # marker sessions with no agent record
+
+    @property
+    def empty(self) -> bool:
+        return not (self.gone or self.adopt or self.kill_again or self.orphans)
+
+
+def ids_of(pane: PaneInfo) -> TmuxIds:
+    return TmuxIds(session_id=pane.session_id, window_id=pane.window_id, pane_id=pane.pane_id, pane_pid=pane.pane_pid)
+
+
+def diff(
+    live_before: Iterable[Agent],
+    agents_now: Mapping[str, Agent],
+    panes: Iterable[PaneInfo],
+    starting: Collection[str],
+) -> Plan:
+    """The plan that makes the registry agree with the listing ``panes``."""
+    by_agent: dict[str, PaneInfo] = {}
+    kill_again: list[PaneInfo] = []
+    orphans: list[PaneInfo] = []
+    for pane in panes:
+        if pane.agent_id is None:
+            continue  # not ours
+        agent = agents_now.get(pane.agent_id)
+        if agent is None:
+            orphans.append(pane)
+        elif agent.state.terminal:
+            kill_again.append(pane)
+        elif not pane.pane_dead:
+            by_agent[pane.agent_id] = pane
+    gone: list[Agent] = []
+    adopt: list[tuple[Agent, TmuxIds]] = []
+    for before in live_before:
+        if before.id in starting:
+            continue
+        now = agents_now[before.id]
+        if now.state.terminal:
+            continue
+        pane = by_agent.get(before.id)
+        if pane is None:
+            gone.append(now)
+        elif now.state is AgentState.STARTING and now.tmux is None:
+            adopt.append((now, ids_of(pane)))
+    return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans)

@@ -1,0 +1,133 @@
+"""The reconciler: keeps the registry truthful about tmux, on a timer and on notifications.
+
+Each pass takes one listing of the private tmux server, computes a plan with the pure
+:func:`~supervisord_agents.reconcile.diff`, and carries it out through ordinary actor
+commands (``Exited``, ``Adopt``) and tmux calls. tmux notifications (a window closed,
+sessions changed) wake it at once; the timer is the safety net, since notifications
+are only hints. It also retries cleanups that failed.
+"""
+
+from __future__ import annotations
+
+
+import structlog
+import trio
+from msgspec import Struct
+
+from .actor import Actor
+from .effects import Effects
+from .errors import IllegalTransition, SupervisorError, TmuxError
+from .files import read_exit
+from .model import LIVE_STATES, DecidedBy, Exit
+from .reconcile import Plan, diff
+from .registry import Adopt, Exited
+from .tmux import TmuxBackend
+
+log = structlog.get_logger()
+
+
+class Report(Struct, kw_only=True):
+    """What one pass found and did (or, for a dry run, would do)."""
+
+    dry_run: bool
+    tmux_healthy: bool
+    sessions: int = 0
+    ended: list[str] = []  # live agents whose session had gone ("zombies" in the registry)
+    adopted: list[str] = []
+    killed_again: list[str] = []  # sessions of agents already terminal
+    orphans: list[str] = []  # sessions with our marker and no agent record
+    orphans_killed: list[str] = []
+    cleanups_retried: list[str] = []
+    error: str = ""
+
+
+class Reconciler:
+    def __init__(self, actor: Actor, backend: TmuxBackend, effects: Effects, *, interval: float) -> None:
+        self.actor = actor
+        self.registry = actor.registry
+        self.backend = backend
+        self.effects = effects
+        self.interval = interval
+        self.passes = 0
+        self.last: Report | None = None
+        self._lock = trio.Lock()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            with trio.move_on_after(self.interval):
+                await self.backend.wait_changed()
+            await self.reconcile()
+
+    async def reconcile(self, *, dry_run: bool = False, kill_orphans: bool = False) -> Report:
+        """One pass. Never raises for tmux trouble: the report says what went wrong."""
+        async with self._lock:
+            live_before = list(self.registry.agents_in(LIVE_STATES))
+            starting = set(self.effects.starting)
+            try:
+                panes = await self.backend.list_panes()
+            except TmuxError as e:
+                report = Report(dry_run=dry_run, tmux_healthy=False, error=e.message)
+                self.last = report
+                return report
+            plan = diff(live_before, self.registry.agents, panes, starting)
+            report = Report(dry_run=dry_run, tmux_healthy=True, sessions=len(panes))
+            await self._carry_out(plan, report, dry_run=dry_run, kill_orphans=kill_orphans)
+            self.passes += 1
+            self.last = report
+            if not plan.empty:
+                log.info("reconciled", ended=report.ended, adopted=report.adopted,
+                         killed_again=report.killed_again, orphans=report.orphans, dry_run=dry_run)
+            return report
+
+    async def _carry_out(self, plan: Plan, report: Report, *, dry_run: bool, kill_orphans: bool) -> None:
+        for agent in plan.gone:
+            report.ended.append(agent.id)
+            if dry_run:
+                continue
+            exit = read_exit(self.effects.files(agent)) or Exit(
+                decided_by=DecidedBy.SESSION_VANISHED, reason="session gone without an exit record"
+            )
+            await self._submit(Exited(agent.id, exit))
+        for agent, ids in plan.adopt:
+            report.adopted.append(agent.id)
+            if not dry_run:
+                await self._submit(Adopt(agent.id, ids))
+        for pane in plan.kill_again:
+            report.killed_again.append(pane.session_id)
+            if not dry_run:
+                await self._kill(pane.session_id)
+        for pane in plan.orphans:
+            report.orphans.append(pane.session_id)
+            if kill_orphans and not dry_run:
+                await self._kill(pane.session_id)
+                report.orphans_killed.append(pane.session_id)
+        for agent in self.registry.uncleaned():
+            if agent.id in self.effects.cleaning:
+                continue
+            report.cleanups_retried.append(agent.id)
+            if not dry_run:
+                self.effects.schedule_cleanup(agent)
+
+    async def _submit(self, command: Exited | Adopt) -> None:
+        try:
+            await self.actor.submit(command)
+        except IllegalTransition:
+            pass  # changed meanwhile (an effect reported first)
+        except SupervisorError as e:
+            log.warning("reconcile_command_failed", command=type(command).__name__, error=e.message)
+
+    async def _kill(self, session_id: str) -> None:
+        try:
+            await self.backend.kill_session(session_id)
+        except TmuxError as e:
+            log.warning("reconcile_kill_failed", session_id=session_id, error=e.message)
+
+    def health(self) -> dict[str, object]:
+        last = self.last
+        return {
+            "reconcile_passes": self.passes,
+            "tmux_healthy": self.backend.healthy,
+            "tmux_sessions": None if last is None else last.sessions,
+            "last_reconcile_error": None if last is None else last.error,
+        }

@@ -1,0 +1,616 @@
+"""The registry: a pure state machine over tasks, agents and findings.
+
+Rules
+-----
+
+The registry is the only model of the world the daemon has, and :meth:`Registry.apply`
+is the only way to change it. ``apply(command, now)`` either raises a
+:class:`~supervisord_agents.errors.SupervisorError` and changes nothing, or changes the
+registry and returns an :class:`Outcome`: the events to persist (each with the next
+sequence number), the side effects to run *after* those events are durable, and the
+value the caller gets back.
+
+An agent moves through these states::
+
+    starting --started/adopt--> running --kill--> stopping
+        |                          |                 |
+        +--------- exited ---------+---- exited -----+--> completed | failed | killed | lost
+        +-- spawn_failed --> failed
+
+Which command is allowed in which state is the table ``TRANSITIONS`` below; a pair that
+is not in the table raises :class:`IllegalTransition`. Terminal states never change
+again; only their cleanup record is updated.
+
+Counts (active, completed, failed, spawned, per task and globally) are never stored.
+They are the sizes of index sets that ``apply`` keeps in step with the rows, so they
+cannot drift: the Hypothesis test in ``tests/test_registry_stateful.py`` recomputes
+them from the rows after every step.
+
+Admission of a spawn is checked and recorded in the same ``apply`` call, so two spawns
+can never both pass a limit that only one of them fits under: the actor applies
+commands one at a time.
+
+This module does no I/O and reads no clock; ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator
+from enum import StrEnum
+from typing import Any, Final
+
+from msgspec import Struct, structs
+
+from .errors import (
+    Conflict,
+    DuplicateAgent,
+    IllegalTransition,
+    InvalidParams,
+    LimitExceeded,
+    UnknownAgent,
+    UnknownTask,
+)
+from .model import (
+    LIVE_STATES,
+    Agent,
+    AgentState,
+    Cleanup,
+    Counts,
+    DecidedBy,
+    Exit,
+    Finding,
+    Severity,
+    Task,
+    TaskState,
+    TmuxIds,
+)
+
+# --- commands -----------------------------------------------------------------------
+
+
+class CreateTask(Struct, frozen=True):
+    task: Task
+
+
+class CloseTask(Struct, frozen=True):
+    task_id: str
+
+
+class SpawnAgent(Struct, frozen=True):
+    """Admit an agent. ``agent`` is complete except for ``depth``, which is derived."""
+
+    agent: Agent
+
+
+class Started(Struct, frozen=True):
+    agent_id: str
+    tmux: TmuxIds
+
+
+class SpawnFailed(Struct, frozen=True):
+    agent_id: str
+    reason: str
+
+
+class Adopt(Struct, frozen=True):
+    """A session with our marker exists for an agent recorded as ``starting``."""
+
+    agent_id: str
+    tmux: TmuxIds
+
+
+class ReportProgress(Struct, frozen=True, kw_only=True):
+    agent_id: str
+    activity: str | None = None
+    message: str | None = None
+    percent: int | None = None
+
+
+class ReportFinding(Struct, frozen=True, kw_only=True):
+    task_id: str
+    agent_id: str | None
+    type: str
+    severity: Severity
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class RequestKill(Struct, frozen=True, kw_only=True):
+    agent_id: str
+    reason: str = ""
+    tree: bool = False
+
+
+class Exited(Struct, frozen=True):
+    """The agent's process is gone; ``exit`` says how and what decided it."""
+
+    agent_id: str
+    exit: Exit
+
+
+class RecordCleanup(Struct, frozen=True):
+    agent_id: str
+    cleanup: Cleanup
+
+
+Command = (
+    CreateTask
+    | CloseTask
+    | SpawnAgent
+    | Started
+    | SpawnFailed
+    | Adopt
+    | ReportProgress
+    | ReportFinding
+    | RequestKill
+    | Exited
+    | RecordCleanup
+)
+
+# --- events and effects -------------------------------------------------------------
+
+
+class EventKind(StrEnum):
+    TASK_CREATED = "task_created"
+    TASK_CLOSED = "task_closed"
+    AGENT_STATE = "agent_state"  # data: the agent row after the change
+    PROGRESS = "progress"  # data: {"activity", "message", "percent"}
+    FINDING = "finding"  # data: the finding
+    CLEANUP = "cleanup"  # data: the cleanup record
+
+
+class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One entry of the append-only event log."""
+
+    seq: int
+    at: float
+    kind: EventKind
+    task_id: str
+    agent_id: str | None = None
+    state: AgentState | None = None
+    data: Any = None
+
+
+class StartSession(Struct, frozen=True):
+    agent: Agent
+
+
+class StopAgent(Struct, frozen=True):
+    agent: Agent
+    tree: bool
+
+
+class CleanUp(Struct, frozen=True):
+    agent: Agent
+
+
+Effect = StartSession | StopAgent | CleanUp
+
+
+class Outcome(Struct, frozen=True):
+    events: list[Event]
+    effects: list[Effect]
+    result: Any
+
+
+# --- the transition table -------------------------------------------------------------
+
+S = AgentState
+_TERMINALS: Final = (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)
+
+#: (state, command type) -> name of the handler that applies it. A pair that is not
+#: here is illegal. Handlers decide the target state (an exit may end in any terminal).
+TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], str]] = {
+    (S.STARTING, Started): "_started",
+    (S.STOPPING, Started): "_started_while_stopping",
+    (S.STARTING, Adopt): "_started",
+    (S.STARTING, SpawnFailed): "_spawn_failed",
+    (S.STOPPING, SpawnFailed): "_spawn_failed",
+    **{(s, ReportProgress): "_progress" for s in (S.STARTING, S.RUNNING, S.STOPPING)},
+    (S.STARTING, RequestKill): "_kill",
+    (S.RUNNING, RequestKill): "_kill",
+    (S.STOPPING, RequestKill): "_kill_again",
+    **{(s, Exited): "_exited" for s in (S.STARTING, S.RUNNING, S.STOPPING)},
+    **{(s, RecordCleanup): "_cleanup" for s in _TERMINALS},
+}
+
+AGENT_COMMANDS: Final = (Started, Adopt, SpawnFailed, ReportProgress, RequestKill, Exited, RecordCleanup)
+
+
+def terminal_state(exit: Exit, *, kill_requested: bool) -> AgentState:
+    """The terminal state an exit leads to."""
+    if kill_requested:
+        return S.KILLED
+    if exit.decided_by is DecidedBy.SESSION_VANISHED:
+        return S.LOST
+    if exit.decided_by is DecidedBy.SPAWN_ERROR:
+        return S.FAILED
+    if exit.decided_by is DecidedBy.RESULT_EVENT:
+        return S.FAILED if exit.is_error else S.COMPLETED
+    return S.COMPLETED if exit.code == 0 and exit.signal is None else S.FAILED
+
+
+# --- the registry -----------------------------------------------------------------------
+
+
+class Registry:
+    """Tasks, agents and findings in memory, with indexes that make every count O(1)."""
+
+    def __init__(self, *, global_max_concurrent: int = 100) -> None:
+        self.global_max_concurrent = global_max_concurrent
+        self.tasks: dict[str, Task] = {}
+        self.agents: dict[str, Agent] = {}
+        self.findings: list[Finding] = []
+        self.last_seq = 0
+        # Indexes. Every one is derived from the rows and rebuilt by ``load``.
+        self._by_state: dict[AgentState, set[str]] = {s: set() for s in AgentState}
+        self._task_by_state: dict[str, dict[AgentState, set[str]]] = {}
+        self._task_agents: dict[str, list[str]] = {}
+        self._live_type: dict[tuple[str, str], str] = {}
+        self._live_session: dict[str, str] = {}
+        self._children: dict[str, list[str]] = {}
+        self._by_token: dict[str, str] = {}
+        self._uncleaned: set[str] = set()  # terminal agents whose cleanup has not succeeded
+        self._task_findings: dict[str, list[Finding]] = {}
+
+    # -- loading ---------------------------------------------------------------------
+
+    def load(
+        self, tasks: Iterable[Task], agents: Iterable[Agent], findings: Iterable[Finding], last_seq: int
+    ) -> None:
+        """Replace the contents with rows read from storage, and rebuild the indexes."""
+        self.__init__(global_max_concurrent=self.global_max_concurrent)  # type: ignore[misc]
+        for task in tasks:
+            self._put_task(task)
+        for agent in sorted(agents, key=lambda a: a.created_at):
+            self._put_agent(agent)
+        for finding in sorted(findings, key=lambda f: f.seq):
+            self._add_finding(finding)
+        self.last_seq = last_seq
+
+    # -- reads -----------------------------------------------------------------------
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise UnknownTask(f"no task {task_id!r}", data={"task_id": task_id}) from None
+
+    def agent(self, agent_id: str) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise UnknownAgent(f"no agent {agent_id!r}", data={"agent_id": agent_id}) from None
+
+    def agents_of(self, task_id: str) -> Iterator[Agent]:
+        """The agents of a task, oldest first."""
+        return (self.agents[a] for a in self._task_agents.get(task_id, ()))
+
+    def agents_in(self, states: Iterable[AgentState]) -> Iterator[Agent]:
+        for state in states:
+            yield from (self.agents[a] for a in self._by_state[state])
+
+    def children(self, agent_id: str) -> list[str]:
+        return list(self._children.get(agent_id, ()))
+
+    def uncleaned(self) -> list[Agent]:
+        """Terminal agents whose cleanup has not (yet) succeeded."""
+        return [self.agents[a] for a in self._uncleaned]
+
+    def agent_for_token(self, token_hash: str) -> Agent | None:
+        agent_id = self._by_token.get(token_hash)
+        return None if agent_id is None else self.agents[agent_id]
+
+    def agent_for_session(self, session_id: str) -> Agent | None:
+        agent_id = self._live_session.get(session_id)
+        return None if agent_id is None else self.agents[agent_id]
+
+    def live_of_type(self, task_id: str, type: str) -> Agent | None:
+        agent_id = self._live_type.get((task_id, type))
+        return None if agent_id is None else self.agents[agent_id]
+
+    def counts(self, task_id: str | None = None) -> Counts:
+        """Counts for one task, or for all tasks; sizes of index sets, never stored."""
+        if task_id is None:
+            by_state = self._by_state
+            spawned = len(self.agents)
+        else:
+            by_state = self._task_by_state.get(task_id, {})
+            spawned = len(self._task_agents.get(task_id, ()))
+
+        def n(state: AgentState) -> int:
+            return len(by_state.get(state, ()))
+
+        return Counts(
+            active=sum(n(s) for s in LIVE_STATES),
+            completed=n(S.COMPLETED),
+            failed=n(S.FAILED),
+            killed=n(S.KILLED),
+            lost=n(S.LOST),
+            spawned=spawned,
+        )
+
+    def findings_of(self, task_id: str | None) -> list[Finding]:
+        """Findings of one task (or all), in sequence order. Do not mutate the list."""
+        return self.findings if task_id is None else self._task_findings.get(task_id, [])
+
+    def query_findings(
+        self,
+        *,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        type: str | None = None,
+        severity: Severity | None = None,
+        since: int = 0,
+        limit: int = 100,
+    ) -> list[Finding]:
+        """Findings after sequence number ``since`` that match every given filter, oldest first."""
+        rows = self.findings_of(task_id)
+        start = bisect.bisect_right(rows, since, key=lambda f: f.seq)
+        out: list[Finding] = []
+        for finding in rows[start:]:
+            if agent_id is not None and finding.agent_id != agent_id:
+                continue
+            if type is not None and finding.type != type:
+                continue
+            if severity is not None and finding.severity != severity:
+                continue
+            out.append(finding)
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- the one way in ----------------------------------------------------------------
+
+    def apply(self, command: Command, now: float) -> Outcome:
+        """Apply one command. Raises a SupervisorError and changes nothing, or returns
+        the events, effects and result of the change."""
+        match command:
+            case CreateTask(task):
+                return self._create_task(task, now)
+            case CloseTask(task_id):
+                return self._close_task(task_id, now)
+            case SpawnAgent(agent):
+                return self._spawn(agent, now)
+            case ReportFinding():
+                return self._finding(command, now)
+            case _:
+                agent = self.agent(command.agent_id)
+                handler_name = TRANSITIONS.get((agent.state, type(command)))
+                if handler_name is None:
+                    raise IllegalTransition(
+                        f"agent {agent.id} is {agent.state}: cannot {_verb(command)}",
+                        data={"agent_id": agent.id, "state": agent.state.value},
+                    )
+                handler: Callable[[Agent, Any, float], Outcome] = getattr(self, handler_name)
+                return handler(agent, command, now)
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def _create_task(self, task: Task, now: float) -> Outcome:
+        if task.id in self.tasks:
+            raise Conflict(f"task {task.id} already exists", data={"task_id": task.id})
+        task = structs.replace(task, state=TaskState.OPEN, created_at=now, closed_at=None)
+        self._put_task(task)
+        return Outcome([self._event(now, EventKind.TASK_CREATED, task.id, data=task)], [], task)
+
+    def _close_task(self, task_id: str, now: float) -> Outcome:
+        task = self.task(task_id)
+        if task.state is TaskState.CLOSED:
+            raise IllegalTransition(f"task {task_id} is already closed", data={"task_id": task_id})
+        task = structs.replace(task, state=TaskState.CLOSED, closed_at=now)
+        self.tasks[task.id] = task
+        return Outcome([self._event(now, EventKind.TASK_CLOSED, task.id, data=task)], [], task)
+
+    # -- admission ---------------------------------------------------------------------
+
+    def _spawn(self, agent: Agent, now: float) -> Outcome:
+        task = self.task(agent.task_id)
+        if task.state is not TaskState.OPEN:
+            raise IllegalTransition(f"task {task.id} is closed", data={"task_id": task.id})
+        if agent.id in self.agents:
+            raise Conflict(f"agent id {agent.id} is already in use", data={"agent_id": agent.id})
+        depth = 1
+        if agent.parent is not None:
+            parent = self.agent(agent.parent)
+            if parent.task_id != task.id:
+                raise InvalidParams(
+                    f"parent {parent.id} belongs to task {parent.task_id}, not {task.id}",
+                    data={"parent": parent.id},
+                )
+            if not parent.state.live:
+                raise IllegalTransition(
+                    f"parent {parent.id} is {parent.state} and cannot have children",
+                    data={"parent": parent.id, "state": parent.state.value},
+                )
+            depth = parent.depth + 1
+        self.check_admission(task, agent.type, depth)
+        agent = structs.replace(
+            agent, depth=depth, state=S.STARTING, created_at=now, updated_at=now,
+            started_at=None, ended_at=None, exit=None, tmux=None, cleanup=None,
+        )
+        self._put_agent(agent)
+        return Outcome([self._agent_event(now, agent)], [StartSession(agent)], agent)
+
+    def check_admission(self, task: Task, type: str, depth: int) -> None:
+        """Raise LimitExceeded (or DuplicateAgent) if a spawn would break a limit."""
+        limits = task.limits
+        if depth > limits.max_depth:
+            raise LimitExceeded(
+                f"depth {depth} exceeds the task's max depth {limits.max_depth}",
+                data={"limit": "max_depth", "value": limits.max_depth},
+            )
+        existing = self._live_type.get((task.id, type))
+        if existing is not None:
+            raise DuplicateAgent(
+                f"agent {existing} of type {type!r} is already active in task {task.id}",
+                data={"existing_agent": existing, "type": type},
+            )
+        counts = self.counts(task.id)
+        if counts.active >= limits.max_concurrent:
+            raise LimitExceeded(
+                f"task {task.id} has {counts.active} active agents (max concurrent {limits.max_concurrent})",
+                data={"limit": "max_concurrent", "value": limits.max_concurrent},
+            )
+        if counts.spawned >= limits.max_total:
+            raise LimitExceeded(
+                f"task {task.id} has spawned {counts.spawned} agents (max total {limits.max_total})",
+                data={"limit": "max_total", "value": limits.max_total},
+            )
+        active = sum(len(self._by_state[s]) for s in LIVE_STATES)
+        if active >= self.global_max_concurrent:
+            raise LimitExceeded(
+                f"{active} agents are active in all tasks (global max {self.global_max_concurrent})",
+                data={"limit": "global_max_concurrent", "value": self.global_max_concurrent},
+            )
+
+    # -- agent transitions (called through TRANSITIONS) ---------------------------------
+
+    def _started(self, agent: Agent, cmd: Started | Adopt, now: float) -> Outcome:
+        self._claim_session(agent, cmd.tmux)
+        agent = self._replace(agent, state=S.RUNNING, tmux=cmd.tmux, started_at=now, updated_at=now)
+        return Outcome([self._agent_event(now, agent)], [], agent)
+
+    def _started_while_stopping(self, agent: Agent, cmd: Started, now: float) -> Outcome:
+        # A kill arrived while the session was being created: record where it runs and
+        # stop it now that there is something to stop.
+        self._claim_session(agent, cmd.tmux)
+        agent = self._replace(agent, tmux=cmd.tmux, started_at=now, updated_at=now)
+        return Outcome([self._agent_event(now, agent)], [StopAgent(agent, tree=False)], agent)
+
+    def _spawn_failed(self, agent: Agent, cmd: SpawnFailed, now: float) -> Outcome:
+        exit = Exit(decided_by=DecidedBy.SPAWN_ERROR, reason=cmd.reason)
+        return self._end(agent, S.FAILED, exit, now)
+
+    def _progress(self, agent: Agent, cmd: ReportProgress, now: float) -> Outcome:
+        changes: dict[str, Any] = {"updated_at": now}
+        if cmd.activity is not None:
+            changes["activity"] = cmd.activity
+        if cmd.message is not None:
+            changes["message"] = cmd.message
+        if cmd.percent is not None:
+            changes["progress"] = cmd.percent
+        agent = self._replace(agent, **changes)
+        data = {"activity": agent.activity, "message": cmd.message, "percent": agent.progress}
+        event = self._event(now, EventKind.PROGRESS, agent.task_id, agent.id, data=data)
+        return Outcome([event], [], agent)
+
+    def _kill(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
+        reason = cmd.reason or "kill requested"
+        agent = self._replace(agent, state=S.STOPPING, kill_reason=reason, updated_at=now)
+        # Without tmux ids the session is still being created; ``_started_while_stopping``
+        # issues the stop once it exists, and a failed start ends the agent anyway.
+        effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
+        return Outcome([self._agent_event(now, agent)], effects, agent)
+
+    def _kill_again(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
+        # Idempotent: a second kill (for example with --tree) re-issues the stop.
+        effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
+        return Outcome([], effects, agent)
+
+    def _exited(self, agent: Agent, cmd: Exited, now: float) -> Outcome:
+        state = terminal_state(cmd.exit, kill_requested=agent.state is S.STOPPING)
+        return self._end(agent, state, cmd.exit, now)
+
+    def _cleanup(self, agent: Agent, cmd: RecordCleanup, now: float) -> Outcome:
+        agent = self._replace(agent, cleanup=cmd.cleanup, updated_at=now)
+        event = self._event(now, EventKind.CLEANUP, agent.task_id, agent.id, data=cmd.cleanup)
+        return Outcome([event], [], agent)
+
+    def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Outcome:
+        agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now)
+        return Outcome([self._agent_event(now, agent)], [CleanUp(agent)], agent)
+
+    # -- findings ----------------------------------------------------------------------
+
+    def _finding(self, cmd: ReportFinding, now: float) -> Outcome:
+        task = self.task(cmd.task_id)
+        if cmd.agent_id is not None:
+            agent = self.agent(cmd.agent_id)
+            if agent.task_id != task.id:
+                raise InvalidParams(
+                    f"agent {agent.id} belongs to task {agent.task_id}, not {task.id}",
+                    data={"agent_id": agent.id},
+                )
+        seq = self.last_seq + 1
+        finding = Finding(
+            seq=seq, task_id=task.id, agent_id=cmd.agent_id, type=cmd.type,
+            severity=cmd.severity, message=cmd.message, data=cmd.data, at=now,
+        )
+        event = self._event(now, EventKind.FINDING, task.id, cmd.agent_id, data=finding)
+        self._add_finding(finding)
+        return Outcome([event], [], finding)
+
+    # -- bookkeeping: rows and their indexes change only here --------------------------
+
+    def _event(
+        self, now: float, kind: EventKind, task_id: str, agent_id: str | None = None,
+        state: AgentState | None = None, data: Any = None,
+    ) -> Event:
+        self.last_seq += 1
+        return Event(seq=self.last_seq, at=now, kind=kind, task_id=task_id, agent_id=agent_id, state=state, data=data)
+
+    def _agent_event(self, now: float, agent: Agent) -> Event:
+        return self._event(now, EventKind.AGENT_STATE, agent.task_id, agent.id, agent.state, agent)
+
+    def _claim_session(self, agent: Agent, tmux: TmuxIds) -> None:
+        holder = self._live_session.get(tmux.session_id)
+        if holder is not None and holder != agent.id:
+            raise Conflict(
+                f"session {tmux.session_id} already belongs to agent {holder}",
+                data={"session_id": tmux.session_id, "agent_id": holder},
+            )
+
+    def _put_task(self, task: Task) -> None:
+        self.tasks[task.id] = task
+        self._task_by_state.setdefault(task.id, {s: set() for s in AgentState})
+        self._task_agents.setdefault(task.id, [])
+        self._task_findings.setdefault(task.id, [])
+
+    def _put_agent(self, agent: Agent) -> None:
+        """Insert a new agent row and index it."""
+        self.agents[agent.id] = agent
+        self._task_agents.setdefault(agent.task_id, []).append(agent.id)
+        self._task_by_state.setdefault(agent.task_id, {s: set() for s in AgentState})
+        if agent.parent is not None:
+            self._children.setdefault(agent.parent, []).append(agent.id)
+        if agent.token_hash:
+            self._by_token[agent.token_hash] = agent.id
+        self._index(agent)
+
+    def _replace(self, old: Agent, **changes: Any) -> Agent:
+        """Replace an agent row with a changed copy, keeping every index in step."""
+        new = structs.replace(old, **changes)
+        self._unindex(old)
+        self.agents[new.id] = new
+        self._index(new)
+        return new
+
+    def _index(self, agent: Agent) -> None:
+        self._by_state[agent.state].add(agent.id)
+        self._task_by_state[agent.task_id][agent.state].add(agent.id)
+        if agent.state.live:
+            self._live_type[(agent.task_id, agent.type)] = agent.id
+            if agent.tmux is not None:
+                self._live_session[agent.tmux.session_id] = agent.id
+        elif agent.cleanup is None or not agent.cleanup.ok:
+            self._uncleaned.add(agent.id)
+
+    def _unindex(self, agent: Agent) -> None:
+        self._by_state[agent.state].discard(agent.id)
+        self._task_by_state[agent.task_id][agent.state].discard(agent.id)
+        if agent.state.live:
+            if self._live_type.get((agent.task_id, agent.type)) == agent.id:
+                del self._live_type[(agent.task_id, agent.type)]
+            if agent.tmux is not None and self._live_session.get(agent.tmux.session_id) == agent.id:
+                del self._live_session[agent.tmux.session_id]
+        self._uncleaned.discard(agent.id)
+
+    def _add_finding(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        self._task_findings.setdefault(finding.task_id, []).append(finding)
+
+
+def _verb(command: Struct) -> str:
+    return type(command).__name__
