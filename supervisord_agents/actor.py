@@ -243,7 +243,8 @@ class Actor:
         """The batch did not commit: fail its callers and reload the last committed state."""
         self.storage_failures += 1
         log.error("commit_failed", error=str(error), commands=len(pendings))
-        for pending in pendings:
-            pending.resolve(outcome.Error(StorageError(f"not saved: {error.message}")))
+        # Restore memory first, so no caller can observe the change that was not saved.
         loaded = await trio.to_thread.run_sync(self.store.load, limiter=self._commit_limiter)
         self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)
+        for pending in pendings:
+            pending.resolve(outcome.Error(StorageError(f"not saved: {error.message}")))

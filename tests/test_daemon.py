@@ -1,0 +1,216 @@
+"""The daemon over its real socket: methods, durability across restarts, instance lock."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from clients.client import Client
+from supervisord_agents.errors import Forbidden, InvalidParams, NotFound, UnknownMethod
+from tests.harness import DaemonProcess
+
+
+def test_health_reports_the_daemon(daemon: DaemonProcess) -> None:
+    """daemon.health answers with the pid, protocol version and zero counts on a fresh state."""
+    health = daemon.call("daemon.health")
+    assert health["pid"] == daemon.proc.pid
+    assert health["protocol"] == 1
+    assert health["counts"]["active"] == 0 and health["tasks"] == 0
+
+
+def test_task_lifecycle(daemon: DaemonProcess) -> None:
+    """A task is created with its context and limits, listed, shown with counts, and closed."""
+    task = daemon.call("task.create", description="refactor the parser", priority="P1", cwd=str(daemon.base),
+                       context={"deliverables": ["a PR"], "constraints": ["no new deps"]},
+                       limits={"max_concurrent": 3, "max_total": 7, "max_depth": 2})
+    assert task["id"].startswith("TASK-") and task["limits"]["max_concurrent"] == 3
+    status = daemon.call("task.get", task_id=task["id"])
+    assert status["counts"]["spawned"] == 0 and status["headroom"]["concurrent_left"] == 3
+    assert [t["task"]["id"] for t in daemon.call("task.list")] == [task["id"]]
+    closed = daemon.call("task.close", task_id=task["id"])
+    assert closed["state"] == "closed"
+    assert daemon.call("task.list", state="open") == []
+
+
+def test_findings_filters_and_since_cursor(daemon: DaemonProcess) -> None:
+    """findings.list filters by type and severity and returns only what is new after a cursor."""
+    task_id = daemon.create_task()
+    seqs = [daemon.call("agent.finding", task_id=task_id, type=t, severity=s, message=f"m{i}")["seq"]
+            for i, (t, s) in enumerate([("bug", "high"), ("note", "info"), ("bug", "low")])]
+    assert [f["message"] for f in daemon.call("findings.list", task_id=task_id, type="bug")] == ["m0", "m2"]
+    assert [f["message"] for f in daemon.call("findings.list", task_id=task_id, severity="high")] == ["m0"]
+    assert [f["seq"] for f in daemon.call("findings.list", task_id=task_id, since=seqs[0])] == seqs[1:]
+    status = daemon.call("task.get", task_id=task_id)
+    assert [f["message"] for f in status["latest_findings"]] == ["m0", "m1", "m2"]
+
+
+def test_state_survives_a_restart(daemon: DaemonProcess) -> None:
+    """Tasks and findings written before a clean stop are all there after a restart."""
+    task_id = daemon.create_task(description="durable")
+    for i in range(20):
+        daemon.call("agent.finding", task_id=task_id, type="note", message=f"f{i}")
+    assert daemon.stop() == 0
+    daemon.start()
+    assert daemon.call("task.get", task_id=task_id)["task"]["description"] == "durable"
+    assert len(daemon.call("findings.list", task_id=task_id, limit=100)) == 20
+
+
+def test_events_replay_then_live(daemon: DaemonProcess) -> None:
+    """events.subscribe replays committed events after `since`, then streams new ones, in order."""
+    task_id = daemon.create_task()
+    daemon.call("agent.finding", task_id=task_id, type="note", message="before")
+    with daemon.client(timeout=10) as c:
+        stream = c.events(since=0)
+        first = [next(stream) for _ in range(2)]
+        assert [e["kind"] for e in first] == ["task_created", "finding"]
+        daemon.call("agent.finding", task_id=task_id, type="note", message="after")
+        live = next(stream)
+    assert live["kind"] == "finding" and live["data"]["message"] == "after"
+    assert [e["seq"] for e in first] + [live["seq"]] == [1, 2, 3]
+
+
+def test_unknown_ids_are_not_found(daemon: DaemonProcess) -> None:
+    """Well-formed ids that do not exist give not_found, for tasks and agents."""
+    with daemon.client() as c:
+        with pytest.raises(NotFound):
+            c.call("task.get", task_id="TASK-20260101-000000-00000000")
+        with pytest.raises(NotFound):
+            c.call("agent.get", agent_id="worker-000000-abcdef")
+
+
+@pytest.mark.parametrize("bad", ["a/b", "..", ".", "a:b", "a;b", "a'b", 'a"b', "$(touch x)", "a\nb", "a\n", "A", ""])
+def test_hostile_names_are_refused_before_anything_happens(daemon: DaemonProcess, bad: str) -> None:
+    """Agent types with path, tmux-target or shell syntax are refused with invalid_params; nothing is stored."""
+    task_id = daemon.create_task()
+    with daemon.client() as c:
+        with pytest.raises(InvalidParams):
+            c.call("agent.spawn", task_id=task_id, type=bad, argv=["true"])
+        with pytest.raises(InvalidParams):
+            c.call("agent.get", agent_id=bad)
+    assert daemon.call("agent.list") == []
+    assert daemon.call("daemon.health")["last_seq"] == 1  # only the task_created event
+
+
+@pytest.mark.parametrize("limits", [{"max_concurrent": -1}, {"max_total": 10**12}, {"max_depth": 0}, {"max_depth": "5"}])
+def test_bad_limits_are_refused(daemon: DaemonProcess, limits: dict[str, object]) -> None:
+    """Negative, huge or mistyped limits give invalid_params and create no task."""
+    with daemon.client() as c, pytest.raises(InvalidParams):
+        c.call("task.create", description="x", limits={"max_concurrent": 1, "max_total": 1, "max_depth": 1, **limits})
+    assert daemon.call("task.list") == []
+
+
+def _raw_exchange(daemon: DaemonProcess, payload: bytes) -> list[bytes]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(daemon.socket))
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.splitlines()
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"{not json\n", "bad_request"),
+    (b"\xff\xfe\xfd\n", "bad_request"),
+    (b"[1, 2]\n", "bad_request"),
+    (b'{"id": 1}\n', "bad_request"),
+    (b'{"id": 1, "method": "no.such"}\n', "unknown_method"),
+    (b'{"id": 1, "method": "task.create", "params": {"description": 5}}\n', "invalid_params"),
+    (b'{"id": 1, "method": "task.create", "params": {"description": "x", "bogus": 1}}\n', "invalid_params"),
+    (b'{"id": 1, "method": "findings.list", "params": {"limit": -5}}\n', "invalid_params"),
+    (b'{"id": 1, "method": "agent.get", "params": {"agent_id": "../../etc-000000-abcdef"}}\n', "invalid_params"),
+])
+def test_malformed_requests_get_typed_errors(daemon: DaemonProcess, payload: bytes, code: str) -> None:
+    """Each malformed request gets an error reply with a stable code, and the daemon keeps serving."""
+    import msgspec
+
+    replies = [msgspec.json.decode(line) for line in _raw_exchange(daemon, payload)]
+    assert [r["error"]["code"] for r in replies] == [code]
+    assert daemon.call("daemon.health")["ok"] is True
+    assert daemon.call("task.list") == []
+
+
+def test_oversized_line_closes_the_connection(daemon: DaemonProcess) -> None:
+    """A line past the 1 MiB cap gets a too_large error and a closed connection; the daemon lives on."""
+    import msgspec
+
+    big = b'{"id": 1, "method": "task.create", "params": {"description": "' + b"x" * (1 << 20) + b'"}}\n'
+    replies = [msgspec.json.decode(line) for line in _raw_exchange(daemon, big)]
+    assert replies[0]["error"]["code"] == "too_large"
+    assert daemon.call("task.list") == []
+
+
+def test_pipelined_requests_on_one_connection(daemon: DaemonProcess) -> None:
+    """Many requests written without reading replies are all answered, in order, by id."""
+    task_id = daemon.create_task()
+    with daemon.client() as c:
+        ids = [c.send("agent.finding", {"task_id": task_id, "type": "note", "message": f"p{i}"}) for i in range(500)]
+        results = [c.call("daemon.health")]
+    assert len(ids) == 500 and results[0]["last_seq"] == 501
+
+
+def test_socket_and_runtime_dir_permissions(daemon: DaemonProcess) -> None:
+    """The socket is 0600 inside a 0700 runtime directory."""
+    assert stat.S_IMODE(daemon.runtime_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a client as another uid")
+def test_peer_of_another_uid_is_refused(daemon: DaemonProcess) -> None:
+    """Even with the file permissions opened up, a client of another uid is refused by SO_PEERCRED."""
+    daemon.runtime_dir.chmod(0o755)
+    daemon.socket.chmod(0o666)
+    code = (
+        "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+        "s.sendall(b'{\"id\":1,\"method\":\"daemon.health\"}\\n'); print(s.recv(4096).decode())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(daemon.socket)], user=65534, group=65534,
+                         capture_output=True, text=True, timeout=20)
+    assert '"forbidden"' in out.stdout, out.stderr
+    assert daemon.call("daemon.health")["ok"] is True
+
+
+def test_second_daemon_on_the_same_state_refuses(daemon: DaemonProcess) -> None:
+    """A second daemon on the same state directory exits 75 with a clear message; the first keeps serving."""
+    second = subprocess.run([sys.executable, "-m", "supervisord_agents.daemon"], env=daemon.env,
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 75
+    assert "already running" in second.stderr
+    assert daemon.call("daemon.health")["pid"] == daemon.proc.pid
+
+
+def test_stale_socket_is_replaced() -> None:
+    """A socket file left by a SIGKILLed daemon does not stop the next one from serving."""
+    d = DaemonProcess().start()
+    try:
+        d.kill()
+        assert d.socket.exists()
+        d.start()
+        assert d.call("daemon.health")["ok"]
+    finally:
+        d.close()
+
+
+def test_agent_identity_is_enforced(daemon: DaemonProcess) -> None:
+    """An unknown identity token is refused at hello."""
+    with pytest.raises(Forbidden):
+        Client(daemon.socket, token="x" * 43)
+
+
+def test_unknown_method_from_the_client_library(daemon: DaemonProcess) -> None:
+    """The client library turns an unknown_method reply into UnknownMethod."""
+    with daemon.client() as c, pytest.raises(UnknownMethod):
+        c.call("agent.teleport")
+
+
+def test_stop_exits_cleanly(daemon: DaemonProcess) -> None:
+    """daemon.stop makes the daemon exit 0 after answering."""
+    assert daemon.call("daemon.stop") == {"stopping": True}
+    assert daemon.proc.wait(30) == 0
