@@ -125,7 +125,8 @@ def cmd_status(args: argparse.Namespace, c: Client) -> int:
         sys.stdout.write("no open tasks\n")
     for s in statuses:
         t = s["task"]
-        sys.stdout.write(f"{t['id']}  {t.get('priority', 'P2')}  {counts_cell(s['counts'])}\n  {t['description'][:100]}\n")
+        line = f"{t['id']}  {t.get('priority', 'P2')}  {counts_cell(s['counts'])}"
+        sys.stdout.write(f"{line}\n  {t['description'][:100]}\n")
         if s["agents"]:
             sys.stdout.write(_indent(table(agent_rows(s["agents"]), AGENT_HEADERS)))
         sys.stdout.write("\n")
@@ -252,7 +253,8 @@ def cmd_events(args: argparse.Namespace, c: Client) -> int:
             what = event.get("state") or ""
             data = event.get("data") or {}
             detail = data.get("message") if isinstance(data, dict) else ""
-            sys.stdout.write(f"{event['seq']:>6} {stamp} {event['kind']:<12} {event.get('agent_id') or event['task_id']} "
+            who = event.get("agent_id") or event["task_id"]
+            sys.stdout.write(f"{event['seq']:>6} {stamp} {event['kind']:<12} {who} "
                              f"{what} {detail or ''}".rstrip() + "\n")
         sys.stdout.flush()
         if not args.follow and event["seq"] >= last:
@@ -376,7 +378,9 @@ def cmd_peek(args: argparse.Namespace, c: Client) -> int:
     if not agent.get("tmux") or agent["state"] not in ("running", "stopping"):
         raise InvalidParams(f"agent {args.agent} has no live session ({agent['state']})")
     server = libtmux.Server(socket_path=_tmux_socket(c))
-    pane = server.panes.get(pane_id=agent["tmux"]["pane_id"])
+    pane = server.panes.get(pane_id=agent["tmux"]["pane_id"], default=None)
+    if pane is None:
+        raise NotFound(f"agent {args.agent}'s pane {agent['tmux']['pane_id']} is gone")
     lines = pane.capture_pane(start=-args.lines if args.lines else None)
     text = "\n".join(lines) + "\n"
     emit_json({"agent_id": args.agent, "screen": text}) if args.json else sys.stdout.write(text)
@@ -387,7 +391,8 @@ def cmd_attach(args: argparse.Namespace, c: Client) -> int:
     agent = c.call("agent.get", agent_id=args.agent)
     if not agent.get("tmux") or agent["state"] not in ("running", "stopping"):
         raise InvalidParams(f"agent {args.agent} has no live session ({agent['state']})")
-    os.execvp("tmux", ["tmux", "-S", _tmux_socket(c), "attach-session", "-t", agent["tmux"]["session_id"]])
+    argv = ["tmux", "-S", _tmux_socket(c), "attach-session", "-t", agent["tmux"]["session_id"]]
+    os.execvp("tmux", argv)  # noqa: S606 - agentctl becomes tmux; an argv, no shell
 
 
 # --- parser ---------------------------------------------------------------------------

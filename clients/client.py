@@ -66,7 +66,11 @@ class Client:
         self._next_id = 0
         self.agent_id: str | None = None
         if hello:
-            reply = self.call("hello", protocol=PROTOCOL_VERSION, client=client, token=self.token)
+            try:
+                reply = self.call("hello", protocol=PROTOCOL_VERSION, client=client, token=self.token)
+            except BaseException:
+                self._sock.close()
+                raise
             self.agent_id = reply.get("agent_id")
 
     def __enter__(self) -> Client:

@@ -29,6 +29,7 @@ from .config import Config
 from .effects import Effects, Launch
 from .errors import Forbidden, InvalidParams, SpawnFailed, Timeout, UnknownAgent
 from .model import Agent, AgentState, Task, TaskState
+from .output import read_output
 from .protocol import (
     PROTOCOL_VERSION,
     AgentExit,
@@ -45,8 +46,8 @@ from .protocol import (
     OutputResult,
     Params,
     PeekParams,
-    ReconcileParams,
     ProgressParams,
+    ReconcileParams,
     SpawnParams,
     TaskCreateParams,
     TaskListParams,
@@ -56,7 +57,6 @@ from .protocol import (
     WaitParams,
     WaitResult,
 )
-from .output import read_output
 from .providers import build_argv, compose_prompt
 from .reconciler import Reconciler
 from .registry import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
@@ -216,10 +216,11 @@ class Api:
             raise InvalidParams("the command provider needs an argv")
         argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv))
         cwd = params.cwd or task.cwd
-        if cwd is not None and not os.path.isdir(cwd):
+        if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
             raise InvalidParams(f"working directory {cwd} does not exist")
         now = time.time()
-        agent_id = self._mint(lambda: f"{params.type}-{_stamp(now, '%H%M%S')}-{secrets.token_hex(3)}", self.registry.agents)
+        stamp = _stamp(now, "%H%M%S")
+        agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.registry.agents)
         token = secrets.token_urlsafe(32)
         agent = Agent(
             id=agent_id, task_id=task.id, type=params.type, parent=parent, provider=params.provider,
@@ -261,6 +262,7 @@ class Api:
 
     async def agent_progress(self, params: ProgressParams, caller: Caller) -> Agent:
         agent_id = self._reporter(params.agent_id, caller)
+        assert agent_id is not None  # required=True
         command = ReportProgress(agent_id=agent_id, activity=params.activity, message=params.message,
                                  percent=params.percent)
         result: Agent = await self.actor.submit(command)

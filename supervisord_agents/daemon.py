@@ -34,7 +34,7 @@ from .reconciler import Reconciler
 from .registry import Registry
 from .server import Server, bind_socket, prepare_runtime_dir
 from .store import Store
-from .tmux import ControlModeTmux
+from .tmux_control import ControlModeTmux
 
 log = structlog.get_logger()
 
@@ -121,6 +121,7 @@ class Daemon:
             await nursery.start(self.effects.run)
             await nursery.start(self.backend.run)
             await self.reconciler.reconcile()
+            await self.reconciler.resume_stops()
             nursery.start_soon(self.reconciler.run)
             server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
             nursery.start_soon(self._signals)
@@ -129,6 +130,7 @@ class Daemon:
             await self.stopping.wait()
             log.info("stopping")
             service.notify("STOPPING=1")
+            await self.server.drain(1.0)
             server_scope.cancel()
             self.actor.close()
             await actor_done.wait()
@@ -165,8 +167,12 @@ class Daemon:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="supervisord-agents", description="Supervisor daemon for headless AI coding agents (runs in the foreground).")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: $SUPERVISORD_AGENTS_CONFIG or the user config dir)")
+    parser = argparse.ArgumentParser(
+        prog="supervisord-agents",
+        description="Supervisor daemon for headless AI coding agents (runs in the foreground).",
+    )
+    parser.add_argument("--config", type=Path,
+                        help="TOML config file (default: $SUPERVISORD_AGENTS_CONFIG or the user config dir)")
     parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)

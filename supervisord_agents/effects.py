@@ -23,9 +23,9 @@ from . import procs
 from .actor import Actor
 from .config import Config
 from .errors import IllegalTransition, SupervisorError, TmuxError
-from .files import AgentFiles, read_exit, read_start
+from .files import AgentFiles, StartRecord, read_exit, read_start
 from .model import Agent, Cleanup, DecidedBy, Exit
-from .registry import CleanUp, Effect, Exited, RecordCleanup, SpawnFailed, StartSession, Started, StopAgent
+from .registry import CleanUp, Effect, Exited, RecordCleanup, SpawnFailed, Started, StartSession, StopAgent
 from .tmux import SessionSpec, TmuxBackend
 
 log = structlog.get_logger()
@@ -101,7 +101,7 @@ class Effects:
             files = self.files(agent)
             await trio.to_thread.run_sync(files.create, launch.prompt)
             cwd = agent.cwd or str(Path.home())
-            if not os.path.isdir(cwd):
+            if not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
                 raise TmuxError(f"working directory {cwd} does not exist")
             spec = SessionSpec(
                 name=f"sa-{agent.id}",
@@ -146,11 +146,14 @@ class Effects:
         """SIGTERM the agent's process group, SIGKILL after the grace period, kill the
         session, verify nothing of the group remains; then report the exit."""
         files = self.files(agent)
-        start = read_start(files)
+        start = await self._start_record(files, agent)
         survivors: list[int] = []
-        if start is not None:
-            extra = procs.descendants(start.child_pid) if tree else []
-            report = await procs.terminate_group(start.pgid, grace=self.config.daemon.kill_grace, extra_pids=extra)
+        # The runner's start record names the agent's group; without one (the runner
+        # never got that far) the runner itself, the pane's process, leads its own group.
+        pgid = start.pgid if start is not None else (agent.tmux.pane_pid if agent.tmux is not None else None)
+        if pgid is not None:
+            extra = procs.descendants(start.child_pid) if tree and start is not None else []
+            report = await procs.terminate_group(pgid, grace=self.config.daemon.kill_grace, extra_pids=extra)
             survivors = list(report.survivors)
         if agent.tmux is not None:
             try:
@@ -167,6 +170,16 @@ class Effects:
         if survivors:
             log.error("kill_left_processes", agent_id=agent.id, pids=survivors)
         await self._report(Exited(agent.id, exit))
+
+    async def _start_record(self, files: AgentFiles, agent: Agent) -> StartRecord | None:
+        """The runner's start record, waiting a moment for a runner that has only just
+        started (a kill can arrive within milliseconds of the spawn)."""
+        start = read_start(files)
+        with trio.move_on_after(2.0):
+            while start is None and agent.tmux is not None and procs.alive(agent.tmux.pane_pid):
+                await trio.sleep(0.01)
+                start = read_start(files)
+        return start
 
     # -- cleanup -------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if json:
-        processors = [*shared, structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_dumps)]
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        processors = [*shared, structlog.processors.dict_tracebacks, renderer]
         factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
         processors = [*shared, structlog.dev.ConsoleRenderer()]

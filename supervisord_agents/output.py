@@ -156,7 +156,8 @@ def summarize(line: str) -> str:
         return f"[TEXT] {line}"
     kind = event.get("type")
     if kind == "system":
-        return f"[INIT] {event.get('subtype', '')} model={event.get('model', '?')} session={event.get('session_id', '?')}"
+        model, session = event.get("model", "?"), event.get("session_id", "?")
+        return f"[INIT] {event.get('subtype', '')} model={model} session={session}"
     if kind == "result":
         status = "error" if event.get("is_error") else "ok"
         cost = event.get("total_cost_usd")

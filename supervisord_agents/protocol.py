@@ -95,17 +95,17 @@ class Params(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every method's params."""
 
 
-class HelloParams(Params, kw_only=True):
+class HelloParams(Params, frozen=True, kw_only=True):
     protocol: int = PROTOCOL_VERSION
     client: Annotated[str, Meta(max_length=200)] = ""
     token: Token | None = None  # an agent's identity token; the connection then acts as it
 
 
-class NoParams(Params, kw_only=True):
+class NoParams(Params, frozen=True, kw_only=True):
     pass
 
 
-class TaskCreateParams(Params, kw_only=True):
+class TaskCreateParams(Params, frozen=True, kw_only=True):
     description: Text
     priority: Priority = Priority.P2
     cwd: AbsPath | None = None
@@ -113,15 +113,15 @@ class TaskCreateParams(Params, kw_only=True):
     limits: Limits | None = None
 
 
-class TaskRef(Params, kw_only=True):
+class TaskRef(Params, frozen=True, kw_only=True):
     task_id: TaskId
 
 
-class TaskListParams(Params, kw_only=True):
+class TaskListParams(Params, frozen=True, kw_only=True):
     state: TaskState | None = None
 
 
-class SpawnParams(Params, kw_only=True):
+class SpawnParams(Params, frozen=True, kw_only=True):
     task_id: TaskId | None = None  # defaults to the calling agent's task
     type: Name
     prompt: Prompt = ""
@@ -132,24 +132,24 @@ class SpawnParams(Params, kw_only=True):
     argv: Annotated[list[ArgvItem], Meta(max_length=256)] = []
 
 
-class AgentRef(Params, kw_only=True):
+class AgentRef(Params, frozen=True, kw_only=True):
     agent_id: AgentId
 
 
-class AgentListParams(Params, kw_only=True):
+class AgentListParams(Params, frozen=True, kw_only=True):
     task_id: TaskId | None = None
     state: AgentState | None = None
     live: bool | None = None
 
 
-class ProgressParams(Params, kw_only=True):
+class ProgressParams(Params, frozen=True, kw_only=True):
     agent_id: AgentId | None = None  # defaults to the caller's identity
     activity: Name | None = None
     message: ShortText | None = None
     percent: Percent | None = None
 
 
-class FindingParams(Params, kw_only=True):
+class FindingParams(Params, frozen=True, kw_only=True):
     task_id: TaskId | None = None
     agent_id: AgentId | None = None
     type: Name
@@ -158,7 +158,7 @@ class FindingParams(Params, kw_only=True):
     data: dict[str, Any] | None = None
 
 
-class FindingsListParams(Params, kw_only=True):
+class FindingsListParams(Params, frozen=True, kw_only=True):
     task_id: TaskId | None = None
     agent_id: AgentId | None = None
     type: Name | None = None
@@ -167,25 +167,25 @@ class FindingsListParams(Params, kw_only=True):
     limit: Limit = 100
 
 
-class SubscribeParams(Params, kw_only=True):
+class SubscribeParams(Params, frozen=True, kw_only=True):
     since: Seq | None = None  # replay events after this sequence number; None: live only
     task_id: TaskId | None = None
     agent_id: AgentId | None = None
 
 
-class KillParams(Params, kw_only=True):
+class KillParams(Params, frozen=True, kw_only=True):
     agent_id: AgentId
     reason: ShortText = ""
     tree: bool = False
 
 
-class WaitParams(Params, kw_only=True):
+class WaitParams(Params, frozen=True, kw_only=True):
     agent_ids: Annotated[list[AgentId], Meta(min_length=1, max_length=1000)]
     any: bool = False
     timeout: Annotated[float, Meta(ge=0, le=7 * 86400)] | None = None
 
 
-class OutputParams(Params, kw_only=True):
+class OutputParams(Params, frozen=True, kw_only=True):
     agent_id: AgentId
     tail: Annotated[int, Meta(ge=0, le=100_000)] | None = None
     offset: Annotated[int, Meta(ge=0)] | None = None
@@ -194,12 +194,12 @@ class OutputParams(Params, kw_only=True):
     max_bytes: Annotated[int, Meta(ge=256, le=4 << 20)] = 64 * 1024
 
 
-class PeekParams(Params, kw_only=True):
+class PeekParams(Params, frozen=True, kw_only=True):
     agent_id: AgentId
     lines: Annotated[int, Meta(ge=0, le=10_000)] = 0
 
 
-class ReconcileParams(Params, kw_only=True):
+class ReconcileParams(Params, frozen=True, kw_only=True):
     dry_run: bool = False
     kill_orphans: bool = False
 
@@ -291,7 +291,7 @@ def decode_request(line: bytes) -> Request:
     """Decode one request line. Raises BadRequest."""
     try:
         return _request_decoder.decode(line)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports bad UTF-8 in a string so
         raise BadRequest(f"malformed request: {e}") from None
 
 
@@ -304,7 +304,7 @@ def decode_params(request: Request) -> Params:
         return decoder.decode(request.params)
     except msgspec.ValidationError as e:
         raise InvalidParams(f"{request.method}: {e}", data={"method": request.method}) from None
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"{request.method}: malformed params: {e}") from None
 
 

@@ -11,7 +11,8 @@ The rules:
   its exit is read from its status record, and without one it is ``lost``;
 - a session with our marker whose agent is ``starting`` and not being started right
   now (the daemon died between persisting ``starting`` and recording ``running``) is
-  adopted as ``running``;
+  adopted as ``running``; if a kill arrived meanwhile (``stopping``), adopting it
+  records the session and issues the stop;
 - a session with our marker whose agent is terminal is killed again;
 - a session with our marker and no agent record is an orphan: reported, and killed
   only on request;
@@ -74,9 +75,9 @@ def diff(
         now = agents_now[before.id]
         if now.state.terminal:
             continue
-        pane = by_agent.get(before.id)
-        if pane is None:
+        live_pane = by_agent.get(before.id)
+        if live_pane is None:
             gone.append(now)
-        elif now.state is AgentState.STARTING and now.tmux is None:
-            adopt.append((now, ids_of(pane)))
+        elif now.tmux is None and now.state in (AgentState.STARTING, AgentState.STOPPING):
+            adopt.append((now, ids_of(live_pane)))
     return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans)

@@ -9,7 +9,6 @@ are only hints. It also retries cleanups that failed.
 
 from __future__ import annotations
 
-
 import structlog
 import trio
 from msgspec import Struct
@@ -18,9 +17,9 @@ from .actor import Actor
 from .effects import Effects
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import read_exit
-from .model import LIVE_STATES, DecidedBy, Exit
+from .model import LIVE_STATES, AgentState, DecidedBy, Exit
 from .reconcile import Plan, diff
-from .registry import Adopt, Exited
+from .registry import Adopt, Exited, RequestKill
 from .tmux import TmuxBackend
 
 log = structlog.get_logger()
@@ -109,7 +108,13 @@ class Reconciler:
             if not dry_run:
                 self.effects.schedule_cleanup(agent)
 
-    async def _submit(self, command: Exited | Adopt) -> None:
+    async def resume_stops(self) -> None:
+        """At start: re-issue the stop of every agent that was being stopped when the
+        previous daemon ended (its kill was committed, its effect was lost)."""
+        for agent in list(self.registry.agents_in([AgentState.STOPPING])):
+            await self._submit(RequestKill(agent_id=agent.id, reason=agent.kill_reason or "kill requested"))
+
+    async def _submit(self, command: Exited | Adopt | RequestKill) -> None:
         try:
             await self.actor.submit(command)
         except IllegalTransition:

@@ -205,6 +205,7 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], str]] = {
     (S.STARTING, Started): "_started",
     (S.STOPPING, Started): "_started_while_stopping",
     (S.STARTING, Adopt): "_started",
+    (S.STOPPING, Adopt): "_started_while_stopping",
     (S.STARTING, SpawnFailed): "_spawn_failed",
     (S.STOPPING, SpawnFailed): "_spawn_failed",
     **{(s, ReportProgress): "_progress" for s in (S.STARTING, S.RUNNING, S.STOPPING)},
@@ -472,7 +473,7 @@ class Registry:
         agent = self._replace(agent, state=S.RUNNING, tmux=cmd.tmux, started_at=now, updated_at=now)
         return Outcome([self._agent_event(now, agent)], [], agent)
 
-    def _started_while_stopping(self, agent: Agent, cmd: Started, now: float) -> Outcome:
+    def _started_while_stopping(self, agent: Agent, cmd: Started | Adopt, now: float) -> Outcome:
         # A kill arrived while the session was being created: record where it runs and
         # stop it now that there is something to stop.
         self._claim_session(agent, cmd.tmux)

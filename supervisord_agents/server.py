@@ -18,6 +18,7 @@ on Linux, LOCAL_PEERCRED on macOS) must be the daemon's own.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
@@ -117,10 +118,12 @@ class Server:
         self.connections = 0
         self.accepted = 0
         self.refused = 0
+        self.answering = 0  # requests being answered right now
         self.uid = os.getuid()
 
     async def serve(
-        self, sockets: list[socket.socket], *, task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+        self, sockets: list[socket.socket], *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve on already bound and listening sockets until cancelled.
 
@@ -131,6 +134,13 @@ class Server:
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, self.handle, listeners)
                 task_status.started(scope)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until no request is being answered, so that the
+        reply to ``daemon.stop`` and to requests already in flight reach their clients."""
+        with trio.move_on_after(timeout):
+            while self.answering:
+                await trio.sleep(0.005)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
@@ -253,17 +263,22 @@ class Connection:
             self.background -= 1
 
     async def answer(self, request: Request, params: Any) -> None:
+        self.server.answering += 1
         try:
-            result = await self.api.call(request.method, params, self.caller)
-        except SupervisorError as e:
-            reply = error_reply(request.id, e)
-        except Exception as e:
-            # A bug in a handler must not take the daemon down with it, nor hide.
-            log.exception("handler_crashed", method=request.method)
-            reply = error_reply(request.id, InternalError(f"internal error in {request.method}: {type(e).__name__}"))
-        else:
-            reply = Reply(id=request.id, result=result)
-        await self.send(reply)
+            try:
+                result = await self.api.call(request.method, params, self.caller)
+            except SupervisorError as e:
+                reply = error_reply(request.id, e)
+            except Exception as e:
+                # A bug in a handler must not take the daemon down with it, nor hide.
+                log.exception("handler_crashed", method=request.method)
+                error = InternalError(f"internal error in {request.method}: {type(e).__name__}")
+                reply = error_reply(request.id, error)
+            else:
+                reply = Reply(id=request.id, result=result)
+            await self.send(reply)
+        finally:
+            self.server.answering -= 1
 
     async def subscribe(self, request: Request, params: SubscribeParams) -> None:
         """Replay committed events after ``since`` from the store, then stream live ones.
@@ -282,9 +297,9 @@ class Connection:
     async def _replay(self, after: int, agent_ids: list[str], task_id: str | None) -> int:
         while True:
             try:
-                rows = await trio.to_thread.run_sync(
-                    lambda: self.server.store.read_events(after, agent_ids=agent_ids, task_id=task_id, limit=REPLAY_PAGE)
-                )
+                read = functools.partial(self.server.store.read_events, after, agent_ids=agent_ids,
+                                         task_id=task_id, limit=REPLAY_PAGE)
+                rows = await trio.to_thread.run_sync(read)
             except Unavailable as e:
                 await self.send(error_reply(None, e))
                 raise _Close() from None
@@ -300,5 +315,6 @@ class Connection:
                 await self.send(Notice(seq=event.seq, event=event))
                 sent = event.seq
         if sub.overflowed:
-            await self.send(error_reply(request_id, LimitExceeded("subscriber fell too far behind; resubscribe with since")))
+            error = LimitExceeded("subscriber fell too far behind; resubscribe with since")
+            await self.send(error_reply(request_id, error))
 

@@ -1,8 +1,8 @@
-"""The tmux seam (``TmuxBackend``) and the daemon's tmux adapter.
+"""The tmux seam: ``TmuxBackend`` and the values that cross it.
 
 Everything the daemon asks of tmux goes through :class:`TmuxBackend`. The real
-implementation drives a private tmux server through one control-mode client; unit
-tests of the actor use a small fake at this seam.
+implementation (:mod:`.tmux_control`) drives a private tmux server through one
+control-mode client; unit tests of what sits above use a small fake at this seam.
 
 Sessions are always targeted by their exact tmux ids (``$N``, ``@N``, ``%N``), never by
 name: ``-t agent-1`` would also match ``agent-10``. Every session we create carries

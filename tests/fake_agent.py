@@ -50,7 +50,8 @@ def main() -> None:
     if args.child_sleep:
         subprocess.Popen(["sleep", str(args.child_sleep)], start_new_session=True)
     if args.report:
-        subprocess.run(["agentctl", "progress", "halfway there", "--percent", "50", "--activity", "working"], check=True)
+        argv = ["agentctl", "progress", "halfway there", "--percent", "50", "--activity", "working"]
+        subprocess.run(argv, check=True)
         subprocess.run(["agentctl", "finding", "found a thing", "--type", "issue", "--severity", "high"], check=True)
     if args.sleep:
         time.sleep(args.sleep)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from supervisord_agents.actor import Actor, Hub
 from supervisord_agents.errors import StorageError, UnknownTask
 from supervisord_agents.model import Severity, Task
-from supervisord_agents.registry import CreateTask, ReportFinding, Registry
+from supervisord_agents.registry import CreateTask, Registry, ReportFinding
 from supervisord_agents.store import Batch, Store
 
 TASK = Task(id="TASK-20260101-000000-0123abcd", description="t", created_at=0)
@@ -137,6 +138,6 @@ async def test_close_drains_the_mailbox(tmp_path: Path) -> None:
         await n.start(actor.run)
         await actor.submit(CreateTask(TASK))
         n.start_soon(actor.submit, finding("queued"))
-        await trio.sleep(0)
+        await trio.testing.wait_all_tasks_blocked()  # the submit has reached the mailbox
         actor.close()
     assert [f.message for f in store.load().findings] == ["queued"]

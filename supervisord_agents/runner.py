@@ -1,0 +1,313 @@
+"""The runner: what an agent's tmux pane runs, around the agent itself.
+
+    python -m supervisord_agents.runner --status S --record R --log L --prompt P [--stream-json] -- argv...
+
+It starts the agent in a process group of its own with the prompt file on stdin, copies
+the agent's stdout and stderr both to the pane and to the log file, forwards SIGTERM,
+SIGINT and SIGHUP to the group, and when the agent exits writes the status record
+atomically (write, fsync, rename): exit code or signal, start and end times, rusage and,
+for stream-json providers, the final ``result`` event. tmux's "pane dead" is only the
+daemon's trigger to read that record; on tmux 3.3a the pane's own exit status is often
+lost.
+
+Standard library only, and imports kept few, so that it starts fast. It never raises:
+whatever goes wrong is written into the status record (code 127 if the agent could not
+be started at all).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import sys
+import time
+from typing import Any
+
+EXEC_FAILED = 127
+_DROP_ENV = ("TMUX", "TMUX_PANE")  # the agent must not drive the supervisor's tmux server by accident
+_CHUNK = 1 << 16
+
+
+class Args:
+    def __init__(self, argv: list[str]) -> None:
+        self.status = self.record = self.log = self.prompt = ""
+        self.stream_json = False
+        self.command: list[str] = []
+        i = 0
+        while i < len(argv):
+            arg = argv[i]
+            if arg == "--":
+                self.command = argv[i + 1 :]
+                break
+            if arg == "--stream-json":
+                self.stream_json = True
+            elif arg in ("--status", "--record", "--log", "--prompt") and i + 1 < len(argv):
+                setattr(self, arg[2:], argv[i + 1])
+                i += 1
+            else:
+                raise SystemExit(f"runner: unexpected argument {arg!r}")
+            i += 1
+        if not (self.status and self.command):
+            raise SystemExit("usage: runner --status FILE [--record F] [--log F] [--prompt F] [--stream-json] -- argv")
+
+
+def write_atomic(path: str, data: dict[str, object]) -> None:
+    """Write JSON to ``path`` so that a reader sees the old file or the whole new one."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(data, separators=(",", ":")).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class ResultScanner:
+    """Finds the stream-json ``result`` event in the agent's stdout, line by line."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self.result: dict[str, object] | None = None
+
+    def feed(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > (16 << 20):
+            self._partial = b""  # a runaway line is not a result event
+        for line in lines:
+            self._line(line)
+
+    def close(self) -> None:
+        self._line(self._partial)
+        self._partial = b""
+
+    def _line(self, line: bytes) -> None:
+        if b'"result"' not in line or not line.lstrip().startswith(b"{"):
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(event, dict) or event.get("type") != "result":
+            return
+        cost = event.get("total_cost_usd", event.get("cost_usd"))
+        self.result = {
+            "is_error": bool(event.get("is_error", event.get("subtype") not in (None, "success"))),
+            "cost_usd": float(cost) if isinstance(cost, int | float) else None,
+            "turns": event.get("num_turns") if isinstance(event.get("num_turns"), int) else None,
+            "session_id": event.get("session_id") if isinstance(event.get("session_id"), str) else None,
+        }
+
+
+class Tee:
+    """Copies what the agent writes to the pane (our stdout) and the log file."""
+
+    def __init__(self, log_fd: int | None, scanner: ResultScanner | None) -> None:
+        self.log_fd = log_fd
+        self.scanner = scanner
+        self.pane_ok = True
+
+    def write(self, data: bytes, *, from_stdout: bool) -> None:
+        if self.log_fd is not None:
+            try:
+                _write_all(self.log_fd, data)
+            except OSError:
+                self.log_fd = None  # disk trouble must not kill the agent
+        if self.pane_ok:
+            try:
+                _write_all(1, data)
+            except OSError:
+                self.pane_ok = False  # the pane is gone (EIO/EPIPE): keep logging
+        if from_stdout and self.scanner is not None:
+            self.scanner.feed(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except InterruptedError:
+            continue
+
+
+def spawn(args: Args, out_w: int, err_w: int) -> int:
+    """Start the agent in its own process group; return its pid. Raises OSError."""
+    stdin_fd = os.open(args.prompt, os.O_RDONLY) if args.prompt else os.open(os.devnull, os.O_RDONLY)
+    env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
+    try:
+        return os.posix_spawnp(
+            args.command[0], args.command, env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, stdin_fd, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                          (os.POSIX_SPAWN_DUP2, err_w, 2)],
+            setpgroup=0,
+            setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD),
+        )
+    finally:
+        os.close(stdin_fd)
+
+
+def pump(pid: int, out_r: int, err_r: int, tee: Tee) -> tuple[int, Any]:
+    """Copy output until the agent has exited and its pipes are drained; reap it."""
+    open_fds = {out_r, err_r}
+    exited_at: float | None = None
+    while open_fds:
+        timeout = 0.2 if exited_at is None else 0.05
+        try:
+            ready, _, _ = select.select(list(open_fds), [], [], timeout)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            try:
+                data = os.read(fd, _CHUNK)
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                tee.write(data, from_stdout=fd == out_r)
+            else:
+                open_fds.discard(fd)
+                os.close(fd)
+        if exited_at is None and _has_exited(pid):
+            exited_at = time.monotonic()
+            # What the agent left running in its group must not outlive it: a grandchild
+            # holding the pipes would otherwise keep us waiting forever.
+            _end_group(pid)
+        elif exited_at is not None and not ready and time.monotonic() - exited_at > 1.0:
+            break
+    for fd in open_fds:
+        os.close(fd)
+    while True:
+        try:
+            _, status, rusage = os.wait4(pid, 0)
+            return status, rusage
+        except InterruptedError:
+            continue
+
+
+def _has_exited(pid: int) -> bool:
+    """True once the agent has exited (without reaping it: its pid keeps naming the group)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def _end_group(pgid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            return  # nothing left (ESRCH) or not ours
+        if sig == signal.SIGTERM:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and _group_alive(pgid):
+                time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return False
+    # The zombie leader keeps the group "alive" for kill(0); look for a live member.
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit() or int(name) == pgid:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = Args(sys.argv[1:] if argv is None else argv)
+    started = time.time()
+    status: dict[str, object] = {"code": None, "signal": None, "started_at": started, "ended_at": None,
+                                 "rusage": None, "result": None, "child_pid": None, "pgid": None, "error": ""}
+    log_fd = None
+    if args.log:
+        try:
+            log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            status["error"] = f"cannot open log: {e.strerror}"
+    scanner = ResultScanner() if args.stream_json else None
+    tee = Tee(log_fd, scanner)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = None
+    forward: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if pid is not None:
+            forward.append(signum)
+            try:
+                os.killpg(pid, signum)
+            except OSError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        pid = spawn(args, out_w, err_w)
+    except OSError as e:
+        os.close(out_w)
+        os.close(err_w)
+        message = f"cannot start {args.command[0]!r}: {e.strerror or e}"
+        tee.write(f"supervisord-agents runner: {message}\n".encode(), from_stdout=False)
+        status.update(code=EXEC_FAILED, ended_at=time.time(), error=message)
+        write_atomic(args.status, status)
+        return EXEC_FAILED
+    os.close(out_w)
+    os.close(err_w)
+    status.update(child_pid=pid, pgid=pid)
+    if args.record:
+        try:
+            write_atomic(args.record, {"runner_pid": os.getpid(), "child_pid": pid, "pgid": pid,
+                                       "started_at": started})
+        except OSError as e:
+            status["error"] = f"cannot write start record: {e.strerror}"
+    wait_status, rusage = pump(pid, out_r, err_r, tee)
+    if scanner is not None:
+        scanner.close()
+        status["result"] = scanner.result
+    code: int
+    if os.WIFSIGNALED(wait_status):
+        status["signal"] = os.WTERMSIG(wait_status)
+        code = 128 + os.WTERMSIG(wait_status)
+    else:
+        status["code"] = code = os.WEXITSTATUS(wait_status)
+    maxrss = rusage.ru_maxrss // 1024 if sys.platform == "darwin" else rusage.ru_maxrss  # bytes on macOS
+    status["rusage"] = {"utime": rusage.ru_utime, "stime": rusage.ru_stime, "maxrss_kb": maxrss}
+    status["ended_at"] = time.time()
+    if log_fd is not None:
+        os.close(log_fd)
+    try:
+        write_atomic(args.status, status)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""The daemon's tmux adapter: a private tmux server driven through one control-mode client.
+
+See :class:`ControlModeTmux`. The seam it implements is in :mod:`.tmux`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+from collections import deque
+from pathlib import Path
+from typing import Final
+
+import structlog
+import trio
+
+from .errors import TmuxError
+from .model import AGENT_ID_PATTERN, TASK_ID_PATTERN, TmuxIds
+from .tmux import AGENT_MARKER, TASK_MARKER, PaneInfo, SessionSpec
+
+log = structlog.get_logger()
+
+CONTROL_SESSION: Final = "__ctl"
+SESSION_PREFIX: Final = "sa-"
+
+# The server's own configuration, so that a user's ~/.tmux.conf cannot change how agent
+# panes behave. remain-on-exit off: an agent's exit closes its window at once, and the
+# window-close notification is our trigger to read its status record.
+SERVER_CONFIG: Final = """\
+set -g remain-on-exit off
+set -g exit-empty off
+set -g exit-unattached off
+set -g destroy-unattached off
+set -g history-limit 10000
+set -g status off
+set -g default-terminal screen-256color
+"""
+
+_PANE_FORMAT: Final = "|".join(
+    ["#{session_id}", "#{window_id}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
+     "#{" + AGENT_MARKER + "}", "#{" + TASK_MARKER + "}", "#{session_name}"]
+)
+_NOTIFICATIONS_THAT_CHANGE: Final = frozenset(
+    {b"%sessions-changed", b"%unlinked-window-close", b"%window-close", b"%session-changed", b"%exit"}
+)
+_SESSION_GONE: Final = ("can't find session", "no such session", "can't find pane", "can't find window")
+_AGENT_FROM_NAME = re.compile(r"sa-(" + AGENT_ID_PATTERN.removeprefix("^").removesuffix(r"\Z") + r")\Z")
+_AGENT_RE = re.compile(AGENT_ID_PATTERN)
+_TASK_RE = re.compile(TASK_ID_PATTERN)
+
+
+def quote(arg: str) -> str:
+    """Quote one argument for tmux's command parser: single quotes, which tmux takes
+    literally (no ``$``, ``~``, ``\\`` or ``;`` processing). Newlines cannot be carried on
+    one control-mode line, so they (and NUL) are refused, never silently altered."""
+    if any(c in arg for c in "\n\r\0"):
+        raise TmuxError("arguments passed to tmux cannot contain newlines or NUL")
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def command_line(args: list[str]) -> bytes:
+    return (" ".join(quote(a) for a in args) + "\n").encode()
+
+
+def parse_pane(line: str) -> PaneInfo | None:
+    """One row of ``list-panes -F _PANE_FORMAT``; None for a row that is not well formed."""
+    fields = line.split("|", 7)
+    if len(fields) != 8:
+        return None
+    session_id, window_id, pane_id, pid, dead, agent_id, task_id, name = fields
+    if not pid.isdigit():
+        return None
+    if not _AGENT_RE.match(agent_id):
+        # The marker is set just after the session is created; a session named for an
+        # agent on our private server is ours too (the daemon may have died in between).
+        m = _AGENT_FROM_NAME.match(name)
+        agent_id = m.group(1) if m else ""
+    return PaneInfo(
+        session_id=session_id, session_name=name, window_id=window_id, pane_id=pane_id,
+        pane_pid=int(pid), pane_dead=dead == "1",
+        agent_id=agent_id or None, task_id=task_id if _TASK_RE.match(task_id) else None,
+    )
+
+
+class _Pending:
+    """A command waiting for its ``%begin``..``%end`` block."""
+
+    __slots__ = ("done", "lines", "ok")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ok = False
+        self.lines: list[str] = []
+
+
+class ControlModeTmux:
+    """:class:`TmuxBackend` over one ``tmux -C`` control client of a private server.
+
+    ``run`` starts the server if it is not running (with our own config file), attaches
+    the control client to a keeper session ``__ctl``, and restarts both whenever either
+    dies. Commands go one per line; replies come back in order as ``%begin N`` ..
+    ``%end N`` blocks, matched by their command number because a command's output may
+    itself contain a line that starts with ``%end``. Every other ``%`` line is a
+    notification: the ones that mean "something changed" wake :meth:`wait_changed`.
+
+    A command that does not answer within ``command_timeout`` raises ``TmuxError`` and
+    the client is restarted (its replies could no longer be matched).
+    """
+
+    def __init__(self, *, socket_path: Path, config_path: Path, tmux: str = "tmux",
+                 command_timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.config_path = config_path
+        self.tmux = tmux
+        self.command_timeout = command_timeout
+        self._proc: trio.Process | None = None
+        self._pending: deque[_Pending] = deque()
+        self._send_lock = trio.Lock()
+        self._connected = trio.Event()
+        self._broken: trio.Event | None = None
+        self._changed = trio.Event()
+        self.restarts = 0
+
+    @property
+    def base_argv(self) -> list[str]:
+        return [self.tmux, "-S", str(self.socket_path)]
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected.is_set()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a server and a control client running until cancelled. Cancelling
+        detaches the client and leaves the server (and the agents) running."""
+        backoff = 0.05
+        started = False
+        while True:
+            try:
+                await self._session(task_status if not started else trio.TASK_STATUS_IGNORED)
+                backoff = 0.05
+            except (TmuxError, OSError) as e:
+                log.warning("tmux_unavailable", error=str(e))
+            if not started:
+                started = True
+                if task_status is not trio.TASK_STATUS_IGNORED:
+                    task_status.started()
+            self._disconnect()
+            self.restarts += 1
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _session(self, task_status: trio.TaskStatus[None]) -> None:
+        await self._ensure_server()
+        proc = await trio.lowlevel.open_process(
+            [*self.base_argv, "-C", "attach-session", "-t", "=" + CONTROL_SESSION],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_tmux_env(),
+        )
+        self._proc = proc
+        self._broken = broken = trio.Event()
+        attach = _Pending()  # the first block answers the attach itself
+        self._pending.append(attach)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader, proc, broken)
+                with trio.fail_after(self.command_timeout):
+                    await attach.done.wait()
+                if not attach.ok:
+                    raise TmuxError("control client could not attach: " + "\n".join(attach.lines))
+                self._connected.set()
+                try:
+                    await self._command(["refresh-client", "-f", "no-output"])
+                except TmuxError:
+                    pass  # older tmux: %output lines are ignored anyway
+                log.info("tmux_connected", socket=str(self.socket_path), pid=proc.pid)
+                self._changed.set()  # whatever happened while we were away
+                task_status.started()
+                await broken.wait()
+                nursery.cancel_scope.cancel()
+        except trio.TooSlowError:
+            raise TmuxError("tmux control client did not attach in time") from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop_process(proc)
+
+    async def _ensure_server(self) -> None:
+        """Start our private server with its keeper session, unless it is running."""
+        self.config_path.write_text(SERVER_CONFIG)
+        argv = [*self.base_argv, "-f", str(self.config_path), "new-session", "-A", "-d",
+                "-s", CONTROL_SESSION, "-x", "200", "-y", "50", "sleep", "2147483647"]
+        with trio.fail_after(self.command_timeout):
+            result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
+                                            check=False, env=_tmux_env())
+        if result.returncode != 0:
+            raise TmuxError(f"could not start tmux: {result.stderr.decode(errors='replace').strip()}")
+        # An already running server did not read the file: apply it (idempotent).
+        with trio.fail_after(self.command_timeout):
+            await trio.run_process([*self.base_argv, "source-file", str(self.config_path)],
+                                   capture_stdout=True, capture_stderr=True, check=False, env=_tmux_env())
+
+    def _disconnect(self) -> None:
+        self._connected = trio.Event() if self._connected.is_set() else self._connected
+        self._proc = None
+        while self._pending:
+            pending = self._pending.popleft()
+            pending.lines = ["tmux control client went away"]
+            pending.done.set()
+        self._changed.set()
+
+    async def _reader(self, proc: trio.Process, broken: trio.Event) -> None:
+        assert proc.stdout is not None
+        buf = b""
+        current: _Pending | None = None
+        number = b""
+        try:
+            async for chunk in proc.stdout:
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if current is not None:
+                        if line.startswith((b"%end ", b"%error ")) and line.split(b" ")[2:3] == [number]:
+                            current.ok = line.startswith(b"%end ")
+                            current.done.set()
+                            current = None
+                        else:
+                            current.lines.append(line.decode(errors="replace"))
+                    elif line.startswith(b"%begin "):
+                        number = line.split(b" ")[2:3][0] if len(line.split(b" ")) > 2 else b""
+                        current = self._pending.popleft() if self._pending else _Pending()
+                    elif line.split(b" ", 1)[0] in _NOTIFICATIONS_THAT_CHANGE:
+                        self._changed.set()
+                        if line.startswith(b"%exit"):
+                            log.warning("tmux_exit", detail=line.decode(errors="replace"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        broken.set()
+
+    # -- commands ------------------------------------------------------------------
+
+    async def _command(self, args: list[str]) -> list[str]:
+        """Send one command; return its output lines, or raise TmuxError with tmux's message."""
+        line = command_line(args)
+        if not self._connected.is_set():
+            with trio.move_on_after(min(self.command_timeout, 1.0)):
+                await self._connected.wait()
+        proc, broken = self._proc, self._broken
+        if not self._connected.is_set() or proc is None or proc.stdin is None or broken is None:
+            raise TmuxError("tmux is not available")
+        pending = _Pending()
+        try:
+            with trio.fail_after(self.command_timeout):
+                async with self._send_lock:
+                    self._pending.append(pending)
+                    await proc.stdin.send_all(line)
+                await pending.done.wait()
+        except trio.TooSlowError:
+            log.error("tmux_command_timeout", command=args[0], timeout=self.command_timeout)
+            broken.set()  # replies can no longer be matched: restart the client
+            raise TmuxError(f"tmux did not answer {args[0]} within {self.command_timeout:g}s") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            broken.set()
+            raise TmuxError("tmux control client went away") from e
+        if not pending.ok:
+            raise TmuxError("\n".join(pending.lines) or f"tmux {args[0]} failed")
+        return pending.lines
+
+    async def start_session(self, spec: SessionSpec) -> TmuxIds:
+        if len(spec.argv) < 2:
+            raise TmuxError("an agent's argv needs at least two words (tmux runs one word through a shell)")
+        args = ["new-session", "-d", "-P", "-F", "#{session_id} #{window_id} #{pane_id} #{pane_pid}",
+                "-s", spec.name, "-c", spec.cwd.replace("#", "##"), "-x", "200", "-y", "50"]
+        for key, value in spec.env.items():
+            args += ["-e", f"{key}={value}"]
+        out = await self._command([*args, "--", *spec.argv])
+        try:
+            session_id, window_id, pane_id, pid = out[0].split(" ")
+            ids = TmuxIds(session_id=session_id, window_id=window_id, pane_id=pane_id, pane_pid=int(pid))
+        except (IndexError, ValueError):
+            raise TmuxError(f"unexpected reply to new-session: {out!r}") from None
+        for option, value in ((AGENT_MARKER, spec.agent_id), (TASK_MARKER, spec.task_id)):
+            try:
+                await self._command(["set-option", "-t", session_id, option, value])
+            except TmuxError as e:
+                if not e.message.startswith(_SESSION_GONE):
+                    raise
+                break  # the agent already exited; its name still says whose it was
+        return ids
+
+    async def kill_session(self, session_id: str) -> bool:
+        try:
+            await self._command(["kill-session", "-t", session_id])
+        except TmuxError as e:
+            if e.message.startswith(_SESSION_GONE):
+                return False
+            raise
+        return True
+
+    async def list_panes(self) -> list[PaneInfo]:
+        lines = await self._command(["list-panes", "-a", "-F", _PANE_FORMAT])
+        panes: dict[str, PaneInfo] = {}
+        for line in lines:
+            pane = parse_pane(line)
+            if pane is not None and pane.session_name != CONTROL_SESSION:
+                panes.setdefault(pane.session_id, pane)
+        return list(panes.values())
+
+    async def capture_pane(self, pane_id: str, lines: int) -> str:
+        # Through the CLI rather than the control client: a pane's text is the agent's to
+        # choose and must never be parsed as control-mode framing.
+        argv = [*self.base_argv, "capture-pane", "-p", "-J", "-t", pane_id, "-S", str(-max(0, lines))]
+        with trio.fail_after(self.command_timeout):
+            result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
+                                            check=False, env=_tmux_env())
+        if result.returncode != 0:
+            raise TmuxError(result.stderr.decode(errors="replace").strip() or "capture-pane failed")
+        return result.stdout.decode(errors="replace")
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+        self._changed = trio.Event()
+
+
+def _tmux_env() -> dict[str, str]:
+    """The daemon's environment minus what would confuse tmux or leak into agents."""
+    drop = {"TMUX", "TMUX_PANE", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+async def _stop_process(proc: trio.Process) -> None:
+    """Detach the control client (closing its stdin makes it exit); kill it if it lingers."""
+    if proc.stdin is not None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await proc.stdin.aclose()
+    with trio.move_on_after(1.0):
+        await proc.wait()
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()

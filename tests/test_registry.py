@@ -1,0 +1,798 @@
+"""The pure registry, driven directly: the transition table, admission, counts, findings, load.
+
+Every test builds a :class:`Registry` in memory and calls ``apply``; nothing here does I/O.
+Refusals are checked against a deep snapshot, because "raises and changes nothing" is
+half of the contract.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+from msgspec import Struct, structs
+
+from supervisord_agents.errors import (
+    Conflict,
+    DuplicateAgent,
+    ErrorCode,
+    IllegalTransition,
+    InvalidParams,
+    LimitExceeded,
+    SupervisorError,
+    UnknownAgent,
+    UnknownTask,
+)
+from supervisord_agents.model import (
+    LIVE_STATES,
+    Agent,
+    AgentState,
+    Cleanup,
+    Counts,
+    DecidedBy,
+    Exit,
+    Limits,
+    Severity,
+    Task,
+    TaskState,
+    TmuxIds,
+)
+from supervisord_agents.registry import (
+    AGENT_COMMANDS,
+    TRANSITIONS,
+    Adopt,
+    CleanUp,
+    CloseTask,
+    CreateTask,
+    EventKind,
+    Exited,
+    Outcome,
+    RecordCleanup,
+    Registry,
+    ReportFinding,
+    ReportProgress,
+    RequestKill,
+    SpawnAgent,
+    SpawnFailed,
+    Started,
+    StartSession,
+    StopAgent,
+    terminal_state,
+)
+
+S = AgentState
+T0 = 1_700_000_000.0
+
+# --- helpers (also used by test_registry_stateful) ------------------------------------
+
+
+def task_row(n: int = 1, **limits: int) -> Task:
+    """A task with id number ``n`` and the given limits (defaults otherwise)."""
+    return Task(id=f"TASK-20240101-000000-{n:08x}", description=f"task {n}", limits=Limits(**limits), created_at=0.0)
+
+
+def agent_row(task: Task | str, type: str = "worker", n: int = 1, **fields: Any) -> Agent:
+    """An agent row as ``api`` builds it before admission (depth and state are decided by the registry)."""
+    task_id = task if isinstance(task, str) else task.id
+    fields = {"created_at": 0.0, "updated_at": 0.0} | fields
+    return Agent(id=f"{type}-000000-{n:06x}", task_id=task_id, type=type, **fields)
+
+
+def tmux_ids(k: int) -> TmuxIds:
+    return TmuxIds(session_id=f"${k}", window_id=f"@{k}", pane_id=f"%{k}", pane_pid=10_000 + k)
+
+
+def snapshot(reg: Registry) -> dict[str, Any]:
+    """Everything observable about a registry, public views and private indexes, deep-copied."""
+    return {
+        "tasks": dict(reg.tasks),
+        "agents": dict(reg.agents),
+        "findings": list(reg.findings),
+        "last_seq": reg.last_seq,
+        "counts": {"*": reg.counts(), **{t: reg.counts(t) for t in reg.tasks}},
+        "uncleaned": sorted(a.id for a in reg.uncleaned()),
+        "internals": copy.deepcopy(vars(reg)),
+    }
+
+
+def recount(agents: list[Agent]) -> Counts:
+    """Counts recomputed from rows, independently of the registry's indexes."""
+    return Counts(
+        active=sum(a.state in LIVE_STATES for a in agents),
+        completed=sum(a.state is S.COMPLETED for a in agents),
+        failed=sum(a.state is S.FAILED for a in agents),
+        killed=sum(a.state is S.KILLED for a in agents),
+        lost=sum(a.state is S.LOST for a in agents),
+        spawned=len(agents),
+    )
+
+
+def assert_refused(
+    reg: Registry, command: Struct, error: type[SupervisorError], now: float = T0 + 99
+) -> SupervisorError:
+    """Apply a command that must be refused; check the error type and that nothing changed."""
+    before = snapshot(reg)
+    with pytest.raises(error) as info:
+        reg.apply(command, now)  # type: ignore[arg-type]
+    assert snapshot(reg) == before
+    return info.value
+
+
+class World:
+    """A registry plus a clock, with shorthands for the common command sequences."""
+
+    def __init__(self, *, global_max_concurrent: int = 100) -> None:
+        self.reg = Registry(global_max_concurrent=global_max_concurrent)
+        self.now = T0
+        self._n = itertools.count(1)
+
+    def apply(self, command: Struct) -> Outcome:
+        self.now += 1.0
+        return self.reg.apply(command, self.now)  # type: ignore[arg-type]
+
+    def task(self, n: int = 1, **limits: int) -> Task:
+        return self.apply(CreateTask(task_row(n, **limits))).result  # type: ignore[no-any-return]
+
+    def spawn(self, task: Task, type: str = "worker", parent: Agent | None = None, **fields: Any) -> Agent:
+        row = agent_row(task, type, next(self._n), parent=None if parent is None else parent.id, **fields)
+        return self.apply(SpawnAgent(row)).result  # type: ignore[no-any-return]
+
+    def run(self, task: Task, type: str = "worker", parent: Agent | None = None, session: int | None = None) -> Agent:
+        agent = self.spawn(task, type, parent)
+        k = session if session is not None else next(self._n) + 1000
+        return self.apply(Started(agent.id, tmux_ids(k))).result  # type: ignore[no-any-return]
+
+    def exit(self, agent: Agent, exit: Exit | None = None) -> Agent:
+        exit = exit or Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)
+        return self.apply(Exited(agent.id, exit)).result  # type: ignore[no-any-return]
+
+
+# --- the transition table ---------------------------------------------------------------
+
+#: The design's table, written out independently of ``registry.TRANSITIONS``: for each
+#: legal (state, command) pair, the state the agent is in afterwards (the exit used by
+#: the walk is a clean exit with code 0).
+EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
+    (S.STARTING, Started): S.RUNNING,
+    (S.STARTING, Adopt): S.RUNNING,
+    (S.STARTING, SpawnFailed): S.FAILED,
+    (S.STARTING, ReportProgress): S.STARTING,
+    (S.STARTING, RequestKill): S.STOPPING,
+    (S.STARTING, Exited): S.COMPLETED,
+    (S.RUNNING, ReportProgress): S.RUNNING,
+    (S.RUNNING, RequestKill): S.STOPPING,
+    (S.RUNNING, Exited): S.COMPLETED,
+    (S.STOPPING, Started): S.STOPPING,
+    (S.STOPPING, Adopt): S.STOPPING,
+    (S.STOPPING, SpawnFailed): S.FAILED,
+    (S.STOPPING, ReportProgress): S.STOPPING,
+    (S.STOPPING, RequestKill): S.STOPPING,
+    (S.STOPPING, Exited): S.KILLED,
+    **{(s, RecordCleanup): s for s in (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)},
+}
+
+_TASK = task_row(1)
+_EXITS: dict[AgentState, Exit] = {
+    S.COMPLETED: Exit(decided_by=DecidedBy.EXIT_STATUS, code=0),
+    S.FAILED: Exit(decided_by=DecidedBy.EXIT_STATUS, code=3),
+    S.KILLED: Exit(decided_by=DecidedBy.EXIT_STATUS, signal=15),
+    S.LOST: Exit(decided_by=DecidedBy.SESSION_VANISHED),
+}
+
+
+def registry_with(state: AgentState) -> tuple[Registry, Agent]:
+    """A loaded registry holding one agent in ``state`` (realistic fields for it), a
+    running neighbour of another type and one finding, so a snapshot has things to lose."""
+    fields: dict[str, Any] = {"state": state, "created_at": T0, "updated_at": T0}
+    if state in (S.RUNNING, S.STOPPING) or state.terminal:
+        fields |= {"tmux": tmux_ids(1), "started_at": T0}
+    if state is S.STOPPING:
+        fields["kill_reason"] = "kill requested"
+    if state.terminal:
+        fields |= {"exit": _EXITS[state], "ended_at": T0}
+    agent = agent_row(_TASK, "worker", 1, **fields)
+    neighbour = agent_row(_TASK, "helper", 2, state=S.RUNNING, tmux=tmux_ids(2), created_at=T0 + 1, updated_at=T0 + 1)
+    finding = ReportFinding(task_id=_TASK.id, agent_id=neighbour.id, type="note", severity=Severity.LOW, message="m")
+    reg = Registry()
+    reg.load([_TASK], [agent, neighbour], [], last_seq=10)
+    reg.apply(finding, T0 + 2)
+    return reg, agent
+
+
+def command_for(cls: type[Struct], agent_id: str) -> Struct:
+    """One valid-looking instance of each agent command."""
+    commands: dict[type[Struct], Struct] = {
+        Started: Started(agent_id, tmux_ids(9)),
+        Adopt: Adopt(agent_id, tmux_ids(9)),
+        SpawnFailed: SpawnFailed(agent_id, "tmux said no"),
+        ReportProgress: ReportProgress(agent_id=agent_id, activity="working", message="half way", percent=50),
+        RequestKill: RequestKill(agent_id=agent_id, reason="enough"),
+        Exited: Exited(agent_id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)),
+        RecordCleanup: RecordCleanup(agent_id, Cleanup(ok=True, at=T0)),
+    }
+    return commands[cls]
+
+
+def test_transition_table_is_the_designed_one() -> None:
+    """registry.TRANSITIONS allows exactly the (state, command) pairs the design lists, no more and no fewer."""
+    assert set(TRANSITIONS) == set(EXPECTED)
+    assert set(AGENT_COMMANDS) == {cls for _, cls in EXPECTED}
+
+
+@pytest.mark.parametrize(
+    ("state", "cls"),
+    list(itertools.product(AgentState, AGENT_COMMANDS)),
+    ids=[f"{s.value}-{c.__name__}" for s, c in itertools.product(AgentState, AGENT_COMMANDS)],
+)
+def test_every_state_command_pair(state: AgentState, cls: type[Struct]) -> None:
+    """A legal pair moves the agent to the expected state with fresh sequence numbers; any other pair raises
+    IllegalTransition and leaves the whole registry untouched."""
+    reg, agent = registry_with(state)
+    command = command_for(cls, agent.id)
+    expected = EXPECTED.get((state, cls))
+    if expected is None:
+        error = assert_refused(reg, command, IllegalTransition)
+        assert error.code is ErrorCode.ILLEGAL_TRANSITION
+        assert error.data == {"agent_id": agent.id, "state": state.value}
+        return
+    last_seq = reg.last_seq
+    outcome = reg.apply(command, T0 + 50)  # type: ignore[arg-type]
+    after = reg.agent(agent.id)
+    assert after.state is expected
+    assert outcome.result == after
+    assert [e.seq for e in outcome.events] == list(range(last_seq + 1, reg.last_seq + 1))
+    assert all(e.agent_id == agent.id for e in outcome.events)
+    if expected is not state:
+        assert [e.state for e in outcome.events] == [expected]
+    assert reg.counts(_TASK.id) == recount(list(reg.agents_of(_TASK.id)))
+
+
+def test_unknown_agent_is_refused_and_changes_nothing() -> None:
+    """An agent command naming no agent raises UnknownAgent (a LookupError) and changes nothing."""
+    reg, _ = registry_with(S.RUNNING)
+    error = assert_refused(reg, RequestKill(agent_id="ghost-000000-000000"), UnknownAgent)
+    assert isinstance(error, LookupError)
+    assert error.code is ErrorCode.NOT_FOUND
+
+
+# --- admission --------------------------------------------------------------------------
+
+
+def test_default_limits_are_the_designed_ones() -> None:
+    """A task without explicit limits gets 20 concurrent, 45 total and depth 5."""
+    assert Limits() == Limits(max_concurrent=20, max_total=45, max_depth=5)
+
+
+def test_max_concurrent_refuses_the_21st_live_agent() -> None:
+    """With the default limits 20 agents may be live at once; the 21st is refused until one ends."""
+    w = World()
+    task = w.task()
+    agents = [w.run(task, f"t{i}") for i in range(20)]
+    error = assert_refused(w.reg, SpawnAgent(agent_row(task, "late", 900)), LimitExceeded)
+    assert error.data == {"limit": "max_concurrent", "value": 20}
+    w.exit(agents[0])
+    assert w.spawn(task, "late").state is S.STARTING
+
+
+def test_max_total_counts_ended_agents_too() -> None:
+    """The 46th agent of a task is refused even when no agent is live any more."""
+    w = World()
+    task = w.task()
+    for _ in range(45):
+        w.exit(w.run(task))
+    assert w.reg.counts(task.id).active == 0
+    error = assert_refused(w.reg, SpawnAgent(agent_row(task, "worker", 900)), LimitExceeded)
+    assert error.data == {"limit": "max_total", "value": 45}
+
+
+def test_depth_is_derived_and_capped_at_five() -> None:
+    """Depth is the parent's depth plus one whatever the caller claims; a sixth level is refused."""
+    w = World()
+    task = w.task()
+    parent = None
+    for depth in range(1, 6):
+        row = agent_row(task, f"level{depth}", depth, parent=None if parent is None else parent.id, depth=42)
+        parent = w.apply(SpawnAgent(row)).result
+        assert parent.depth == depth
+    assert parent is not None
+    error = assert_refused(w.reg, SpawnAgent(agent_row(task, "level6", 6, parent=parent.id)), LimitExceeded)
+    assert error.data == {"limit": "max_depth", "value": 5}
+
+
+def test_duplicate_type_is_refused_naming_the_existing_agent() -> None:
+    """A second live agent of a type in the same task raises DuplicateAgent whose data names the first."""
+    w = World()
+    task = w.task()
+    first = w.run(task, "reviewer")
+    w.apply(RequestKill(agent_id=first.id))  # stopping is still live
+    error = assert_refused(w.reg, SpawnAgent(agent_row(task, "reviewer", 900)), DuplicateAgent)
+    assert error.code is ErrorCode.DUPLICATE_AGENT
+    assert isinstance(error, LimitExceeded)
+    assert error.data is not None and error.data["existing_agent"] == first.id
+
+
+def test_type_is_free_again_after_its_agent_ends() -> None:
+    """Once the agent of a type has ended, another agent of that type is admitted."""
+    w = World()
+    task = w.task()
+    first = w.run(task, "reviewer")
+    w.exit(first, Exit(decided_by=DecidedBy.EXIT_STATUS, code=1))
+    second = w.spawn(task, "reviewer")
+    assert w.reg.live_of_type(task.id, "reviewer") == second
+
+
+def test_same_type_in_two_tasks_is_allowed() -> None:
+    """Deduplication is per task: two tasks may each have a live agent of one type."""
+    w = World()
+    a, b = w.task(1), w.task(2)
+    w.spawn(a, "reviewer")
+    assert w.spawn(b, "reviewer").state is S.STARTING
+
+
+def test_global_cap_counts_live_agents_of_all_tasks() -> None:
+    """The global concurrent cap refuses a spawn once that many agents are live across tasks."""
+    w = World(global_max_concurrent=3)
+    a, b = w.task(1), w.task(2)
+    w.spawn(a, "x")
+    w.spawn(a, "y")
+    ended = w.spawn(b, "x")
+    error = assert_refused(w.reg, SpawnAgent(agent_row(b, "y", 900)), LimitExceeded)
+    assert error.data == {"limit": "global_max_concurrent", "value": 3}
+    w.apply(SpawnFailed(ended.id, "no tmux"))
+    assert w.spawn(b, "y").state is S.STARTING
+
+
+def test_closed_task_refuses_spawns() -> None:
+    """A closed task admits no more agents, and cannot be closed twice."""
+    w = World()
+    task = w.task()
+    closed = w.apply(CloseTask(task.id)).result
+    assert closed.state is TaskState.CLOSED and closed.closed_at == w.now
+    assert_refused(w.reg, SpawnAgent(agent_row(task, "worker", 900)), IllegalTransition)
+    assert_refused(w.reg, CloseTask(task.id), IllegalTransition)
+
+
+def test_unknown_task_is_refused() -> None:
+    """Spawning into, closing, or reporting into a task that does not exist raises UnknownTask."""
+    w = World()
+    w.task(1)
+    missing = task_row(2)
+    assert_refused(w.reg, SpawnAgent(agent_row(missing)), UnknownTask)
+    assert_refused(w.reg, CloseTask(missing.id), UnknownTask)
+    finding = ReportFinding(task_id=missing.id, agent_id=None, type="x", severity=Severity.INFO, message="m")
+    assert_refused(w.reg, finding, UnknownTask)
+
+
+def test_duplicate_ids_conflict() -> None:
+    """Re-using a task id or an agent id raises Conflict."""
+    w = World()
+    task = w.task()
+    agent = w.spawn(task, "worker")
+    assert_refused(w.reg, CreateTask(task_row(1)), Conflict)
+    w.exit(agent)
+    reused = structs.replace(agent_row(task, "worker"), id=agent.id)
+    assert_refused(w.reg, SpawnAgent(reused), Conflict)
+
+
+def test_parent_in_another_task_is_refused() -> None:
+    """An agent may not be spawned under a parent that belongs to another task."""
+    w = World()
+    a, b = w.task(1), w.task(2)
+    parent = w.run(a, "lead")
+    error = assert_refused(w.reg, SpawnAgent(agent_row(b, "child", 900, parent=parent.id)), InvalidParams)
+    assert error.data == {"parent": parent.id}
+
+
+@pytest.mark.parametrize("end", ["exit", "spawn_failed", "vanished"])
+def test_ended_parent_is_refused(end: str) -> None:
+    """An agent that has ended (in any way) cannot have new children."""
+    w = World()
+    task = w.task()
+    parent = w.spawn(task, "lead")
+    if end == "spawn_failed":
+        w.apply(SpawnFailed(parent.id, "boom"))
+    elif end == "vanished":
+        w.exit(parent, Exit(decided_by=DecidedBy.SESSION_VANISHED))
+    else:
+        w.exit(parent)
+    assert_refused(w.reg, SpawnAgent(agent_row(task, "child", 900, parent=parent.id)), IllegalTransition)
+
+
+def test_unknown_parent_is_refused() -> None:
+    """A parent id that names no agent raises UnknownAgent."""
+    w = World()
+    task = w.task()
+    assert_refused(w.reg, SpawnAgent(agent_row(task, "child", 900, parent="ghost-000000-000000")), UnknownAgent)
+
+
+def test_spawn_records_starting_and_asks_for_a_session() -> None:
+    """An admitted agent is stored as starting with registry-decided fields, and its effect is StartSession."""
+    w = World()
+    task = w.task()
+    row = agent_row(task, "worker", 7, state=S.RUNNING, tmux=tmux_ids(3), exit=Exit(decided_by=DecidedBy.KILL))
+    outcome = w.apply(SpawnAgent(row))
+    agent = outcome.result
+    assert (agent.state, agent.tmux, agent.exit, agent.created_at, agent.depth) == (S.STARTING, None, None, w.now, 1)
+    assert outcome.effects == [StartSession(agent)]
+    assert [(e.kind, e.state) for e in outcome.events] == [(EventKind.AGENT_STATE, S.STARTING)]
+    assert w.reg.agent_for_session("$3") is None
+
+
+def test_children_and_tokens_are_indexed() -> None:
+    """A parent lists its children in spawn order, and an agent is found by its token hash."""
+    w = World()
+    task = w.task()
+    lead = w.run(task, "lead")
+    kids = [w.spawn(task, f"kid{i}", lead, token_hash=f"hash{i}") for i in range(3)]
+    assert w.reg.children(lead.id) == [k.id for k in kids]
+    assert w.reg.agent_for_token("hash1") == w.reg.agent(kids[1].id)
+    assert w.reg.agent_for_token("nope") is None
+
+
+# --- counts -----------------------------------------------------------------------------
+
+
+def test_counts_are_derived_per_task_and_globally() -> None:
+    """Counts per task and overall follow every state change, equal to a recount of the rows."""
+    w = World()
+    a, b = w.task(1), w.task(2)
+    w.exit(w.run(a, "ok"))
+    w.exit(w.run(a, "bad"), Exit(decided_by=DecidedBy.EXIT_STATUS, code=3))
+    killed = w.run(a, "killed")
+    w.apply(RequestKill(agent_id=killed.id))
+    w.exit(killed)
+    w.exit(w.run(a, "ghost"), Exit(decided_by=DecidedBy.SESSION_VANISHED))
+    w.apply(SpawnFailed(w.spawn(a, "nostart").id, "boom"))
+    w.run(a, "live")
+    w.spawn(b, "x")
+    stopping = w.run(b, "y")
+    w.apply(RequestKill(agent_id=stopping.id))
+
+    assert w.reg.counts(a.id) == Counts(active=1, completed=1, failed=2, killed=1, lost=1, spawned=6)
+    assert w.reg.counts(b.id) == Counts(active=2, spawned=2)
+    assert w.reg.counts() == Counts(active=3, completed=1, failed=2, killed=1, lost=1, spawned=8)
+    for task_id in (a.id, b.id):
+        assert w.reg.counts(task_id) == recount(list(w.reg.agents_of(task_id)))
+    assert w.reg.counts() == recount(list(w.reg.agents.values()))
+    assert w.reg.counts("TASK-20990101-000000-ffffffff") == Counts()
+
+
+# --- kill, exit and terminal states ----------------------------------------------------
+
+
+def test_kill_while_starting_stops_once_started() -> None:
+    """A kill before the session exists issues no stop; the later Started records the session and then stops it."""
+    w = World()
+    task = w.task()
+    agent = w.spawn(task)
+    kill = w.apply(RequestKill(agent_id=agent.id, reason="changed my mind"))
+    assert kill.result.state is S.STOPPING and kill.result.kill_reason == "changed my mind"
+    assert kill.effects == []
+    started = w.apply(Started(agent.id, tmux_ids(5)))
+    now = w.reg.agent(agent.id)
+    assert now.state is S.STOPPING and now.tmux == tmux_ids(5) and now.started_at == w.now
+    assert started.effects == [StopAgent(now, tree=False)]
+    assert w.reg.agent_for_session("$5") == now
+    assert w.exit(now).state is S.KILLED
+
+
+def test_kill_while_starting_then_spawn_failed_ends_failed() -> None:
+    """A kill before the session exists, followed by a failed start, ends the agent as failed with a cleanup."""
+    w = World()
+    task = w.task()
+    agent = w.spawn(task)
+    w.apply(RequestKill(agent_id=agent.id))
+    outcome = w.apply(SpawnFailed(agent.id, "no such cwd"))
+    assert outcome.result.state is S.FAILED
+    assert outcome.result.exit == Exit(decided_by=DecidedBy.SPAWN_ERROR, reason="no such cwd")
+    assert outcome.effects == [CleanUp(outcome.result)]
+
+
+def test_kill_running_agent_stops_it_and_a_second_kill_reissues() -> None:
+    """Killing a running agent stops it; a second kill (with tree) re-issues the stop and records nothing."""
+    w = World()
+    task = w.task()
+    agent = w.run(task)
+    first = w.apply(RequestKill(agent_id=agent.id))
+    stopping = first.result
+    assert stopping.state is S.STOPPING and stopping.kill_reason == "kill requested"
+    assert first.effects == [StopAgent(stopping, tree=False)]
+    seq = w.reg.last_seq
+    second = w.apply(RequestKill(agent_id=agent.id, tree=True))
+    assert second.events == [] and w.reg.last_seq == seq
+    assert second.effects == [StopAgent(stopping, tree=True)]
+
+
+@pytest.mark.parametrize(
+    "exit",
+    [
+        Exit(decided_by=DecidedBy.EXIT_STATUS, code=0),
+        Exit(decided_by=DecidedBy.EXIT_STATUS, signal=15),
+        Exit(decided_by=DecidedBy.SESSION_VANISHED),
+    ],
+    ids=["code0", "signal", "vanished"],
+)
+def test_exit_while_stopping_is_killed(exit: Exit) -> None:
+    """However an agent being stopped ends, it ends killed, keeping the exit that decided it."""
+    w = World()
+    task = w.task()
+    agent = w.run(task)
+    w.apply(RequestKill(agent_id=agent.id))
+    outcome = w.apply(Exited(agent.id, exit))
+    assert outcome.result.state is S.KILLED
+    assert outcome.result.exit == exit and outcome.result.ended_at == w.now
+    assert outcome.effects == [CleanUp(outcome.result)]
+
+
+@pytest.mark.parametrize(
+    ("exit", "kill_requested", "expected"),
+    [
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), False, S.COMPLETED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=3), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=-1), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, signal=9), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0, signal=9), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.SESSION_VANISHED), False, S.LOST),
+        (Exit(decided_by=DecidedBy.SESSION_VANISHED, code=0), False, S.LOST),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False), False, S.COMPLETED),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True, code=0), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT), False, S.COMPLETED),
+        (Exit(decided_by=DecidedBy.SPAWN_ERROR), False, S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), True, S.KILLED),
+        (Exit(decided_by=DecidedBy.SESSION_VANISHED), True, S.KILLED),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False), True, S.KILLED),
+    ],
+)
+def test_terminal_state_mapping(exit: Exit, kill_requested: bool, expected: AgentState) -> None:
+    """terminal_state maps what decided an exit (and whether a kill was asked for) to the terminal state."""
+    assert terminal_state(exit, kill_requested=kill_requested) is expected
+
+
+@pytest.mark.parametrize(
+    ("exit", "expected"),
+    [
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), S.COMPLETED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=3), S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, signal=11), S.FAILED),
+        (Exit(decided_by=DecidedBy.SESSION_VANISHED), S.LOST),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True, cost_usd=0.5, turns=3), S.FAILED),
+    ],
+    ids=["code0", "code3", "signal", "vanished", "result-error"],
+)
+def test_exited_running_agent_ends_in_mapped_state(exit: Exit, expected: AgentState) -> None:
+    """Exited on a running agent ends it in terminal_state's answer, recording the exit, ending the session claim."""
+    w = World()
+    task = w.task()
+    agent = w.run(task, session=4)
+    outcome = w.apply(Exited(agent.id, exit))
+    assert outcome.result.state is expected
+    assert outcome.result.exit == exit
+    assert outcome.effects == [CleanUp(outcome.result)]
+    assert w.reg.agent_for_session("$4") is None
+    assert w.reg.live_of_type(task.id, "worker") is None
+
+
+def test_progress_updates_only_given_fields() -> None:
+    """A progress report changes the fields it carries, keeps the others, and emits a progress event."""
+    w = World()
+    task = w.task()
+    agent = w.run(task)
+    w.apply(ReportProgress(agent_id=agent.id, activity="working", message="first", percent=10))
+    outcome = w.apply(ReportProgress(agent_id=agent.id, percent=60))
+    after = outcome.result
+    assert (after.state, after.activity, after.message, after.progress) == (S.RUNNING, "working", "first", 60)
+    assert [(e.kind, e.data) for e in outcome.events] == [
+        (EventKind.PROGRESS, {"activity": "working", "message": None, "percent": 60})
+    ]
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Started, Adopt])
+def test_two_live_agents_cannot_claim_one_session(cls: type[Started] | type[Adopt]) -> None:
+    """A session id held by a live agent cannot be claimed by another: Conflict names the holder."""
+    w = World()
+    task = w.task()
+    holder = w.run(task, "a", session=1)
+    other = w.spawn(task, "b")
+    error = assert_refused(w.reg, cls(other.id, tmux_ids(1)), Conflict)
+    assert error.data == {"session_id": "$1", "agent_id": holder.id}
+
+
+def test_session_held_by_a_stopping_agent_is_still_taken() -> None:
+    """An agent that is stopping still owns its session."""
+    w = World()
+    task = w.task()
+    holder = w.run(task, "a", session=1)
+    w.apply(RequestKill(agent_id=holder.id))
+    assert_refused(w.reg, Started(w.spawn(task, "b").id, tmux_ids(1)), Conflict)
+
+
+def test_session_id_can_be_reused_after_its_agent_ended() -> None:
+    """tmux recycles session ids; once the first holder has ended, another agent may claim the id."""
+    w = World()
+    task = w.task()
+    first = w.run(task, "a", session=1)
+    w.exit(first)
+    second = w.apply(Started(w.spawn(task, "b").id, tmux_ids(1))).result
+    assert w.reg.agent_for_session("$1") == second
+    assert w.reg.agent(first.id).tmux == tmux_ids(1)
+
+
+# --- cleanup ----------------------------------------------------------------------------
+
+
+def test_uncleaned_lists_terminal_agents_until_cleanup_succeeds() -> None:
+    """Every ended agent is listed by uncleaned() until a successful RecordCleanup; a failed one keeps it listed."""
+    w = World()
+    task = w.task()
+    live = w.run(task, "live")
+    done = w.exit(w.run(task, "done"))
+    failed = w.apply(SpawnFailed(w.spawn(task, "nostart").id, "boom")).result
+    assert {a.id for a in w.reg.uncleaned()} == {done.id, failed.id}
+    assert live.id not in {a.id for a in w.reg.uncleaned()}
+
+    outcome = w.apply(RecordCleanup(done.id, Cleanup(ok=False, at=w.now, error="rm failed")))
+    assert [e.kind for e in outcome.events] == [EventKind.CLEANUP]
+    assert {a.id for a in w.reg.uncleaned()} == {done.id, failed.id}
+    assert w.reg.agent(done.id).state is S.COMPLETED
+
+    record = Cleanup(ok=True, at=w.now, archive="/x.tar.gz", attempts=2)
+    w.apply(RecordCleanup(done.id, record))
+    assert {a.id for a in w.reg.uncleaned()} == {failed.id}
+    assert w.reg.agent(done.id).cleanup == record
+
+
+# --- findings ---------------------------------------------------------------------------
+
+
+def _finding(task: Task, agent: Agent | None, type: str = "bug", severity: Severity = Severity.INFO) -> ReportFinding:
+    return ReportFinding(
+        task_id=task.id, agent_id=None if agent is None else agent.id, type=type, severity=severity, message=f"{type}!"
+    )
+
+
+def test_findings_get_the_event_sequence_number() -> None:
+    """A finding's seq is the sequence number of its event, so findings are ordered with every other event."""
+    w = World()
+    task = w.task()
+    agent = w.run(task)
+    seqs = []
+    for i in range(4):
+        outcome = w.apply(_finding(task, agent if i % 2 else None))
+        (event,) = outcome.events
+        assert event.kind is EventKind.FINDING and event.data == outcome.result
+        assert outcome.result.seq == event.seq == w.reg.last_seq
+        seqs.append(outcome.result.seq)
+        w.apply(ReportProgress(agent_id=agent.id, percent=i))
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    assert [f.seq for f in w.reg.findings] == seqs
+
+
+def test_finding_from_agent_of_another_task_is_refused() -> None:
+    """An agent may report findings only into its own task; an unknown agent is refused too."""
+    w = World()
+    a, b = w.task(1), w.task(2)
+    agent = w.run(a)
+    assert_refused(w.reg, _finding(b, agent), InvalidParams)
+    ghost = ReportFinding(
+        task_id=a.id, agent_id="ghost-000000-000000", type="bug", severity=Severity.LOW, message="m"
+    )
+    assert_refused(w.reg, ghost, UnknownAgent)
+
+
+def test_query_findings_filters() -> None:
+    """query_findings filters by task, agent, type, severity and sequence number, and honours the limit."""
+    w = World()
+    a, b = w.task(1), w.task(2)
+    x, y = w.run(a, "x"), w.run(a, "y")
+    z = w.run(b, "z")
+    f = [
+        w.apply(_finding(a, x, "bug", Severity.HIGH)).result,
+        w.apply(_finding(a, y, "bug", Severity.LOW)).result,
+        w.apply(_finding(a, None, "note", Severity.HIGH)).result,
+        w.apply(_finding(b, z, "bug", Severity.HIGH)).result,
+        w.apply(_finding(a, x, "note", Severity.CRITICAL)).result,
+    ]
+    q = w.reg.query_findings
+    assert q() == f
+    assert q(task_id=a.id) == [f[0], f[1], f[2], f[4]]
+    assert q(task_id=b.id) == [f[3]]
+    assert q(agent_id=x.id) == [f[0], f[4]]
+    assert q(type="bug") == [f[0], f[1], f[3]]
+    assert q(severity=Severity.HIGH) == [f[0], f[2], f[3]]
+    assert q(since=f[1].seq) == [f[2], f[3], f[4]]
+    assert q(task_id=a.id, since=f[2].seq) == [f[4]]
+    assert q(limit=2) == [f[0], f[1]]
+    assert q(task_id=a.id, type="bug", severity=Severity.LOW) == [f[1]]
+    assert q(type="bug", since=f[0].seq, limit=1) == [f[1]]
+    assert q(since=f[4].seq) == []
+    assert q(task_id="TASK-20990101-000000-ffffffff") == []
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+def test_events_carry_strictly_increasing_sequence_numbers() -> None:
+    """Across a mixed run of commands, event seqs count up by one from the loaded last_seq, and last_seq follows."""
+    w = World()
+    w.reg.load([], [], [], last_seq=41)
+    seqs: list[int] = []
+    task = w.task()
+    seqs.append(w.reg.last_seq)
+    for outcome in [
+        w.apply(SpawnAgent(agent_row(task, "a", 1))),
+        w.apply(Started("a-000000-000001", tmux_ids(1))),
+        w.apply(ReportProgress(agent_id="a-000000-000001", percent=5)),
+        w.apply(_finding(task, None)),
+        w.apply(RequestKill(agent_id="a-000000-000001")),
+        w.apply(RequestKill(agent_id="a-000000-000001")),
+        w.apply(Exited("a-000000-000001", Exit(decided_by=DecidedBy.EXIT_STATUS, code=0))),
+        w.apply(RecordCleanup("a-000000-000001", Cleanup(ok=True, at=0.0))),
+        w.apply(CloseTask(task.id)),
+    ]:
+        seqs.extend(e.seq for e in outcome.events)
+    assert seqs == list(range(42, 42 + len(seqs)))
+    assert w.reg.last_seq == seqs[-1] == 50  # nine events: the second kill emits none
+
+
+def test_create_task_stamps_time_and_opens() -> None:
+    """A created task is open and stamped with ``now``, whatever state the caller put in the row."""
+    w = World()
+    row = structs.replace(task_row(1), state=TaskState.CLOSED, created_at=5.0, closed_at=6.0)
+    outcome = w.apply(CreateTask(row))
+    assert (outcome.result.state, outcome.result.created_at, outcome.result.closed_at) == (TaskState.OPEN, w.now, None)
+    assert [(e.kind, e.task_id) for e in outcome.events] == [(EventKind.TASK_CREATED, row.id)]
+
+
+# --- load -------------------------------------------------------------------------------
+
+
+def test_load_rebuilds_identical_counts_and_indexes() -> None:
+    """Loading the rows of a registry (in any order) gives the same counts, indexes and query answers."""
+    w = World(global_max_concurrent=50)
+    a, b = w.task(1, max_concurrent=5), w.task(2)
+    lead = w.run(a, "lead")
+    kid = w.spawn(a, "kid", lead, token_hash="tok")
+    w.exit(w.run(a, "done", lead))
+    gone = w.run(b, "gone", session=7)
+    w.exit(gone, Exit(decided_by=DecidedBy.SESSION_VANISHED))
+    w.run(b, "reuse", session=7)
+    cleaned = w.exit(w.run(b, "cleaned"))
+    w.apply(RecordCleanup(cleaned.id, Cleanup(ok=True, at=w.now)))
+    w.apply(_finding(a, kid, "bug", Severity.HIGH))
+    w.apply(_finding(b, None, "note"))
+    w.apply(CloseTask(b.id))
+    orig = w.reg
+
+    loaded = Registry(global_max_concurrent=50)
+    loaded.load(
+        reversed(list(orig.tasks.values())),
+        reversed(list(orig.agents.values())),
+        reversed(orig.findings),
+        orig.last_seq,
+    )
+    assert snapshot(loaded) == snapshot(orig)
+    for task_id in orig.tasks:
+        assert [x.id for x in loaded.agents_of(task_id)] == [x.id for x in orig.agents_of(task_id)]
+        assert loaded.counts(task_id) == orig.counts(task_id) == recount(list(orig.agents_of(task_id)))
+    assert loaded.children(lead.id) == orig.children(lead.id)
+    assert loaded.agent_for_token("tok") == orig.agent(kid.id)
+    assert loaded.agent_for_session("$7") == orig.agent_for_session("$7") is not None
+    assert loaded.live_of_type(a.id, "kid") == orig.agent(kid.id)
+    assert loaded.query_findings(severity=Severity.HIGH) == orig.query_findings(severity=Severity.HIGH)
+
+
+def test_load_replaces_previous_contents() -> None:
+    """load() starts from empty: nothing applied before it survives."""
+    w = World()
+    w.run(w.task(1))
+    w.reg.load([task_row(2)], [], [], last_seq=3)
+    assert list(w.reg.tasks) == [task_row(2).id]
+    assert w.reg.agents == {} and w.reg.counts() == Counts() and w.reg.last_seq == 3
+    assert w.reg.uncleaned() == []

@@ -1,0 +1,372 @@
+"""Hypothesis drives random command sequences through the registry and checks its invariants.
+
+Limits are tiny so that refusals (limits, duplicates, session conflicts, illegal
+transitions) are as common as successes. Every refused command must leave the registry
+exactly as it was; after every step the counts are recounted from the rows and every
+limit and uniqueness rule is checked against them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+from collections.abc import Callable, Collection
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from msgspec import Struct, structs
+
+from supervisord_agents.errors import Conflict, SupervisorError
+from supervisord_agents.model import (
+    AGENT_ID_PATTERN,
+    LIVE_STATES,
+    TERMINAL_STATES,
+    Agent,
+    AgentState,
+    Cleanup,
+    DecidedBy,
+    Exit,
+    Limits,
+    Severity,
+    Task,
+    TaskState,
+    TmuxIds,
+)
+from supervisord_agents.registry import (
+    Adopt,
+    CloseTask,
+    CreateTask,
+    Exited,
+    Outcome,
+    RecordCleanup,
+    Registry,
+    ReportFinding,
+    ReportProgress,
+    RequestKill,
+    SpawnAgent,
+    SpawnFailed,
+    Started,
+)
+from tests.test_registry import T0, recount, snapshot
+
+S = AgentState
+TYPES = ("alpha", "beta", "gamma")
+SESSIONS = ("$1", "$2", "$3", "$4", "$5")
+GLOBAL_CAP = 6
+EXITS = (
+    Exit(decided_by=DecidedBy.EXIT_STATUS, code=0),
+    Exit(decided_by=DecidedBy.EXIT_STATUS, code=3),
+    Exit(decided_by=DecidedBy.EXIT_STATUS, signal=9),
+    Exit(decided_by=DecidedBy.SESSION_VANISHED),
+    Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True),
+    Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False),
+)
+#: Fields a terminal agent may still change: only its cleanup record (and when that happened).
+_MUTABLE_WHEN_TERMINAL = ("cleanup", "updated_at")
+
+pick = st.integers(min_value=0, max_value=63)
+#: How a rule chooses its target: mostly one for which the command is legal (so the machine gets somewhere),
+#: sometimes any agent (illegal transitions), now and then an id that does not exist.
+aim = st.sampled_from(["fit"] * 6 + ["any"] * 3 + ["unknown"])
+small_limits = st.builds(
+    Limits, max_concurrent=st.integers(1, 3), max_total=st.integers(1, 6), max_depth=st.integers(1, 3)
+)
+has_agents = precondition(lambda self: bool(self.reg.agents))
+UNKNOWN_TASK = "TASK-20990101-000000-ffffffff"
+UNKNOWN_AGENT = "ghost-000000-000000"
+
+
+class RegistryMachine(RuleBasedStateMachine):
+    """Random commands against one registry, with an independent tally of what was emitted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reg = Registry(global_max_concurrent=GLOBAL_CAP)
+        self.now = T0
+        self.emitted = 0
+        self.ended: dict[str, Agent] = {}  # terminal agents as first seen
+        self.serial = itertools.count(1)
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def apply(self, command: Struct) -> Outcome | None:
+        """Apply a command; a refusal must change nothing, a success must number its events from last_seq + 1."""
+        before = snapshot(self.reg)
+        self.now += 1.0
+        try:
+            outcome = self.reg.apply(command, self.now)  # type: ignore[arg-type]
+        except SupervisorError:
+            assert snapshot(self.reg) == before, f"refused {command!r} changed the registry"
+            return None
+        first = before["last_seq"] + 1
+        assert [e.seq for e in outcome.events] == list(range(first, first + len(outcome.events)))
+        self.emitted += len(outcome.events)
+        return outcome
+
+    def task_id(self, aim: str, i: int) -> str:
+        """A task: an open one when aiming to fit, any when not, or one that does not exist."""
+        open_ = [t.id for t in self.reg.tasks.values() if t.state is TaskState.OPEN]
+        pool = open_ if aim == "fit" and open_ else list(self.reg.tasks)
+        return UNKNOWN_TASK if aim == "unknown" or not pool else pool[i % len(pool)]
+
+    def agent_id(self, aim: str, i: int, fit: Collection[AgentState] = (), task_id: str | None = None) -> str:
+        """An agent: one in a state in ``fit`` when aiming to fit (and one exists), any when not, or a ghost."""
+        agents = [a for a in self.reg.agents.values() if task_id is None or a.task_id == task_id]
+        fitting = [a for a in agents if a.state in fit]
+        pool = fitting if aim == "fit" and fitting else agents
+        return UNKNOWN_AGENT if aim == "unknown" or not pool else pool[i % len(pool)].id
+
+    # -- rules ---------------------------------------------------------------------
+
+    @initialize(limits=st.lists(small_limits, min_size=1, max_size=3))
+    def first_tasks(self, limits: list[Limits]) -> None:
+        for task_limits in limits:
+            self.create_task(task_limits, reuse=1, i=0)
+
+    @rule(limits=small_limits, reuse=st.integers(0, 9), i=pick)
+    def create_task(self, limits: Limits, reuse: int, i: int) -> None:
+        if reuse == 0 and self.reg.tasks:
+            task_id = self.task_id("any", i)  # an id in use: Conflict
+        else:
+            task_id = f"TASK-20240101-000000-{next(self.serial):08x}"
+        self.apply(CreateTask(Task(id=task_id, description="t", limits=limits, created_at=0.0)))
+
+    @rule(aim=aim, i=pick, chance=st.integers(0, 3))
+    def close_task(self, aim: str, i: int, chance: int) -> None:
+        if chance == 0 or aim != "fit":  # closing is rarer than the rest, or few spawns would ever succeed
+            self.apply(CloseTask(self.task_id(aim, i)))
+
+    @rule(
+        aim=aim, i=pick, type=st.sampled_from(TYPES), parent=st.none() | st.tuples(aim, pick),
+        reuse_id=st.integers(0, 19),
+    )
+    def spawn(self, aim: str, i: int, type: str, parent: tuple[str, int] | None, reuse_id: int) -> None:
+        task_id = self.task_id(aim, i)
+        if reuse_id == 0 and self.reg.agents:
+            agent_id = self.agent_id("any", i)  # an id in use: Conflict
+        else:
+            agent_id = f"{type}-000000-{next(self.serial):06x}"
+        parent_id = None
+        if parent is not None:
+            parent_aim, j = parent
+            parent_id = self.agent_id(parent_aim, j, LIVE_STATES, task_id if parent_aim == "fit" else None)
+        agent = Agent(
+            id=agent_id, task_id=task_id, type=type, parent=parent_id, depth=99, created_at=0.0, updated_at=0.0
+        )
+        self.apply(SpawnAgent(agent))
+
+    @has_agents
+    @rule(aim=aim, i=pick, session=st.sampled_from(SESSIONS), adopt=st.booleans())
+    def started(self, aim: str, i: int, session: str, adopt: bool) -> None:
+        k = session[1:]
+        ids = TmuxIds(session_id=session, window_id=f"@{k}", pane_id=f"%{k}", pane_pid=100 + int(k))
+        agent_id = self.agent_id(aim, i, [S.STARTING] if adopt else [S.STARTING, S.STOPPING])
+        self.apply(Adopt(agent_id, ids) if adopt else Started(agent_id, ids))
+
+    @has_agents
+    @rule(aim=aim, i=pick)
+    def spawn_failed(self, aim: str, i: int) -> None:
+        self.apply(SpawnFailed(self.agent_id(aim, i, [S.STARTING, S.STOPPING]), "no"))
+
+    @has_agents
+    @rule(aim=aim, i=pick, percent=st.none() | st.integers(0, 100), activity=st.none() | st.sampled_from(["a", "b"]))
+    def progress(self, aim: str, i: int, percent: int | None, activity: str | None) -> None:
+        agent_id = self.agent_id(aim, i, LIVE_STATES)
+        self.apply(ReportProgress(agent_id=agent_id, percent=percent, activity=activity))
+
+    @has_agents
+    @rule(aim=aim, i=pick, tree=st.booleans())
+    def kill(self, aim: str, i: int, tree: bool) -> None:
+        self.apply(RequestKill(agent_id=self.agent_id(aim, i, LIVE_STATES), tree=tree))
+
+    @has_agents
+    @rule(aim=aim, i=pick, exit=st.sampled_from(EXITS))
+    def exited(self, aim: str, i: int, exit: Exit) -> None:
+        self.apply(Exited(self.agent_id(aim, i, LIVE_STATES), exit))
+
+    @has_agents
+    @rule(aim=aim, i=pick, ok=st.booleans())
+    def cleanup(self, aim: str, i: int, ok: bool) -> None:
+        agent_id = self.agent_id(aim, i, TERMINAL_STATES)
+        self.apply(RecordCleanup(agent_id, Cleanup(ok=ok, at=self.now)))
+
+    @rule(aim=aim, i=pick, by=st.none() | st.tuples(aim, pick), severity=st.sampled_from(Severity))
+    def finding(self, aim: str, i: int, by: tuple[str, int] | None, severity: Severity) -> None:
+        task_id = self.task_id(aim, i)
+        agent_id = None if by is None else self.agent_id(by[0], by[1], AgentState, task_id if by[0] == "fit" else None)
+        self.apply(ReportFinding(task_id=task_id, agent_id=agent_id, type="x", severity=severity, message="m"))
+
+    @has_agents
+    @rule()
+    def reload(self) -> None:
+        """Restart: a registry rebuilt from its rows must be indistinguishable from the original."""
+        fresh = Registry(global_max_concurrent=GLOBAL_CAP)
+        fresh.load(
+            list(self.reg.tasks.values())[::-1],
+            list(self.reg.agents.values())[::-1],
+            self.reg.findings[::-1],
+            self.reg.last_seq,
+        )
+        assert snapshot(fresh) == snapshot(self.reg)
+        self.reg = fresh
+
+    # -- invariants ----------------------------------------------------------------
+
+    @invariant()
+    def counts_are_recounts_of_the_rows(self) -> None:
+        agents = list(self.reg.agents.values())
+        assert self.reg.counts() == recount(agents)
+        for task_id in self.reg.tasks:
+            assert self.reg.counts(task_id) == recount([a for a in agents if a.task_id == task_id])
+
+    @invariant()
+    def limits_hold(self) -> None:
+        live = [a for a in self.reg.agents.values() if a.state in LIVE_STATES]
+        assert len(live) <= GLOBAL_CAP
+        for task in self.reg.tasks.values():
+            mine = [a for a in self.reg.agents.values() if a.task_id == task.id]
+            assert len(mine) <= task.limits.max_total
+            assert sum(a.state in LIVE_STATES for a in mine) <= task.limits.max_concurrent
+            assert all(1 <= a.depth <= task.limits.max_depth for a in mine)
+        for agent in self.reg.agents.values():
+            if agent.parent is None:
+                assert agent.depth == 1
+            else:
+                parent = self.reg.agents[agent.parent]
+                assert parent.task_id == agent.task_id and agent.depth == parent.depth + 1
+
+    @invariant()
+    def live_sessions_and_types_are_unique(self) -> None:
+        sessions: dict[str, str] = {}
+        types: dict[tuple[str, str], str] = {}
+        for agent in self.reg.agents.values():
+            if agent.state not in LIVE_STATES:
+                continue
+            if agent.tmux is not None:
+                assert agent.tmux.session_id not in sessions, "two live agents share a tmux session"
+                sessions[agent.tmux.session_id] = agent.id
+            key = (agent.task_id, agent.type)
+            assert key not in types, "two live agents of one type in a task"
+            types[key] = agent.id
+        for session in SESSIONS:
+            holder = self.reg.agent_for_session(session)
+            assert (holder.id if holder else None) == sessions.get(session)
+        for task_id in self.reg.tasks:
+            for type in TYPES:
+                live = self.reg.live_of_type(task_id, type)
+                assert (live.id if live else None) == types.get((task_id, type))
+
+    @invariant()
+    def last_seq_counts_the_events(self) -> None:
+        assert self.reg.last_seq == self.emitted
+        seqs = [f.seq for f in self.reg.findings]
+        assert seqs == sorted(set(seqs))
+
+    @invariant()
+    def terminal_agents_never_change_again(self) -> None:
+        for agent in self.reg.agents.values():
+            if agent.state in LIVE_STATES:
+                assert agent.id not in self.ended, f"{agent.id} came back to life"
+                continue
+            first = self.ended.setdefault(agent.id, agent)
+            frozen = {k: v for k, v in structs.asdict(agent).items() if k not in _MUTABLE_WHEN_TERMINAL}
+            assert frozen == {k: v for k, v in structs.asdict(first).items() if k not in _MUTABLE_WHEN_TERMINAL}
+
+    @invariant()
+    def uncleaned_is_terminal_without_a_good_cleanup(self) -> None:
+        expected = {
+            a.id for a in self.reg.agents.values()
+            if a.state not in LIVE_STATES and (a.cleanup is None or not a.cleanup.ok)
+        }
+        assert {a.id for a in self.reg.uncleaned()} == expected
+
+
+RegistryMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+TestRegistryMachine = RegistryMachine.TestCase
+TestRegistryMachine.__doc__ = "Random command sequences keep every registry invariant, and refusals change nothing."
+
+
+# --- agent ids minted the way the api mints them ----------------------------------------
+
+
+class _Minter:
+    """``Api._mint`` on a stand-in that holds only what it uses: the set of ids on their way to the actor."""
+
+    def __init__(self) -> None:
+        self._minting: set[str] = set()
+
+    def mint(self, make: Callable[[], str], existing: dict[str, Any]) -> str:
+        from supervisord_agents.api import Api
+
+        return Api._mint(self, make, existing)  # type: ignore[arg-type]
+
+    def done(self, agent_id: str) -> None:
+        self._minting.discard(agent_id)  # as api.agent_spawn does once the actor has answered
+
+
+def _spawn_many(make: Callable[[], str], n: int, now: float) -> list[str]:
+    """Mint, admit and end ``n`` agents of one type in one task within one second, as the api does."""
+    minter = _Minter()
+    reg = Registry(global_max_concurrent=1000)
+    task = Task(id="TASK-20240101-000000-00000001", description="t", created_at=now,
+                limits=Limits(max_concurrent=1000, max_total=n, max_depth=5))
+    reg.apply(CreateTask(task), now)
+    ids = []
+    for _ in range(n):
+        agent_id = minter.mint(make, reg.agents)
+        try:
+            agent = Agent(id=agent_id, task_id=task.id, type="worker", created_at=now, updated_at=now)
+            reg.apply(SpawnAgent(agent), now)
+        finally:
+            minter.done(agent_id)
+        reg.apply(Exited(agent_id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)), now)
+        ids.append(agent_id)
+    assert len(reg.agents) == reg.counts(task.id).spawned == n
+    return ids
+
+
+def test_5000_agent_ids_minted_in_one_second_are_distinct_and_stored() -> None:
+    """5000 ids of one type minted within one second with the api's generator (6 random hex digits, where a
+    collision is about a coin flip) are all distinct, well-formed, and admitted by the registry."""
+    from supervisord_agents.api import _stamp
+
+    now = T0 + 0.25
+    ids = _spawn_many(lambda: f"worker-{_stamp(now, '%H%M%S')}-{secrets.token_hex(3)}", 5000, now)
+    assert len(set(ids)) == 5000
+    assert all(re.match(AGENT_ID_PATTERN, i) for i in ids)
+    assert {i.split("-")[1] for i in ids} == {"221320"}
+
+
+def test_minting_skips_stored_ids_when_the_generator_repeats() -> None:
+    """With a generator that keeps repeating itself, minting still yields only unused ids and the registry
+    never sees a Conflict."""
+    values = itertools.cycle(range(6000))
+    shuffled = (f"worker-000000-{(v * 7919) % 6000:06x}" for v in values)
+    repeats = (x for v in shuffled for x in (v, v, v))  # every candidate comes three times in a row
+    ids = _spawn_many(lambda: next(repeats), 5000, T0)
+    assert len(set(ids)) == 5000
+
+
+def test_minting_skips_ids_still_on_their_way_to_the_actor() -> None:
+    """Two mints before either agent is admitted never return the same id."""
+    minter = _Minter()
+    values = iter(["a-000000-000001", "a-000000-000001", "a-000000-000002"])
+    first = minter.mint(lambda: next(values), {})
+    second = minter.mint(lambda: next(values), {})
+    assert (first, second) == ("a-000000-000001", "a-000000-000002")
+
+
+def test_registry_refuses_an_id_already_stored() -> None:
+    """The registry's own check: an id that is already stored is a Conflict, even for an ended agent."""
+    reg = Registry()
+    task = Task(id="TASK-20240101-000000-00000001", description="t", created_at=T0)
+    reg.apply(CreateTask(task), T0)
+    agent = Agent(id="worker-000000-000001", task_id=task.id, type="worker", created_at=T0, updated_at=T0)
+    reg.apply(SpawnAgent(agent), T0)
+    reg.apply(Exited(agent.id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)), T0)
+    with pytest.raises(Conflict):
+        reg.apply(SpawnAgent(agent), T0)
