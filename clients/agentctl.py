@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
+from supervisord_agents.config import socket_path_from_env
 from supervisord_agents.errors import (
     BadRequest,
     InvalidParams,
@@ -32,6 +33,7 @@ from supervisord_agents.errors import (
     UnknownMethod,
 )
 
+from . import service_files
 from .client import Client, DaemonNotRunning
 
 EXIT_OK: Final = 0
@@ -398,6 +400,53 @@ def cmd_attach(args: argparse.Namespace, c: Client) -> int:
 # --- parser ---------------------------------------------------------------------------
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    """Write, remove or check the service-manager files (no daemon connection needed)."""
+    platform = args.platform or service_files.current_platform()
+    socket_path = args.socket or str(socket_path_from_env())
+    plan = service_files.plan(platform, home=Path.home(), executable=args.executable or
+                              service_files.daemon_executable(), socket_path=socket_path)
+    report: dict[str, Any] = {"platform": platform, "action": args.action, "dry_run": args.dry_run, "files": []}
+    for f in plan.files:
+        current = f.path.read_bytes() if f.path.exists() else None
+        state = "missing" if current is None else ("installed" if current == f.content else "differs")
+        report["files"].append({"path": str(f.path), "state": state, "content": f.content.decode()})
+    if args.action == "install":
+        report["next"] = plan.after_install
+        if not args.dry_run:
+            for f in plan.files:
+                f.path.parent.mkdir(parents=True, exist_ok=True)
+                f.path.write_bytes(f.content)
+    elif args.action == "uninstall":
+        report["run_first"] = plan.before_uninstall
+        if not args.dry_run:
+            for f in plan.files:
+                f.path.unlink(missing_ok=True)
+    if args.json:
+        emit_json(report)
+        return EXIT_OK
+    out = sys.stdout
+    for f in report["files"]:
+        if args.action == "install" and args.dry_run:
+            out.write(f"# {f['path']}\n{f['content']}\n")
+        elif args.action == "install":
+            out.write(f"wrote {f['path']}\n")
+        elif args.action == "uninstall":
+            verb = "would remove" if args.dry_run else "removed"
+            out.write(f"{verb} {f['path']}\n" if f["state"] != "missing" else f"not installed: {f['path']}\n")
+        else:
+            out.write(f"{f['state']:<9} {f['path']}\n")
+    if args.action == "install":
+        out.write("\nNext, run:\n" + "".join(f"  {cmd}\n" for cmd in plan.after_install))
+    elif args.action == "uninstall":
+        out.write("\nStop the service first (before the files go), with:\n"
+                  + "".join(f"  {cmd}\n" for cmd in plan.before_uninstall))
+    elif any(f["state"] != "installed" for f in report["files"]):
+        out.write("\nRun `agentctl service install` to write them.\n")
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -503,6 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lines", type=int, default=0)
     p = verb("attach", cmd_attach, "attach your terminal to the agent's tmux session")
     p.add_argument("agent")
+    p = sub.add_parser("service", parents=[common], help="install, remove or check the systemd/launchd files",
+                       description="Write (install), remove (uninstall) or check (status) the user service files "
+                                   "that run the daemon under systemd (Linux) or launchd (macOS).")
+    p.set_defaults(local=cmd_service)
+    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
+    p.add_argument("--platform", choices=["linux", "darwin"], help="default: this machine's")
+    p.add_argument("--executable", help="the daemon to run (default: the installed supervisord-agents)")
     return parser
 
 
@@ -522,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "local", None) is not None:
+            local: int = args.local(args)
+            return local
         with connect(args.socket, args.wait) as client:
             code: int = args.func(args, client)
             return code

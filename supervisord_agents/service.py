@@ -7,14 +7,42 @@ systemd variables from the environment so that tmux and the agents never inherit
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
-from typing import Final
+import sys
+from typing import Any, Final
 
 SD_LISTEN_FDS_START: Final = 3
+LAUNCHD_SOCKET_NAME: Final = "Listeners"  # the key under Sockets in our LaunchAgent plist
 
 
 def activated_sockets() -> list[socket.socket]:
+    """The listening sockets the service manager handed over; [] when not activated."""
+    sockets = systemd_sockets()
+    if not sockets and sys.platform == "darwin":  # pragma: no cover - macOS only
+        sockets = launchd_sockets(LAUNCHD_SOCKET_NAME)
+    return sockets
+
+
+def launchd_sockets(name: str, lib: Any = None) -> list[socket.socket]:
+    """Sockets that launchd made for this job's ``Sockets`` entry ``name``.
+
+    ``launch_activate_socket(name, &fds, &count)`` (libSystem, macOS 10.9+) returns 0 and
+    a malloc'ed array of descriptors, or an errno (ESRCH: not started by launchd; ENOENT:
+    no such entry). ``lib`` is the seam for tests; by default the C library of this process."""
+    lib = ctypes.CDLL(None, use_errno=True) if lib is None else lib
+    fds = ctypes.POINTER(ctypes.c_int)()
+    count = ctypes.c_size_t(0)
+    if lib.launch_activate_socket(name.encode(), ctypes.byref(fds), ctypes.byref(count)) != 0:
+        return []
+    try:
+        return [socket.socket(fileno=fds[i]) for i in range(count.value)]
+    finally:
+        lib.free(fds)
+
+
+def systemd_sockets() -> list[socket.socket]:
     """Sockets passed by systemd (``LISTEN_FDS``) for this process; [] when not activated."""
     pid = os.environ.get("LISTEN_PID")
     count = os.environ.get("LISTEN_FDS")

@@ -189,12 +189,13 @@ class ControlModeTmux:
     async def _ensure_server(self) -> None:
         """Start our private server with its keeper session, unless it is running."""
         self.config_path.write_text(SERVER_CONFIG)
-        argv = [*self.base_argv, "-f", str(self.config_path), "new-session", "-A", "-d",
+        # Not `new-session -A`: on an existing session that means attach, which needs a terminal.
+        argv = [*self.base_argv, "-f", str(self.config_path), "new-session", "-d",
                 "-s", CONTROL_SESSION, "-x", "200", "-y", "50", "sleep", "2147483647"]
         with trio.fail_after(self.command_timeout):
             result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
                                             check=False, env=_tmux_env())
-        if result.returncode != 0:
+        if result.returncode != 0 and b"duplicate session" not in result.stderr:
             raise TmuxError(f"could not start tmux: {result.stderr.decode(errors='replace').strip()}")
         # An already running server did not read the file: apply it (idempotent).
         with trio.fail_after(self.command_timeout):
