@@ -448,13 +448,24 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--socket", help="the daemon's socket (default: $SUPERVISORD_AGENTS_SOCKET or the runtime dir)")
-    common.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="if the daemon is not up yet, keep trying to connect for this long")
-    parser = argparse.ArgumentParser(prog="agentctl", description="Control the supervisord-agents daemon.",
-                                     parents=[common])
+    # The global options are accepted before and after the verb. After it they default
+    # to SUPPRESS, so that a verb's parser never overwrites a value given before the verb.
+    def global_options(p: argparse.ArgumentParser, after_verb: bool) -> argparse.ArgumentParser:
+        def default(value: Any) -> Any:
+            return argparse.SUPPRESS if after_verb else value
+
+        p.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+        p.add_argument("--socket", default=default(None),
+                       help="the daemon's socket (default: $SUPERVISORD_AGENTS_SOCKET or the runtime dir)")
+        p.add_argument("--wait", type=float, default=default(0.0), metavar="SECONDS",
+                       help="if the daemon is not up yet, keep trying to connect for this long")
+        return p
+
+    common = global_options(argparse.ArgumentParser(add_help=False), after_verb=True)
+    parser = global_options(
+        argparse.ArgumentParser(prog="agentctl", description="Control the supervisord-agents daemon."),
+        after_verb=False,
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, func: Verb, help: str) -> argparse.ArgumentParser:

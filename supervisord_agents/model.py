@@ -119,7 +119,7 @@ class TaskContext(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_
     relevant_files: Annotated[list[ShortText], Meta(max_length=200)] = []
 
 
-class Task(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Task(Struct, frozen=True, kw_only=True):
     id: TaskId
     description: Text
     priority: Priority = Priority.P2
@@ -163,7 +163,7 @@ class Cleanup(Struct, frozen=True, kw_only=True, omit_defaults=True):
     attempts: int = 1
 
 
-class Agent(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Agent(Struct, frozen=True, kw_only=True):
     id: AgentId
     task_id: TaskId
     type: Name
@@ -188,7 +188,7 @@ class Agent(Struct, frozen=True, kw_only=True, omit_defaults=True):
     updated_at: float
 
 
-class Finding(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Finding(Struct, frozen=True, kw_only=True):
     seq: int
     task_id: TaskId
     agent_id: AgentId | None = None
