@@ -104,6 +104,13 @@ class Daemon:
         return {"connections": self.server.connections, **self.reconciler.health()}
 
     async def run(self, sockets: list[socket.socket]) -> None:
+        try:
+            await self._run(sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    async def _run(self, sockets: list[socket.socket]) -> None:
         await trio.to_thread.run_sync(self.store.open)
         loaded = await trio.to_thread.run_sync(self.store.load)
         self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)

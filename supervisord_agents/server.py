@@ -130,10 +130,14 @@ class Server:
         ``task_status.started`` hands back a cancel scope that stops accepting and
         closes every connection."""
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, self.handle, listeners)
-                task_status.started(scope)
+        try:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(trio.serve_listeners, self.handle, listeners)
+                    task_status.started(scope)
+        finally:
+            for listener in listeners:
+                listener.socket.close()
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no request is being answered, so that the

@@ -1,0 +1,210 @@
+"""The unit tier above the tmux seam: the API, the actor, effects and the reconciler
+wired as in the daemon, in-process, with :class:`tests.fake_tmux.FakeTmux` for tmux."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from supervisord_agents import api as api_module
+from supervisord_agents.api import Caller
+from supervisord_agents.config import load_config
+from supervisord_agents.daemon import Daemon
+from supervisord_agents.errors import DuplicateAgent, LimitExceeded, SpawnFailed
+from supervisord_agents.files import AgentFiles
+from supervisord_agents.protocol import METHODS
+from supervisord_agents.server import bind_socket
+from tests.fake_tmux import FakeTmux
+from tests.harness import short_tmpdir
+
+
+class InProcess:
+    def __init__(self, daemon: Daemon, fake: FakeTmux) -> None:
+        self.daemon = daemon
+        self.fake = fake
+        self.caller = Caller(pid=os.getpid(), uid=os.getuid())
+
+    async def call(self, method: str, **params: Any) -> Any:
+        decoded = msgspec.convert(params, METHODS[method])
+        result = await self.daemon.api.call(method, decoded, self.caller)
+        return msgspec.to_builtins(result)
+
+    def files(self, agent: dict[str, Any]) -> AgentFiles:
+        return AgentFiles(self.daemon.config.state_dir, agent["task_id"], agent["id"])
+
+    async def eventually(self, agent_id: str, state: str) -> dict[str, Any]:
+        with trio.fail_after(30):
+            while (agent := await self.call("agent.get", agent_id=agent_id))["state"] != state:
+                await trio.sleep(0.01)
+        return dict(agent)
+
+    async def task(self, **params: Any) -> str:
+        params.setdefault("description", "t")
+        params.setdefault("cwd", str(self.daemon.config.state_dir.parent))
+        return str((await self.call("task.create", **params))["id"])
+
+    async def spawn(self, task_id: str, type: str = "worker", **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("agent.spawn", task_id=task_id, type=type, argv=["true", "x"],
+                                                 prompt=params.pop("prompt", "do it"), **params)
+        return result
+
+
+@pytest.fixture
+async def rig(monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery) -> AsyncIterator[InProcess]:
+    base = short_tmpdir()
+    (base / "config.toml").write_text("")
+    env = {"SUPERVISORD_AGENTS_CONFIG": str(base / "config.toml"), "SUPERVISORD_AGENTS_STATE_DIR": str(base / "s"),
+           "SUPERVISORD_AGENTS_RUNTIME_DIR": str(base / "r"), "SUPERVISORD_AGENTS_RECONCILE_INTERVAL": "0.2",
+           "SUPERVISORD_AGENTS_KILL_GRACE": "0", "SUPERVISORD_AGENTS_GLOBAL_MAX_CONCURRENT": "5000"}
+    config = load_config(None, environ=env)
+    config.state_dir.mkdir(mode=0o700)
+    daemon = Daemon(config, None)
+    fake = FakeTmux()
+    daemon.backend = daemon.effects.backend = daemon.reconciler.backend = fake  # type: ignore[assignment]
+    sock = bind_socket(config.socket_path)
+    done = trio.Event()
+
+    async def run() -> None:
+        try:
+            await daemon.run([sock])
+        finally:
+            done.set()
+
+    nursery.start_soon(run)
+    with trio.fail_after(30):
+        while daemon.server.accepted == 0 and not daemon.reconciler.passes:
+            await trio.sleep(0.005)
+    try:
+        yield InProcess(daemon, fake)
+    finally:
+        daemon.stopping.set()
+        with trio.fail_after(30):
+            await done.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_spawn_goes_through_the_seam(rig: InProcess) -> None:
+    task_id = await rig.task(context={"background": "the codebase is large"})
+    agent = await rig.spawn(task_id, prompt="review it")
+    assert agent["state"] == "running" and agent["tmux"]["session_id"] == "$1"
+    (spec,) = rig.fake.specs
+    assert spec.name == f"sa-{agent['id']}" and spec.agent_id == agent["id"]
+    runner, double_dash = spec.argv.index("supervisord_agents.runner"), spec.argv.index("--")
+    assert runner < double_dash and spec.argv[double_dash + 1:] == ["true", "x"]
+    assert spec.env["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
+    assert len(spec.env["SUPERVISORD_AGENTS_TOKEN"]) >= 40
+    prompt = rig.files(agent).prompt.read_text()
+    assert prompt.startswith("review it\n") and agent["id"] in prompt and "the codebase is large" in prompt
+
+
+async def test_a_session_that_does_not_start_fails_the_agent_and_the_call(rig: InProcess) -> None:
+    task_id = await rig.task()
+    rig.fake.refuse = "create window failed: fork failed"
+    with pytest.raises(SpawnFailed, match="fork failed") as info:
+        await rig.spawn(task_id)
+    agent = await rig.call("agent.get", agent_id=info.value.data["agent_id"])
+    assert agent["state"] == "failed"
+    assert agent["exit"]["decided_by"] == "spawn_error" and "fork failed" in agent["exit"]["reason"]
+    failed = await rig.eventually(agent["id"], "failed")
+    with trio.fail_after(30):
+        while not (failed := await rig.call("agent.get", agent_id=agent["id"]))["cleanup"]:
+            await trio.sleep(0.01)
+    assert failed["cleanup"]["ok"] and not rig.files(failed).prompt.exists()
+    status = await rig.call("task.get", task_id=task_id)
+    assert status["counts"]["failed"] == 1 and status["counts"]["active"] == 0
+
+
+async def test_exit_is_read_from_the_status_record(rig: InProcess) -> None:
+    task_id = await rig.task()
+    ok = await rig.spawn(task_id, "ok")
+    bad = await rig.spawn(task_id, "bad")
+    gone = await rig.spawn(task_id, "gone")
+    for agent, record in ((ok, {"code": 0}), (bad, {"code": None, "signal": 9})):
+        files = rig.files(agent)
+        files.status.write_text(json.dumps(record))
+        files.log.write_text("output\n")
+    for agent in (ok, bad, gone):
+        rig.fake.end(agent["id"])
+    ended_ok = await rig.eventually(ok["id"], "completed")
+    ended_bad = await rig.eventually(bad["id"], "failed")
+    ended_gone = await rig.eventually(gone["id"], "lost")
+    assert ended_ok["exit"] == {"decided_by": "exit_status", "code": 0}
+    assert ended_bad["exit"]["signal"] == 9
+    assert ended_gone["exit"]["decided_by"] == "session_vanished"
+    with trio.fail_after(30):
+        while not (after := await rig.call("agent.get", agent_id=ok["id"]))["cleanup"]:
+            await trio.sleep(0.01)
+    assert after["cleanup"]["ok"] and Path(after["cleanup"]["archive"]).exists()
+
+
+async def test_kill_while_starting_is_carried_out_once_the_session_exists(rig: InProcess) -> None:
+    task_id = await rig.task()
+    gate = trio.Event()
+    original = rig.fake.start_session
+
+    async def slow_start(spec: Any) -> Any:
+        await gate.wait()
+        return await original(spec)
+
+    rig.fake.start_session = slow_start  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        spawned: list[dict[str, Any]] = []
+
+        async def spawn() -> None:
+            spawned.append(await rig.spawn(task_id))
+
+        nursery.start_soon(spawn)
+        with trio.fail_after(30):
+            while not (agents := await rig.call("agent.list", task_id=task_id)):
+                await trio.sleep(0.005)
+        nursery.start_soon(lambda: rig.call("agent.kill", agent_id=agents[0]["id"], reason="changed my mind"))
+        await rig.eventually(agents[0]["id"], "stopping")
+        gate.set()
+    final = await rig.eventually(agents[0]["id"], "killed")
+    assert final["kill_reason"] == "changed my mind"
+    assert "$1" in rig.fake.killed and not rig.fake.sessions
+
+
+async def test_limits_are_enforced_atomically(rig: InProcess) -> None:
+    task_id = await rig.task(limits={"max_concurrent": 5, "max_total": 45, "max_depth": 5})
+    results = await _gather([lambda t=t: rig.spawn(task_id, f"w{t}") for t in range(12)])
+    admitted = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, LimitExceeded)]
+    assert len(admitted) == 5 and len(refused) == 7
+    with pytest.raises(DuplicateAgent) as info:
+        await rig.spawn(task_id, admitted[0]["type"])
+    assert admitted[0]["id"] in info.value.message
+
+
+async def test_ids_never_collide(rig: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even when the random part repeats within one second, every id is distinct."""
+    tasks = [await rig.task() for _ in range(10)]
+    hexes = iter(["aaaaaa"] * 3 + [f"{i:06x}" for i in range(10_000)])
+    monkeypatch.setattr(api_module.secrets, "token_hex", lambda n: next(hexes))
+    spawns = [lambda t=t, i=i: rig.spawn(t, f"w{i}") for t in tasks for i in range(20)]
+    results = await _gather(spawns)
+    ids = [r["id"] for r in results if isinstance(r, dict)]
+    assert len(ids) == 200 and len(set(ids)) == 200
+
+
+async def _gather(calls: list[Any]) -> list[Any]:
+    results: list[Any] = [None] * len(calls)
+
+    async def one(i: int) -> None:
+        try:
+            results[i] = await calls[i]()
+        except LimitExceeded as e:
+            results[i] = e
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(calls)):
+            nursery.start_soon(one, i)
+    return results
