@@ -27,8 +27,9 @@ import outcome
 import structlog
 import trio
 
+from .commands import Command, Effect, Event, EventKind, Outcome
 from .errors import ShuttingDown, StorageError, SupervisorError
-from .registry import Command, Effect, Event, EventKind, Outcome, Registry
+from .registry import Registry
 from .store import Batch, Store
 
 log = structlog.get_logger()

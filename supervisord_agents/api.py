@@ -25,6 +25,7 @@ import trio
 
 from . import __version__
 from .actor import Actor, Hub
+from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
 from .config import Config
 from .effects import Effects, Launch
 from .errors import Forbidden, InvalidParams, SpawnFailed, Timeout, UnknownAgent
@@ -59,7 +60,6 @@ from .protocol import (
 )
 from .providers import build_argv, compose_prompt
 from .reconciler import Reconciler
-from .registry import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
 
 LATEST_FINDINGS: Final = 5
 

@@ -21,11 +21,11 @@ from msgspec import Struct
 
 from . import procs
 from .actor import Actor
+from .commands import CleanUp, Effect, Exited, RecordCleanup, SpawnFailed, Started, StartSession, StopAgent
 from .config import Config
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import AgentFiles, StartRecord, read_exit, read_start
 from .model import Agent, Cleanup, DecidedBy, Exit
-from .registry import CleanUp, Effect, Exited, RecordCleanup, SpawnFailed, Started, StartSession, StopAgent
 from .tmux import SessionSpec, TmuxBackend
 
 log = structlog.get_logger()

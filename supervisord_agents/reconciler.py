@@ -14,12 +14,12 @@ import trio
 from msgspec import Struct
 
 from .actor import Actor
+from .commands import Adopt, Exited, RequestKill
 from .effects import Effects
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import read_exit
 from .model import LIVE_STATES, AgentState, DecidedBy, Exit
 from .reconcile import Plan, diff
-from .registry import Adopt, Exited, RequestKill
 from .tmux import TmuxBackend
 
 log = structlog.get_logger()

@@ -37,11 +37,31 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator
-from enum import StrEnum
 from typing import Any, Final
 
 from msgspec import Struct, structs
 
+from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported for its users
+    Adopt,
+    CleanUp,
+    CloseTask,
+    Command,
+    CreateTask,
+    Effect,
+    Event,
+    EventKind,
+    Exited,
+    Outcome,
+    RecordCleanup,
+    ReportFinding,
+    ReportProgress,
+    RequestKill,
+    SpawnAgent,
+    SpawnFailed,
+    Started,
+    StartSession,
+    StopAgent,
+)
 from .errors import (
     Conflict,
     DuplicateAgent,
@@ -55,7 +75,6 @@ from .model import (
     LIVE_STATES,
     Agent,
     AgentState,
-    Cleanup,
     Counts,
     DecidedBy,
     Exit,
@@ -65,134 +84,6 @@ from .model import (
     TaskState,
     TmuxIds,
 )
-
-# --- commands -----------------------------------------------------------------------
-
-
-class CreateTask(Struct, frozen=True):
-    task: Task
-
-
-class CloseTask(Struct, frozen=True):
-    task_id: str
-
-
-class SpawnAgent(Struct, frozen=True):
-    """Admit an agent. ``agent`` is complete except for ``depth``, which is derived."""
-
-    agent: Agent
-
-
-class Started(Struct, frozen=True):
-    agent_id: str
-    tmux: TmuxIds
-
-
-class SpawnFailed(Struct, frozen=True):
-    agent_id: str
-    reason: str
-
-
-class Adopt(Struct, frozen=True):
-    """A session with our marker exists for an agent recorded as ``starting``."""
-
-    agent_id: str
-    tmux: TmuxIds
-
-
-class ReportProgress(Struct, frozen=True, kw_only=True):
-    agent_id: str
-    activity: str | None = None
-    message: str | None = None
-    percent: int | None = None
-
-
-class ReportFinding(Struct, frozen=True, kw_only=True):
-    task_id: str
-    agent_id: str | None
-    type: str
-    severity: Severity
-    message: str
-    data: dict[str, Any] | None = None
-
-
-class RequestKill(Struct, frozen=True, kw_only=True):
-    agent_id: str
-    reason: str = ""
-    tree: bool = False
-
-
-class Exited(Struct, frozen=True):
-    """The agent's process is gone; ``exit`` says how and what decided it."""
-
-    agent_id: str
-    exit: Exit
-
-
-class RecordCleanup(Struct, frozen=True):
-    agent_id: str
-    cleanup: Cleanup
-
-
-Command = (
-    CreateTask
-    | CloseTask
-    | SpawnAgent
-    | Started
-    | SpawnFailed
-    | Adopt
-    | ReportProgress
-    | ReportFinding
-    | RequestKill
-    | Exited
-    | RecordCleanup
-)
-
-# --- events and effects -------------------------------------------------------------
-
-
-class EventKind(StrEnum):
-    TASK_CREATED = "task_created"
-    TASK_CLOSED = "task_closed"
-    AGENT_STATE = "agent_state"  # data: the agent row after the change
-    PROGRESS = "progress"  # data: {"activity", "message", "percent"}
-    FINDING = "finding"  # data: the finding
-    CLEANUP = "cleanup"  # data: the cleanup record
-
-
-class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One entry of the append-only event log."""
-
-    seq: int
-    at: float
-    kind: EventKind
-    task_id: str
-    agent_id: str | None = None
-    state: AgentState | None = None
-    data: Any = None
-
-
-class StartSession(Struct, frozen=True):
-    agent: Agent
-
-
-class StopAgent(Struct, frozen=True):
-    agent: Agent
-    tree: bool
-
-
-class CleanUp(Struct, frozen=True):
-    agent: Agent
-
-
-Effect = StartSession | StopAgent | CleanUp
-
-
-class Outcome(Struct, frozen=True):
-    events: list[Event]
-    effects: list[Effect]
-    result: Any
-
 
 # --- the transition table -------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from typing import Final
 import msgspec
 from msgspec import Struct
 
+from .commands import Event
 from .errors import StorageError
 from .model import Agent, Finding, Task
-from .registry import Event
 
 SCHEMA_VERSION: Final = 1
 

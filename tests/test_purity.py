@@ -16,7 +16,7 @@ import pytest
 import supervisord_agents
 
 PACKAGE = Path(supervisord_agents.__file__).parent
-PURE = ("errors", "model", "registry", "reconcile", "protocol")
+PURE = ("errors", "model", "commands", "registry", "reconcile", "protocol", "tmux")
 FORBIDDEN = frozenset({"trio", "socket", "os", "time", "sqlite3", "structlog", "subprocess"})
 
 
