@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -179,7 +180,8 @@ def _exchange_as(uid: int, path: Path, request: bytes) -> bytes:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(10)
                 s.connect(str(path))
-                s.sendall(request)
+                with contextlib.suppress(BrokenPipeError):  # refused at accept: it may hang up first
+                    s.sendall(request)
                 os.write(w, s.recv(4096))
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             os.write(w, repr(e).encode())
