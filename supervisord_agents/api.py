@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import trio
@@ -29,6 +31,7 @@ from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, Requ
 from .config import Config
 from .effects import Effects, Launch
 from .errors import Forbidden, InvalidParams, SpawnFailed, Timeout, UnknownAgent
+from .files import AgentFiles
 from .model import Agent, AgentState, Task, TaskState
 from .output import read_output
 from .protocol import (
@@ -214,13 +217,20 @@ class Api:
         provider = self.config.provider(params.provider)
         if params.provider == "command" and not params.argv:
             raise InvalidParams("the command provider needs an argv")
-        argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv))
         cwd = params.cwd or task.cwd
         if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
             raise InvalidParams(f"working directory {cwd} does not exist")
         now = time.time()
         stamp = _stamp(now, "%H%M%S")
         agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.registry.agents)
+        shim = mcp_shim() if provider.mcp_config_flag else None
+        mcp_path = None if shim is None else str(AgentFiles(self.config.state_dir, task.id, agent_id).mcp_config)
+        try:
+            argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv),
+                              mcp_config=mcp_path)
+        except InvalidParams:
+            self._minting.discard(agent_id)
+            raise
         token = secrets.token_urlsafe(32)
         agent = Agent(
             id=agent_id, task_id=task.id, type=params.type, parent=parent, provider=params.provider,
@@ -228,7 +238,8 @@ class Api:
         )
         depth = 1 if parent is None else self.registry.agent(parent).depth + 1
         prompt = compose_prompt(params.prompt, _with_depth(agent, depth), task)
-        self.effects.stash(agent_id, Launch(token=token, prompt=prompt, stream_json=provider.stream_json))
+        self.effects.stash(agent_id, Launch(token=token, prompt=prompt, stream_json=provider.stream_json,
+                                            mcp_shim=shim))
         try:
             admitted: Agent = await self.actor.submit(SpawnAgent(agent))
         except BaseException:
@@ -407,6 +418,12 @@ class Api:
             if candidate not in existing and candidate not in self._minting:
                 self._minting.add(candidate)
                 return candidate
+
+
+def mcp_shim() -> str | None:
+    """The installed MCP shim beside this Python, if the ``mcp`` extra is installed."""
+    shim = Path(sys.executable).parent / "agents-mcp"
+    return str(shim) if shim.exists() else None
 
 
 def _stamp(now: float, fmt: str) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import structlog
 import trio
 from msgspec import Struct
@@ -42,6 +43,14 @@ class Launch(Struct, frozen=True):
     token: str
     prompt: str
     stream_json: bool
+    mcp_shim: str | None = None  # write an MCP config naming this shim (providers that take one)
+
+
+def mcp_config(shim: str, env: dict[str, str]) -> bytes:
+    """An MCP client config that starts the shim with the agent's identity, so that an
+    agent's report tools work without a supervisor of its own."""
+    server = {"type": "stdio", "command": shim, "args": [], "env": {k: v for k, v in env.items() if k != "PATH"}}
+    return msgspec.json.encode({"mcpServers": {"supervisord-agents": server}})
 
 
 class Effects:
@@ -99,7 +108,9 @@ class Effects:
             if launch is None:
                 raise TmuxError("the daemon restarted before the session was created")
             files = self.files(agent)
-            await trio.to_thread.run_sync(files.create, launch.prompt)
+            env = self.agent_env(agent, launch.token)
+            mcp = None if launch.mcp_shim is None else mcp_config(launch.mcp_shim, env)
+            await trio.to_thread.run_sync(files.create, launch.prompt, mcp)
             cwd = agent.cwd or str(Path.home())
             if not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
                 raise TmuxError(f"working directory {cwd} does not exist")
@@ -107,7 +118,7 @@ class Effects:
                 name=f"sa-{agent.id}",
                 argv=self.runner_argv(files, agent, stream_json=launch.stream_json),
                 cwd=cwd,
-                env=self.agent_env(agent, launch.token),
+                env=env,
                 agent_id=agent.id,
                 task_id=agent.task_id,
             )
@@ -204,7 +215,7 @@ class Effects:
 
     @staticmethod
     def _clean_files(files: AgentFiles) -> str | None:
-        files.remove_prompt()
+        files.remove_secrets()
         return files.archive_log()
 
     async def _report(self, command: Exited | Started | SpawnFailed | RecordCleanup) -> None:

@@ -4,6 +4,7 @@ Paths are built only from validated ids (see :mod:`.model`), never from free tex
 none can leave the state directory::
 
     <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
+                                               mcp.json     MCP config naming the shim (removed at cleanup)
                                                output.log   stdout+stderr (archived at cleanup)
                                                runner.json  the runner's start record
                                                status.json  the runner's exit record (kept)
@@ -37,17 +38,18 @@ class AgentFiles:
         self.task_dir = state_dir / "tasks" / task_id
         self.dir = self.task_dir / "agents" / agent_id
         self.prompt = self.dir / "prompt.txt"
+        self.mcp_config = self.dir / "mcp.json"  # for providers that take one; holds the token
         self.log = self.dir / "output.log"
         self.record = self.dir / "runner.json"
         self.status = self.dir / "status.json"
         self.archive = self.task_dir / "archive" / f"{agent_id}.log.gz"
 
-    def create(self, prompt: str) -> None:
-        """Make the agent's folder and write its prompt file (0600)."""
+    def create(self, prompt: str, mcp_config: bytes | None = None) -> None:
+        """Make the agent's folder and write its prompt file (and MCP config), 0600."""
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.prompt, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(prompt)
+        _write_private(self.prompt, prompt.encode())
+        if mcp_config is not None:
+            _write_private(self.mcp_config, mcp_config)
 
     def archive_log(self) -> str | None:
         """Compress the log into the task's archive (idempotent); return the archive path."""
@@ -60,8 +62,16 @@ class AgentFiles:
             self.log.unlink()
         return str(self.archive) if self.archive.exists() else None
 
-    def remove_prompt(self) -> None:
+    def remove_secrets(self) -> None:
+        """Remove the prompt and the MCP config (which carries the agent's token)."""
         self.prompt.unlink(missing_ok=True)
+        self.mcp_config.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 class Rusage(Struct, frozen=True):

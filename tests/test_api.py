@@ -208,3 +208,26 @@ async def _gather(calls: list[Any]) -> list[Any]:
         for i in range(len(calls)):
             nursery.start_soon(one, i)
     return results
+
+
+async def test_claude_agents_get_an_mcp_config_naming_the_shim(rig: InProcess) -> None:
+    """A provider that takes an MCP config gets one naming the shim with the agent's identity;
+    it holds the token, so it is private and removed at cleanup."""
+    if api_module.mcp_shim() is None:
+        pytest.skip("the mcp extra (agents-mcp) is not installed")
+    task_id = await rig.task()
+    agent = await rig.call("agent.spawn", task_id=task_id, type="claude-worker", provider="claude", prompt="p")
+    files = rig.files(agent)
+    flag = agent["argv"].index("--mcp-config")
+    assert agent["argv"][0] == "claude" and agent["argv"][flag + 1] == str(files.mcp_config)
+    assert files.mcp_config.stat().st_mode & 0o777 == 0o600
+    server = json.loads(files.mcp_config.read_text())["mcpServers"]["supervisord-agents"]
+    assert server["command"] == api_module.mcp_shim()
+    assert server["env"]["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
+    assert server["env"]["SUPERVISORD_AGENTS_TOKEN"] == rig.fake.specs[-1].env["SUPERVISORD_AGENTS_TOKEN"]
+    rig.fake.end(agent["id"])
+    await rig.eventually(agent["id"], "lost")
+    with trio.fail_after(30):
+        while not (await rig.call("agent.get", agent_id=agent["id"]))["cleanup"]:
+            await trio.sleep(0.01)
+    assert not files.mcp_config.exists() and not files.prompt.exists()
