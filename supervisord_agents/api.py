@@ -234,7 +234,8 @@ class Api:
         token = secrets.token_urlsafe(32)
         agent = Agent(
             id=agent_id, task_id=task.id, type=params.type, parent=parent, provider=params.provider,
-            model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), created_at=now, updated_at=now,
+            model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), timeout=params.timeout,
+            created_at=now, updated_at=now,
         )
         depth = 1 if parent is None else self.registry.agent(parent).depth + 1
         prompt = compose_prompt(params.prompt, _with_depth(agent, depth), task)

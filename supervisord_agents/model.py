@@ -180,6 +180,7 @@ class Agent(Struct, frozen=True, kw_only=True):
     exit: Exit | None = None
     tmux: TmuxIds | None = None
     token_hash: str = ""
+    timeout: float | None = None  # seconds from creation; the reconciler kills it after that
     kill_reason: str = ""
     cleanup: Cleanup | None = None
     created_at: float

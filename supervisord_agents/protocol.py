@@ -130,6 +130,7 @@ class SpawnParams(Params, frozen=True, kw_only=True):
     model: ModelName | None = None
     cwd: AbsPath | None = None
     argv: Annotated[list[ArgvItem], Meta(max_length=256)] = []
+    timeout: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None  # wall-clock limit, seconds
 
 
 class AgentRef(Params, frozen=True, kw_only=True):

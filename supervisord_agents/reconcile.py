@@ -16,6 +16,7 @@ The rules:
 - a session with our marker whose agent is terminal is killed again;
 - a session with our marker and no agent record is an orphan: reported, and killed
   only on request;
+- a running agent past its wall-clock timeout is overdue: the reconciler kills it;
 - sessions without our marker are never touched.
 
 Taking the live agents before the listing matters: an agent that starts while the
@@ -37,10 +38,11 @@ class Plan(Struct, frozen=True, kw_only=True):
     adopt: list[tuple[Agent, TmuxIds]] = []
     kill_again: list[PaneInfo] = []  # sessions of terminal agents
     orphans: list[PaneInfo] = []  # marker sessions with no agent record
+    overdue: list[Agent] = []  # running agents past their timeout
 
     @property
     def empty(self) -> bool:
-        return not (self.gone or self.adopt or self.kill_again or self.orphans)
+        return not (self.gone or self.adopt or self.kill_again or self.orphans or self.overdue)
 
 
 def ids_of(pane: PaneInfo) -> TmuxIds:
@@ -52,8 +54,9 @@ def diff(
     agents_now: Mapping[str, Agent],
     panes: Iterable[PaneInfo],
     starting: Collection[str],
+    at: float | None = None,
 ) -> Plan:
-    """The plan that makes the registry agree with the listing ``panes``."""
+    """The plan that makes the registry agree with the listing ``panes`` (taken at time ``at``)."""
     by_agent: dict[str, PaneInfo] = {}
     kill_again: list[PaneInfo] = []
     orphans: list[PaneInfo] = []
@@ -69,6 +72,7 @@ def diff(
             by_agent[pane.agent_id] = pane
     gone: list[Agent] = []
     adopt: list[tuple[Agent, TmuxIds]] = []
+    overdue: list[Agent] = []
     for before in live_before:
         if before.id in starting:
             continue
@@ -80,4 +84,7 @@ def diff(
             gone.append(now)
         elif now.tmux is None and now.state in (AgentState.STARTING, AgentState.STOPPING):
             adopt.append((now, ids_of(live_pane)))
-    return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans)
+        elif (at is not None and now.timeout is not None and now.state is AgentState.RUNNING
+              and at >= now.created_at + now.timeout):
+            overdue.append(now)
+    return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans, overdue=overdue)

@@ -9,6 +9,8 @@ are only hints. It also retries cleanups that failed.
 
 from __future__ import annotations
 
+import time
+
 import structlog
 import trio
 from msgspec import Struct
@@ -37,6 +39,7 @@ class Report(Struct, kw_only=True):
     orphans: list[str] = []  # sessions with our marker and no agent record
     orphans_killed: list[str] = []
     cleanups_retried: list[str] = []
+    timed_out: list[str] = []  # running agents past their wall-clock timeout (killed)
     error: str = ""
 
 
@@ -69,14 +72,14 @@ class Reconciler:
                 report = Report(dry_run=dry_run, tmux_healthy=False, error=e.message)
                 self.last = report
                 return report
-            plan = diff(live_before, self.registry.agents, panes, starting)
+            plan = diff(live_before, self.registry.agents, panes, starting, at=time.time())
             report = Report(dry_run=dry_run, tmux_healthy=True, sessions=len(panes))
             await self._carry_out(plan, report, dry_run=dry_run, kill_orphans=kill_orphans)
             self.passes += 1
             self.last = report
             if not plan.empty:
-                log.info("reconciled", ended=report.ended, adopted=report.adopted,
-                         killed_again=report.killed_again, orphans=report.orphans, dry_run=dry_run)
+                log.info("reconciled", ended=report.ended, adopted=report.adopted, killed_again=report.killed_again,
+                         orphans=report.orphans, timed_out=report.timed_out, dry_run=dry_run)
             return report
 
     async def _carry_out(self, plan: Plan, report: Report, *, dry_run: bool, kill_orphans: bool) -> None:
@@ -101,6 +104,10 @@ class Reconciler:
             if kill_orphans and not dry_run:
                 await self._kill(pane.session_id)
                 report.orphans_killed.append(pane.session_id)
+        for agent in plan.overdue:
+            report.timed_out.append(agent.id)
+            if not dry_run:
+                await self._submit(RequestKill(agent_id=agent.id, reason=f"timed out after {agent.timeout:g} s"))
         for agent in self.registry.uncleaned():
             if agent.id in self.effects.cleaning:
                 continue

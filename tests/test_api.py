@@ -231,3 +231,13 @@ async def test_claude_agents_get_an_mcp_config_naming_the_shim(rig: InProcess) -
         while not (await rig.call("agent.get", agent_id=agent["id"]))["cleanup"]:
             await trio.sleep(0.01)
     assert not files.mcp_config.exists() and not files.prompt.exists()
+
+
+async def test_an_agent_past_its_timeout_is_killed(rig: InProcess) -> None:
+    """A wall-clock timeout given at spawn is enforced by the reconciler, and survives as state."""
+    task_id = await rig.task()
+    agent = await rig.spawn(task_id, "slow", timeout=0.3)
+    assert agent["timeout"] == 0.3
+    killed = await rig.eventually(agent["id"], "killed")
+    assert killed["kill_reason"] == "timed out after 0.3 s"
+    assert killed["tmux"]["session_id"] in rig.fake.killed

@@ -181,3 +181,13 @@ def test_stopping_agent_killed_before_its_session_was_recorded_is_acted_on() -> 
     plan = plan_for([stuck], [listed])
     assert [a.id for a, _ in plan.adopt] == [stuck.id] or plan.kill_again == [listed]
 
+
+
+def test_a_running_agent_past_its_timeout_is_overdue() -> None:
+    """Only a running agent whose created_at + timeout has passed is overdue; no clock, no timeouts."""
+    late = structs.replace(agent(1, S.RUNNING, tmux=1), timeout=10.0, created_at=100.0)
+    early = structs.replace(agent(2, S.RUNNING, tmux=2), timeout=10.0, created_at=105.0)
+    panes = [pane(1, late.id), pane(2, early.id)]
+    registry = {a.id: a for a in (late, early)}
+    assert diff([late, early], registry, panes, set(), at=110.0).overdue == [late]
+    assert diff([late, early], registry, panes, set()).overdue == []
