@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -135,25 +136,34 @@ class ControlModeTmux:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a server and a control client running until cancelled. Cancelling
-        detaches the client and leaves the server (and the agents) running."""
-        backoff = 0.05
+        detaches the client and leaves the server (and the agents) running.
+
+        Started once the first attempt to connect has succeeded or failed: the daemon
+        serves either way, and reports tmux as unhealthy until it comes back."""
         started = False
+
+        def ready() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        backoff = 0.05
         while True:
             try:
-                await self._session(task_status if not started else trio.TASK_STATUS_IGNORED)
+                await self._session(ready)
                 backoff = 0.05
             except (TmuxError, OSError) as e:
                 log.warning("tmux_unavailable", error=str(e))
-            if not started:
-                started = True
-                if task_status is not trio.TASK_STATUS_IGNORED:
-                    task_status.started()
+            ready()
             self._disconnect()
             self.restarts += 1
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    async def _session(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _session(self, attached: Callable[[], None]) -> None:
+        """One control client's life: attach, call ``attached``, serve commands until the
+        client or the server dies. Raises TmuxError if it cannot attach."""
         await self._ensure_server()
         proc = await trio.lowlevel.open_process(
             [*self.base_argv, "-C", "attach-session", "-t", "=" + CONTROL_SESSION],
@@ -163,44 +173,58 @@ class ControlModeTmux:
         self._broken = broken = trio.Event()
         attach = _Pending()  # the first block answers the attach itself
         self._pending.append(attach)
+        failure: TmuxError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader, proc, broken)
-                with trio.fail_after(self.command_timeout):
-                    await attach.done.wait()
-                if not attach.ok:
-                    raise TmuxError("control client could not attach: " + "\n".join(attach.lines))
-                self._connected.set()
                 try:
-                    await self._command(["refresh-client", "-f", "no-output"])
-                except TmuxError:
-                    pass  # older tmux: %output lines are ignored anyway
-                log.info("tmux_connected", socket=str(self.socket_path), pid=proc.pid)
-                self._changed.set()  # whatever happened while we were away
-                task_status.started()
-                await broken.wait()
+                    await self._handshake(attach, proc)
+                except TmuxError as e:
+                    failure = e  # raised below: from inside the nursery it would arrive wrapped in a group
+                else:
+                    attached()
+                    await broken.wait()
                 nursery.cancel_scope.cancel()
-        except trio.TooSlowError:
-            raise TmuxError("tmux control client did not attach in time") from None
         finally:
             with trio.CancelScope(shield=True):
                 await _stop_process(proc)
+        if failure is not None:
+            raise failure
+
+    async def _handshake(self, attach: _Pending, proc: trio.Process) -> None:
+        with trio.move_on_after(self.command_timeout):
+            await attach.done.wait()
+        if not attach.done.is_set():
+            raise TmuxError("tmux control client did not attach in time")
+        if not attach.ok:
+            raise TmuxError("control client could not attach: " + "\n".join(attach.lines))
+        self._connected.set()
+        try:
+            await self._command(["refresh-client", "-f", "no-output"])
+        except TmuxError:
+            pass  # older tmux: %output lines are ignored anyway
+        log.info("tmux_connected", socket=str(self.socket_path), pid=proc.pid)
+        self._changed.set()  # whatever happened while we were away
 
     async def _ensure_server(self) -> None:
         """Start our private server with its keeper session, unless it is running."""
         self.config_path.write_text(SERVER_CONFIG)
         # Not `new-session -A`: on an existing session that means attach, which needs a terminal.
-        argv = [*self.base_argv, "-f", str(self.config_path), "new-session", "-d",
-                "-s", CONTROL_SESSION, "-x", "200", "-y", "50", "sleep", "2147483647"]
-        with trio.fail_after(self.command_timeout):
-            result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                            check=False, env=_tmux_env())
+        result = await self._cli(["-f", str(self.config_path), "new-session", "-d", "-s", CONTROL_SESSION,
+                                  "-x", "200", "-y", "50", "sleep", "2147483647"])
         if result.returncode != 0 and b"duplicate session" not in result.stderr:
             raise TmuxError(f"could not start tmux: {result.stderr.decode(errors='replace').strip()}")
         # An already running server did not read the file: apply it (idempotent).
-        with trio.fail_after(self.command_timeout):
-            await trio.run_process([*self.base_argv, "source-file", str(self.config_path)],
-                                   capture_stdout=True, capture_stderr=True, check=False, env=_tmux_env())
+        await self._cli(["source-file", str(self.config_path)])
+
+    async def _cli(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+        """One tmux command through the CLI, bounded by the command timeout."""
+        try:
+            with trio.fail_after(self.command_timeout):
+                return await trio.run_process([*self.base_argv, *args], capture_stdout=True, capture_stderr=True,
+                                              check=False, env=_tmux_env())
+        except trio.TooSlowError:
+            raise TmuxError(f"tmux did not answer {args[0]} within {self.command_timeout:g}s") from None
 
     def _disconnect(self) -> None:
         self._connected = trio.Event() if self._connected.is_set() else self._connected
@@ -311,10 +335,7 @@ class ControlModeTmux:
     async def capture_pane(self, pane_id: str, lines: int) -> str:
         # Through the CLI rather than the control client: a pane's text is the agent's to
         # choose and must never be parsed as control-mode framing.
-        argv = [*self.base_argv, "capture-pane", "-p", "-J", "-t", pane_id, "-S", str(-max(0, lines))]
-        with trio.fail_after(self.command_timeout):
-            result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                            check=False, env=_tmux_env())
+        result = await self._cli(["capture-pane", "-p", "-J", "-t", pane_id, "-S", str(-max(0, lines))])
         if result.returncode != 0:
             raise TmuxError(result.stderr.decode(errors="replace").strip() or "capture-pane failed")
         return result.stdout.decode(errors="replace")
