@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -88,16 +89,25 @@ class Effects:
             match effect:
                 case StartSession(agent):
                     self.starting.add(agent.id)
-                    self._nursery.start_soon(self.start, agent)
+                    self._nursery.start_soon(self._guarded, self.start, agent)
                 case StopAgent(agent, tree):
-                    self._nursery.start_soon(self.stop, agent, tree)
+                    self._nursery.start_soon(self._guarded, self.stop, agent, tree)
                 case CleanUp(agent):
                     self.schedule_cleanup(agent)
 
     def schedule_cleanup(self, agent: Agent) -> None:
         if agent.id not in self.cleaning and self._nursery is not None:
             self.cleaning.add(agent.id)
-            self._nursery.start_soon(self.cleanup, agent)
+            self._nursery.start_soon(self._guarded, self.cleanup, agent)
+
+    async def _guarded(self, effect: Callable[..., Awaitable[None]], agent: Agent, *args: Any) -> None:
+        """The boundary of one effect: a bug in it is logged and must not stop the daemon.
+        What it left undone (an agent still ``starting``, a cleanup not recorded) is
+        found and finished by the reconciler."""
+        try:
+            await effect(agent, *args)
+        except Exception:
+            log.exception("effect_crashed", effect=effect.__name__, agent_id=agent.id)
 
     # -- start ---------------------------------------------------------------------
 

@@ -59,7 +59,11 @@ class Reconciler:
         while True:
             with trio.move_on_after(self.interval):
                 await self.backend.wait_changed()
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except Exception:
+                # The boundary of one pass: a bug must not stop the safety net itself.
+                log.exception("reconcile_crashed")
 
     async def reconcile(self, *, dry_run: bool = False, kill_orphans: bool = False) -> Report:
         """One pass. Never raises for tmux trouble: the report says what went wrong."""
