@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +35,7 @@ from supervisord_agents.errors import (
 
 from . import service_files
 from .client import Client, DaemonNotRunning
+from .render import AGENT_HEADERS, agent_rows, ago, counts_cell, emit_json, indent, table
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -62,52 +63,6 @@ def exit_code_for(error: SupervisorError) -> int:
     return EXIT_ERROR
 
 
-# --- output ---------------------------------------------------------------------------
-
-
-def emit_json(value: Any) -> None:
-    sys.stdout.write(_json.encode(value).decode() + "\n")
-
-
-def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines) + "\n"
-
-
-def ago(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    delta = max(0.0, time.time() - ts)
-    if delta < 60:
-        return f"{delta:.0f}s"
-    if delta < 3600:
-        return f"{delta / 60:.0f}m"
-    return f"{delta / 3600:.1f}h"
-
-
-def counts_cell(c: dict[str, int]) -> str:
-    return f"{c['active']} active, {c['completed']} done, {c['failed']} failed, {c['spawned']} spawned"
-
-
-def agent_rows(agents: Iterable[dict[str, Any]]) -> list[list[Any]]:
-    rows = []
-    for a in agents:
-        exit = a.get("exit") or {}
-        outcome = ""
-        if exit:
-            outcome = f"code={exit.get('code')}" if exit.get("code") is not None else ""
-            if exit.get("signal") is not None:
-                outcome = f"signal={exit['signal']}"
-            outcome = f"{outcome} ({exit.get('decided_by')})".strip()
-        rows.append([a["id"], a["state"], a.get("activity") or "", f"{a.get('progress', 0)}%",
-                     ago(a.get("updated_at")), outcome, (a.get("message") or "")[:50]])
-    return rows
-
-
-AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "EXIT", "MESSAGE"]
-
 # --- verbs ----------------------------------------------------------------------------
 
 Verb = Callable[[argparse.Namespace, Client], int]
@@ -130,13 +85,9 @@ def cmd_status(args: argparse.Namespace, c: Client) -> int:
         line = f"{t['id']}  {t.get('priority', 'P2')}  {counts_cell(s['counts'])}"
         sys.stdout.write(f"{line}\n  {t['description'][:100]}\n")
         if s["agents"]:
-            sys.stdout.write(_indent(table(agent_rows(s["agents"]), AGENT_HEADERS)))
+            sys.stdout.write(indent(table(agent_rows(s["agents"]), AGENT_HEADERS)))
         sys.stdout.write("\n")
     return EXIT_OK
-
-
-def _indent(text: str) -> str:
-    return "".join(f"  {line}\n" for line in text.splitlines())
 
 
 def cmd_tasks(args: argparse.Namespace, c: Client) -> int:
