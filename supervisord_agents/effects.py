@@ -76,6 +76,11 @@ class Effects:
     def discard(self, agent_id: str) -> None:
         self._launches.pop(agent_id, None)
 
+    def in_flight(self) -> set[str]:
+        """Agents whose start this daemon has in hand: stashed (being admitted) or being
+        started. A ``starting`` agent outside this set was left by a previous daemon."""
+        return set(self._launches) | self.starting
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery

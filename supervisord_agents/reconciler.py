@@ -69,7 +69,7 @@ class Reconciler:
         """One pass. Never raises for tmux trouble: the report says what went wrong."""
         async with self._lock:
             live_before = list(self.registry.agents_in(LIVE_STATES))
-            starting = set(self.effects.starting)
+            starting = self.effects.in_flight()
             try:
                 panes = await self.backend.list_panes()
             except TmuxError as e:
