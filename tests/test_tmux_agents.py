@@ -113,7 +113,7 @@ def test_ten_concurrent_spawns(fast: DaemonProcess) -> None:
 def test_fifty_completions_leave_nothing_behind(fast: DaemonProcess) -> None:
     task = fast.create_task(limits={"max_total": 100})
     agents = []
-    for i in range(50):
+    for _ in range(50):
         agent = fast.spawn_fake(task, "worker", "--result", "ok")
         ended = fast.wait_state(agent["id"])
         assert ended["state"] == "completed", ended
