@@ -267,51 +267,67 @@ class ControlModeTmux:
 
     async def _command(self, args: list[str]) -> list[str]:
         """Send one command; return its output lines, or raise TmuxError with tmux's message."""
-        line = command_line(args)
+        (result,) = await self._pipeline([args])
+        if isinstance(result, TmuxError):
+            raise result
+        return result
+
+    async def _pipeline(self, commands: list[list[str]]) -> list[list[str] | TmuxError]:
+        """Send several commands in one write (one per line) and wait for every reply:
+        one round trip instead of one each. Each result is the command's output lines or
+        the TmuxError it failed with; a timeout or a lost client raises TmuxError."""
+        data = b"".join(command_line(args) for args in commands)
         if not self._connected.is_set():
             with trio.move_on_after(min(self.command_timeout, 1.0)):
                 await self._connected.wait()
         proc, broken = self._proc, self._broken
         if not self._connected.is_set() or proc is None or proc.stdin is None or broken is None:
             raise TmuxError("tmux is not available")
-        pending = _Pending()
+        pendings = [_Pending() for _ in commands]
+        name = commands[0][0]
         try:
             with trio.fail_after(self.command_timeout):
                 async with self._send_lock:
-                    self._pending.append(pending)
-                    await proc.stdin.send_all(line)
-                await pending.done.wait()
+                    self._pending.extend(pendings)
+                    await proc.stdin.send_all(data)
+                for pending in pendings:
+                    await pending.done.wait()
         except trio.TooSlowError:
-            log.error("tmux_command_timeout", command=args[0], timeout=self.command_timeout)
+            log.error("tmux_command_timeout", command=name, timeout=self.command_timeout)
             broken.set()  # replies can no longer be matched: restart the client
-            raise TmuxError(f"tmux did not answer {args[0]} within {self.command_timeout:g}s") from None
+            raise TmuxError(f"tmux did not answer {name} within {self.command_timeout:g}s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             broken.set()
             raise TmuxError("tmux control client went away") from e
-        if not pending.ok:
-            raise TmuxError("\n".join(pending.lines) or f"tmux {args[0]} failed")
-        return pending.lines
+        return [p.lines if p.ok else TmuxError("\n".join(p.lines) or f"tmux {args[0]} failed")
+                for p, args in zip(pendings, commands, strict=True)]
 
     async def start_session(self, spec: SessionSpec) -> TmuxIds:
+        """Create the session and set its markers in one round trip: the markers target
+        the session by its exact name, which tmux resolves once new-session has run."""
         if len(spec.argv) < 2:
             raise TmuxError("an agent's argv needs at least two words (tmux runs one word through a shell)")
         args = ["new-session", "-d", "-P", "-F", "#{session_id} #{window_id} #{pane_id} #{pane_pid}",
                 "-s", spec.name, "-c", spec.cwd.replace("#", "##"), "-x", "200", "-y", "50"]
         for key, value in spec.env.items():
             args += ["-e", f"{key}={value}"]
-        out = await self._command([*args, "--", *spec.argv])
+        target = f"={spec.name}:"  # exact session name; the colon makes it a target tmux resolves for options
+        created, *markers = await self._pipeline([
+            [*args, "--", *spec.argv],
+            ["set-option", "-t", target, AGENT_MARKER, spec.agent_id],
+            ["set-option", "-t", target, TASK_MARKER, spec.task_id],
+        ])
+        if isinstance(created, TmuxError):
+            raise created
         try:
-            session_id, window_id, pane_id, pid = out[0].split(" ")
+            session_id, window_id, pane_id, pid = created[0].split(" ")
             ids = TmuxIds(session_id=session_id, window_id=window_id, pane_id=pane_id, pane_pid=int(pid))
         except (IndexError, ValueError):
-            raise TmuxError(f"unexpected reply to new-session: {out!r}") from None
-        for option, value in ((AGENT_MARKER, spec.agent_id), (TASK_MARKER, spec.task_id)):
-            try:
-                await self._command(["set-option", "-t", session_id, option, value])
-            except TmuxError as e:
-                if not e.message.startswith(_SESSION_GONE):
-                    raise
-                break  # the agent already exited; its name still says whose it was
+            raise TmuxError(f"unexpected reply to new-session: {created!r}") from None
+        for marker in markers:
+            # A session already gone means the agent exited at once: its name still says whose it was.
+            if isinstance(marker, TmuxError) and not marker.message.startswith(_SESSION_GONE):
+                raise marker
         return ids
 
     async def kill_session(self, session_id: str) -> bool:

@@ -1,0 +1,442 @@
+"""The benchmark command: ``python -m bench [--quick] [--only NAME ...]``.
+
+Measures this daemon (real process, real socket, real tmux) and, in the same run, the
+physical floor (raw tmux through its CLI, libtmux) and a faithful model of the old
+orchestrator's JSON registry (``bench/old_registry.py``). Prints a Markdown table and
+writes it to ``bench/results/results.md``. Figures, not assertions: nothing here fails
+because the machine is slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import libtmux  # noqa: E402
+
+from bench import old_registry  # noqa: E402
+from clients.client import Client  # noqa: E402
+from supervisord_agents.commands import Event, EventKind  # noqa: E402
+from supervisord_agents.model import Agent, AgentState, Cleanup, DecidedBy, Exit, Task  # noqa: E402
+from supervisord_agents.store import Batch, Store  # noqa: E402
+from tests.harness import DaemonProcess  # noqa: E402
+
+RESULTS = Path(__file__).with_name("results")
+Row = tuple[str, str, str]  # (what, figure, note)
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f} ms"
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+# -- seeding -----------------------------------------------------------------------------
+
+
+def seed(d: DaemonProcess, agents: int, events: int = 0) -> str:
+    """Write a task with ``agents`` completed agents (and ``events`` events) straight into the store."""
+    d.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = time.time()
+    task = Task(id="TASK-20260101-000000-0000beef", description="seeded", created_at=now)
+    rows = [Agent(id=f"w{i}-000000-{i:06x}", task_id=task.id, type=f"w{i}", state=AgentState.COMPLETED,
+                  exit=Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), cleanup=Cleanup(ok=True, at=now),
+                  created_at=now, updated_at=now, ended_at=now) for i in range(agents)]
+    log = [Event(seq=i + 1, at=now, kind=EventKind.PROGRESS, task_id=task.id, agent_id=rows[i % agents].id,
+                 data={"message": f"step {i}"}) for i in range(events)]
+    store = Store(d.state_dir / "state.sqlite3")
+    store.open()
+    try:
+        store.commit(Batch(events=log, tasks=[task], agents=rows, findings=[]))
+    finally:
+        store.close()
+    return task.id
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def bench_reads(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    n = 500 if quick else 5000
+    for agents in (10, 1_000, 10_000):
+        d = DaemonProcess()
+        try:
+            seed(d, agents)
+            d.start()
+            target = f"w{agents // 2}-000000-{agents // 2:06x}"
+            with d.client() as c:
+                get = functools.partial(c.call, "agent.get", agent_id=target)
+                timed(get, 200)  # warm up
+                samples = timed(get, n)
+            rows.append((f"`agent.get` round trip, {agents:,} agents stored",
+                         f"p50 {us(pct(samples, .5))}, p99 {us(pct(samples, .99))}", "goal p50 <= 150 µs, flat"))
+        finally:
+            d.close()
+    return rows
+
+
+def _progress_worker(socket_path: str, agent_id: str, count: int, start_at: float) -> float:
+    with Client(socket_path) as c:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        t0 = time.perf_counter()
+        for i in range(count):
+            c.call("agent.progress", agent_id=agent_id, message=f"step {i}", percent=i % 100)
+        return time.perf_counter() - t0
+
+
+def _old_worker(path: str, index: int, count: int, lock: bool, start_at: float) -> float:
+    while time.time() < start_at:
+        time.sleep(0.001)
+    t0 = time.perf_counter()
+    old_registry.writer(path, index, count, lock)
+    return time.perf_counter() - t0
+
+
+def _parallel(fn: Callable[..., float], args: list[tuple[Any, ...]]) -> float:
+    """Run ``fn(*a, start_at)`` in one process per ``a``; return the aggregate wall time."""
+    start_at = time.time() + 0.5  # every worker connected and waiting before the clock starts
+    with multiprocessing.get_context("fork").Pool(len(args)) as pool:
+        results = pool.starmap(fn, [(*a, start_at) for a in args])
+    return max(results)
+
+
+def bench_updates(quick: bool) -> tuple[list[Row], dict[str, dict[int, float]]]:
+    rows: list[Row] = []
+    series: dict[str, dict[int, float]] = {}
+    per_writer = 300 if quick else 2000
+    d = DaemonProcess()
+    try:
+        d.start()
+        task = d.create_task(limits={"max_concurrent": 8})
+        agents = [d.spawn_fake(task, f"w{i}", "--sleep", "600")["id"] for i in range(8)]
+        for writers in (1, 8):
+            wall = _parallel(_progress_worker, [(str(d.socket), agents[i], per_writer) for i in range(writers)])
+            rate = writers * per_writer / wall
+            series[f"daemon, {writers} writer{'s' * (writers > 1)}"] = {n: rate for n in (10, 100, 1_000, 10_000)}
+            rows.append((f"durable `agent.progress`, {writers} client{'s' * (writers > 1)}", f"{rate:,.0f} /s",
+                         "acknowledged after commit; goal >= 5,000/s with 8"))
+        for a in agents:
+            d.call("agent.kill", agent_id=a)
+    finally:
+        d.close()
+    sizes = (10, 100, 1_000) if quick else (10, 100, 1_000, 10_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        for writers in (1, 8):
+            label = f"old JSON+flock, {writers} writer{'s' * (writers > 1)}"
+            series[label] = {}
+            for agents in sizes:
+                path = Path(tmp) / f"registry-{agents}.json"
+                old_registry.create(path, agents)
+                count = max(5, min(per_writer, 200_000 // agents)) if not quick else max(3, 2_000 // agents)
+                wall = _parallel(_old_worker, [(str(path), i, count, True) for i in range(writers)])
+                rate = writers * count / wall
+                series[label][agents] = rate
+                rows.append((f"old design update, {agents:,} agents, {writers} writer{'s' * (writers > 1)}",
+                             f"{rate:,.0f} /s", "whole file read and rewritten under flock"))
+    daemon8 = series["daemon, 8 writers"][1_000]
+    old8 = series["old JSON+flock, 8 writers"][1_000]
+    rows.append(("ratio at 1,000 agents, 8 writers", f"{daemon8 / old8:,.0f}x", "goal >= 100x"))
+    return rows, series
+
+
+def bench_lost_updates(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    per_writer = 100 if quick else 500
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "registry.json"
+        old_registry.create(path, 100)
+        _parallel(_old_worker, [(str(path), i, per_writer, False) for i in range(8)])
+        present, parses = old_registry.count_updates(path)
+        rows.append(("old design without its lock (hot paths), 8 writers",
+                     f"{present if present is not None else 'unreadable'} of {8 * per_writer} updates present",
+                     f"file parses: {'yes' if parses else 'NO'}"))
+    d = DaemonProcess()
+    try:
+        d.start()
+        task = d.create_task()
+        _parallel(_finding_worker, [(str(d.socket), task, i, per_writer) for i in range(8)])
+        found = len(d.call("findings.list", task_id=task, limit=10_000))
+        integrity = d.call("daemon.health")["ok"]
+        rows.append(("this daemon, 8 writers", f"{found} of {8 * per_writer} updates present",
+                     f"daemon healthy: {'yes' if integrity else 'NO'}"))
+    finally:
+        d.close()
+    return rows
+
+
+def _finding_worker(socket_path: str, task: str, writer: int, count: int, start_at: float) -> float:
+    with Client(socket_path) as c:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        t0 = time.perf_counter()
+        for i in range(count):
+            c.call("agent.finding", task_id=task, type="note", message=f"writer {writer} update {i}")
+        return time.perf_counter() - t0
+
+
+def bench_footprint(quick: bool) -> list[Row]:
+    agents, events = (2_000, 20_000) if quick else (10_000, 100_000)
+    d = DaemonProcess()
+    try:
+        seed(d, agents, events)
+        t0 = time.perf_counter()
+        d.start()
+        startup = time.perf_counter() - t0
+        assert d.proc is not None
+        rss = rss_kb(d.proc.pid)
+    finally:
+        d.close()
+    return [(f"daemon RSS, {agents:,} agents and {events:,} events stored", f"{rss / 1024:,.1f} MB",
+             "goal <= 100 MB at 10,000 / 100,000"),
+            (f"start-up to serving, {agents:,} agents stored", ms(startup), "goal <= 1 s (includes Python start)")]
+
+
+def bench_spawn(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    n = 20 if quick else 60
+    d = DaemonProcess(kill_grace=1)
+    try:
+        d.start()
+        task = d.create_task(limits={"max_concurrent": 1000, "max_total": 100_000})
+        argv = ["sleep", "600"]
+
+        def spawn_one(i: int, pause: float = 0.0) -> float:
+            time.sleep(pause)  # latency, not throughput: let the previous agent's start settle
+            t0 = time.perf_counter()
+            d.call("agent.spawn", task_id=task, type=f"s{i}", argv=argv)
+            return time.perf_counter() - t0
+
+        daemon_single = [spawn_one(i, 0.05) for i in range(n)]
+        with ThreadPoolExecutor(8) as pool:
+            daemon_concurrent = list(pool.map(spawn_one, range(n, 2 * n)))
+        for a in d.call("agent.list", task_id=task, live=True):
+            d.call("agent.kill", agent_id=a["id"])
+        burst = 30 if quick else 100
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(burst) as pool:
+            list(pool.map(spawn_one, range(2 * n, 2 * n + burst)))
+        burst_wall = time.perf_counter() - t0
+        for a in d.call("agent.list", task_id=task, live=True):
+            d.call("agent.kill", agent_id=a["id"])
+    finally:
+        d.close()
+    sock = Path(tempfile.mkdtemp(prefix="sa-bench-", dir="/tmp")) / "raw.sock"
+    try:
+        subprocess.run(["tmux", "-S", str(sock), "-f", "/dev/null", "new-session", "-d", "-s", "keep"], check=True)
+
+        def raw(i: int, pause: float = 0.0) -> float:
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            subprocess.run(["tmux", "-S", str(sock), "new-session", "-d", "-s", f"r{i}", "--", "sleep", "600"],
+                           check=True)
+            return time.perf_counter() - t0
+
+        raw_single = [raw(i, 0.05) for i in range(n)]
+        with ThreadPoolExecutor(8) as pool:
+            raw_concurrent = list(pool.map(raw, range(n, 2 * n)))
+        server = libtmux.Server(socket_path=str(sock))
+        lib_single = timed(lambda: server.new_session(attach=False, window_command="sleep 600"), n)
+    finally:
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], check=False, capture_output=True)
+    p50 = statistics.median
+    rows += [
+        ("spawn to `running`, one at a time", f"p50 {ms(p50(daemon_single))}, p99 {ms(pct(daemon_single, .99))}",
+         f"{p50(daemon_single) / p50(raw_single):.1f}x raw tmux; goal <= 1.5x"),
+        ("raw `tmux new-session` (CLI), one at a time", f"p50 {ms(p50(raw_single))}, p99 {ms(pct(raw_single, .99))}",
+         "the floor: no runner, no state"),
+        ("libtmux `new_session`, one at a time", f"p50 {ms(p50(lib_single))}, p99 {ms(pct(lib_single, .99))}", ""),
+        ("spawn to `running`, 8 concurrent", f"p50 {ms(p50(daemon_concurrent))}, p99 "
+         f"{ms(pct(daemon_concurrent, .99))}", f"raw CLI 8 concurrent: p50 {ms(p50(raw_concurrent))}"),
+        (f"{burst} concurrent spawns, wall time", ms(burst_wall), ""),
+    ]
+    return rows
+
+
+def bench_exit_and_kill(quick: bool) -> list[Row]:
+    n = 10 if quick else 30
+    latencies: list[float] = []
+    kills: list[float] = []
+    d = DaemonProcess(kill_grace=1)
+    try:
+        d.start()
+        task = d.create_task(limits={"max_total": 100_000})
+        for i in range(n):
+            agent = d.spawn_fake(task, f"e{i}", "--sleep", "0.3")
+            with d.client() as c:
+                c.call("agent.wait", agent_ids=[agent["id"]], timeout=60)
+                seen = time.time()
+            status = Path(d.state_dir, "tasks", task, "agents", agent["id"], "status.json")
+            ended_at = json.loads(status.read_text())["ended_at"]
+            latencies.append(seen - ended_at)
+        for i in range(n):
+            agent = d.spawn_fake(task, f"k{i}", "--sleep", "600")
+            t0 = time.perf_counter()
+            d.call("agent.kill", agent_id=agent["id"])
+            while not d.call("agent.get", agent_id=agent["id"])["cleanup"]:
+                time.sleep(0.002)
+            kills.append(time.perf_counter() - t0)
+    finally:
+        d.close()
+    return [("exit detection (runner's end -> terminal state seen by a client)",
+             f"p50 {ms(statistics.median(latencies))}, p99 {ms(pct(latencies, .99))}", "goal p50 <= 100 ms"),
+            ("kill to clean (request -> cleanup recorded)", f"p50 {ms(statistics.median(kills))}, "
+             f"p99 {ms(pct(kills, .99))}", "SIGTERM honoured; grace not needed")]
+
+
+def bench_reconcile(quick: bool) -> list[Row]:
+    sessions = 60 if quick else 300
+    d = DaemonProcess(reconcile_interval=60)
+    try:
+        d.start()
+        tasks = [d.create_task(limits={"max_concurrent": 1000, "max_total": 1000}) for _ in range(1)]
+        argv = ["sleep", "600"]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: d.call("agent.spawn", task_id=tasks[0], type=f"r{i}", argv=argv,
+                                           provider="command"), range(sessions)))
+        with d.client() as c:
+            samples = timed(lambda: c.call("daemon.reconcile", dry_run=True), 20 if quick else 50)
+        for a in d.call("agent.list", task_id=tasks[0], live=True):
+            d.call("agent.kill", agent_id=a["id"])
+    finally:
+        d.close()
+    return [(f"one reconciliation pass, {sessions} live sessions", f"p50 {ms(statistics.median(samples))}, "
+             f"p99 {ms(pct(samples, .99))}", "one tmux listing + pure diff, as a client round trip")]
+
+
+def bench_status(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    n = 200 if quick else 1000
+    for agents in (10, 100):
+        d = DaemonProcess()
+        try:
+            seed(d, agents)
+            d.start()
+            with d.client() as c:
+                task = "TASK-20260101-000000-0000beef"
+                get = timed(functools.partial(c.call, "task.get", task_id=task), n)
+                listing = timed(functools.partial(c.call, "agent.list", task_id=task), n)
+        finally:
+            d.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "registry.json"
+            old_registry.create(path, agents)
+            old = timed(lambda p=path: old_registry.read_status(p), n)
+        rows += [(f"`task.get`, {agents} agents", f"p50 {us(statistics.median(get))}", ""),
+                 (f"`agent.list`, {agents} agents", f"p50 {us(statistics.median(listing))}", ""),
+                 (f"old design status read (parse the file), {agents} agents", f"p50 {us(statistics.median(old))}",
+                  "")]
+    return rows
+
+
+SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
+    "reads": bench_reads,
+    "lost": bench_lost_updates,
+    "footprint": bench_footprint,
+    "spawn": bench_spawn,
+    "exit": bench_exit_and_kill,
+    "reconcile": bench_reconcile,
+    "status": bench_status,
+}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    tmux = subprocess.run(["tmux", "-V"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {tmux}, {platform.system()}"
+
+
+def plot(series: dict[str, dict[int, float]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in series.items():
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("agents in the registry")
+    ax.set_ylabel("acknowledged updates per second")
+    ax.set_title("Registry updates: supervisord-agents vs the old JSON registry")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (under a minute); figures are rough")
+    parser.add_argument("--only", nargs="+", choices=["updates", *SECTIONS], help="run only these sections")
+    args = parser.parse_args()
+    chosen = args.only or ["updates", *SECTIONS]
+    rows: list[Row] = []
+    series: dict[str, dict[int, float]] = {}
+    t0 = time.perf_counter()
+    for name in chosen:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        if name == "updates":
+            more, series = bench_updates(args.quick)
+        else:
+            more = SECTIONS[name](args.quick)
+        rows += more
+    lines = ["| measurement | result | note |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
+    header = f"Machine: {machine()}. Mode: {'quick' if args.quick else 'default'}, {time.perf_counter() - t0:.0f} s."
+    table = header + "\n\n" + "\n".join(lines) + "\n"
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ("results-quick.md" if args.quick else "results.md")).write_text(table)
+    if series and not args.quick and not plot(series, RESULTS / "updates.png"):
+        print("(no plot: pip install -r bench/requirements.txt)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
