@@ -31,9 +31,13 @@ def main() -> None:
     p.add_argument("--stderr")
     p.add_argument("--ignore-term", action="store_true")
     p.add_argument("--child-sleep", type=float, help="leave a setsid'd grandchild sleeping this long")
+    p.add_argument("--dump-env", help="write the environment as JSON to this file")
     args = p.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.dump_env:
+        with open(args.dump_env, "w") as f:
+            json.dump(dict(os.environ), f)
     data = sys.stdin.buffer.read()
     if args.copy_stdin:
         with open(args.copy_stdin, "wb") as f:

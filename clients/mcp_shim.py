@@ -1,0 +1,316 @@
+"""``agents-mcp``: the supervisor's tools for MCP clients (orchestrators and agents).
+
+A stdio MCP server built on the official SDK (``mcp`` 2.x, ``MCPServer``), run under
+trio. It holds no state: every tool is one request to the daemon over its Unix socket
+(a fresh connection per call through the blocking client, in a worker thread, which
+keeps the shim tiny and makes a daemon restart invisible to it). Inside an agent the
+shim finds the agent's identity in its environment (``SUPERVISORD_AGENTS_TOKEN``), and
+the daemon enforces that an agent reports only for itself and spawns only its own
+children. Errors from the daemon come back as MCP tool errors with the daemon's message.
+
+Nothing but the protocol is written to stdout; logs go to stderr.
+
+Old orchestrator tool -> this shim:
+
+==============================  ======================================================
+``create_real_task``            ``create_task``
+``deploy_opus_agent`` etc.      ``spawn_agent`` (provider and model choose the CLI)
+``spawn_*_child_agent``         ``spawn_child_agent`` (parent and task from identity)
+``get_real_task_status``        ``get_task_status``
+``get_agent_output``            ``get_agent_output``
+``update_agent_progress``       ``report_progress`` (returns peers' progress too)
+``report_agent_finding``        ``report_finding``
+``get_task_findings``           ``list_findings`` (``since`` cursor)
+``kill_real_agent``             ``kill_agent``
+``get_health_status``           ``get_health``
+``trigger_health_scan``         ``repair`` (dry run by default)
+(none)                          ``wait_for_agents``, ``list_tasks``, ``list_agents``
+==============================  ======================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Annotated, Any, Literal
+
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from clients.client import Client
+from supervisord_agents.errors import SupervisorError
+
+log = logging.getLogger("agents-mcp")
+
+INSTRUCTIONS = """\
+supervisord-agents runs headless coding agents (Claude Code, Codex, Gemini CLI, any command) in
+sessions it supervises. As an orchestrator: create_task, then spawn_agent for each piece of work,
+then wait_for_agents (or poll get_task_status), read what they found with list_findings and what
+they printed with get_agent_output, and kill_agent what is no longer needed. As an agent: report
+what you are doing with report_progress and what you discover with report_finding; your identity
+is known, so you need no ids. Limits per task (concurrent, total, depth, one live agent per type)
+are enforced; a refused spawn says which limit and which agent holds it."""
+
+server: MCPServer[Any] = MCPServer(name="supervisord-agents", instructions=INSTRUCTIONS)
+
+TERMINAL = frozenset({"completed", "failed", "killed", "lost"})
+PROGRESS_EVERY = 1.0  # seconds between progress notifications while waiting
+
+
+def _blocking_call(method: str, params: dict[str, Any]) -> Any:
+    with Client(client="agents-mcp", timeout=None) as client:
+        return client.call(method, **params)
+
+
+async def call(method: str, **params: Any) -> Any:
+    """One request to the daemon; a daemon error becomes a tool error the model can read."""
+    params = {k: v for k, v in params.items() if v is not None}
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(_blocking_call, method, params))
+    except SupervisorError as e:
+        raise ToolError(f"{e.code.value}: {e.message}") from None
+    except OSError as e:
+        raise ToolError(f"cannot reach the supervisor daemon: {e}") from None
+
+
+# -- tasks -----------------------------------------------------------------------------
+
+
+@server.tool()
+async def create_task(
+    description: Annotated[str, Field(description="What the task is about, in a sentence or two.")],
+    priority: Literal["P0", "P1", "P2", "P3"] = "P2",
+    working_directory: Annotated[str | None, Field(description="Absolute path the agents work in.")] = None,
+    background: str | None = None,
+    deliverables: list[str] | None = None,
+    success_criteria: list[str] | None = None,
+    constraints: list[str] | None = None,
+    relevant_files: list[str] | None = None,
+    max_concurrent: Annotated[int | None, Field(description="Live agents at once (default 20).")] = None,
+    max_total: Annotated[int | None, Field(description="Agents ever spawned (default 45).")] = None,
+    max_depth: Annotated[int | None, Field(description="Spawn depth (default 5).")] = None,
+) -> dict[str, Any]:
+    """Create a task: the unit that groups agents, their limits and the context every agent's
+    prompt receives. Use it once per piece of work, before spawning agents. Returns the task
+    (its `id` is what spawn_agent needs) with its limits."""
+    context = {"background": background, "deliverables": deliverables, "success_criteria": success_criteria,
+               "constraints": constraints, "relevant_files": relevant_files}
+    given = {"max_concurrent": max_concurrent, "max_total": max_total, "max_depth": max_depth}
+    limits = {k: v for k, v in given.items() if v is not None}
+    if limits:  # a partial override keeps the defaults for the rest
+        limits = {"max_concurrent": 20, "max_total": 45, "max_depth": 5} | limits
+    result: dict[str, Any] = await call(
+        "task.create", description=description, priority=priority, cwd=working_directory,
+        context={k: v for k, v in context.items() if v}, limits=limits or None,
+    )
+    return result
+
+
+@server.tool()
+async def get_task_status(task_id: str) -> dict[str, Any]:
+    """Where a task stands: counts (active, completed, failed, killed, lost, spawned), every agent
+    with its state, activity, progress and last message, the latest findings, and the headroom
+    left under the task's limits. Answered from the supervisor's memory: cheap to call."""
+    status: dict[str, Any] = await call("task.get", task_id=task_id)
+    return status
+
+
+@server.tool()
+async def list_tasks(state: Literal["open", "closed"] | None = None) -> dict[str, Any]:
+    """All tasks (or only open or closed ones) with their counts."""
+    return {"tasks": await call("task.list", state=state)}
+
+
+# -- agents ----------------------------------------------------------------------------
+
+
+@server.tool()
+async def spawn_agent(
+    task_id: str,
+    type: Annotated[str, Field(description="The agent's role, e.g. 'reviewer' (lowercase, digits, - and _). "
+                                           "One live agent per type per task.")],
+    prompt: Annotated[str, Field(description="The instructions; the supervisor appends identity, "
+                                             "how to report, and the task's context.")],
+    provider: Annotated[str, Field(description="claude, codex, gemini, or command (then give argv).")] = "claude",
+    model: str | None = None,
+    parent: Annotated[str | None, Field(description="The parent agent's id, for a child agent.")] = None,
+    working_directory: str | None = None,
+    argv: Annotated[list[str] | None, Field(description="For provider 'command': the program and its "
+                                                        "arguments (no shell).")] = None,
+    timeout_seconds: Annotated[float | None, Field(description="Kill the agent after this long.")] = None,
+) -> dict[str, Any]:
+    """Start an agent in its own supervised session and return it once it runs (state
+    `running`, with its `id`). Fails with a clear message when a limit refuses it (naming the
+    agent that holds its type, or the limit reached) or when it could not start."""
+    agent: dict[str, Any] = await call(
+        "agent.spawn", task_id=task_id, type=type, prompt=prompt, provider=provider, model=model, parent=parent,
+        cwd=working_directory, argv=argv, timeout=timeout_seconds,
+    )
+    return agent
+
+
+@server.tool()
+async def spawn_child_agent(
+    type: str,
+    prompt: str,
+    provider: str = "claude",
+    model: str | None = None,
+    working_directory: str | None = None,
+    argv: list[str] | None = None,
+    timeout_seconds: float | None = None,
+) -> dict[str, Any]:
+    """From inside an agent: start a child agent in your own task, with you as its parent (both
+    taken from your identity). Depth and the task's limits apply. Returns the running child."""
+    agent: dict[str, Any] = await call(
+        "agent.spawn", type=type, prompt=prompt, provider=provider, model=model, cwd=working_directory, argv=argv,
+        timeout=timeout_seconds,
+    )
+    return agent
+
+
+@server.tool()
+async def list_agents(task_id: str | None = None, state: str | None = None) -> dict[str, Any]:
+    """Agents, filtered by task and/or state (starting, running, stopping, completed, failed,
+    killed, lost)."""
+    return {"agents": await call("agent.list", task_id=task_id, state=state)}
+
+
+@server.tool()
+async def get_agent_output(
+    agent_id: str,
+    format: Annotated[Literal["summary", "text", "jsonl"], Field(
+        description="summary: one line per event (tool calls, results, errors); text: raw; jsonl: JSON lines "
+                    "only.")] = "summary",
+    tail: Annotated[int | None, Field(description="Only the last N lines.")] = None,
+    regex: Annotated[str | None, Field(description="Only lines matching this regex.")] = None,
+    offset: Annotated[int | None, Field(description="Start at this byte offset (from a previous call's "
+                                                    "`offset`) to read only what is new.")] = None,
+    max_bytes: Annotated[int, Field(description="Size bound for the reply.")] = 16_000,
+) -> dict[str, Any]:
+    """What an agent printed (stdout and stderr), live or after it ended, bounded in size for a
+    model's context, with a note when it was cut. Returns `output`, `offset` (for the next call)
+    and `note`."""
+    result: dict[str, Any] = await call("agent.output", agent_id=agent_id, format=format, tail=tail, regex=regex,
+                                        offset=offset, max_bytes=max_bytes)
+    return result
+
+
+@server.tool()
+async def wait_for_agents(
+    agent_ids: list[str],
+    ctx: Context[Any, Any],
+    mode: Literal["all", "any"] = "all",
+    timeout_seconds: float = 600.0,
+) -> dict[str, Any]:
+    """Block until all (or any) of the given agents have ended, or the timeout passes; sends
+    progress notifications while waiting. Returns `done` and, for each agent, its state, exit
+    code or signal, what decided it, and for stream-json agents the final result and cost."""
+    deadline = anyio.current_time() + timeout_seconds
+    while True:
+        left = deadline - anyio.current_time()
+        result: dict[str, Any] = await call("agent.wait", agent_ids=agent_ids, any=mode == "any",
+                                            timeout=max(0.0, min(PROGRESS_EVERY, left)))
+        ended = sum(a["state"] in TERMINAL for a in result["agents"])
+        if result["done"] or left <= PROGRESS_EVERY:
+            return result
+        await ctx.report_progress(ended, len(agent_ids), f"{ended} of {len(agent_ids)} agents ended")
+
+
+@server.tool()
+async def kill_agent(agent_id: str, reason: str = "killed by the orchestrator", tree: bool = False) -> dict[str, Any]:
+    """Stop an agent: SIGTERM to its process group, SIGKILL after the grace period, session
+    removed, nothing of it left running. `tree` also stops its descendants. Returns the agent
+    in its final state."""
+    agent: dict[str, Any] = await call("agent.kill", agent_id=agent_id, reason=reason, tree=tree)
+    return agent
+
+
+# -- reporting -------------------------------------------------------------------------
+
+
+@server.tool()
+async def report_progress(
+    message: str,
+    percent: Annotated[int | None, Field(ge=0, le=100)] = None,
+    activity: Annotated[str | None, Field(description="One word, e.g. reading, testing, writing.")] = None,
+    agent_id: Annotated[str | None, Field(description="Defaults to you (inside an agent).")] = None,
+) -> dict[str, Any]:
+    """Report what you are doing. Call it when you start, every few minutes, and when you
+    finish. Returns your record and what your peers in the task are doing (their latest
+    progress) and the task's latest findings, so you can coordinate."""
+    agent: dict[str, Any] = await call("agent.progress", agent_id=agent_id, message=message, percent=percent,
+                                       activity=activity)
+    return {"agent": agent, **await _peers(agent)}
+
+
+@server.tool()
+async def report_finding(
+    message: str,
+    type: Annotated[str, Field(description="e.g. bug, issue, note, decision (lowercase).")] = "note",
+    severity: Literal["info", "low", "medium", "high", "critical"] = "info",
+    data: dict[str, Any] | None = None,
+    agent_id: Annotated[str | None, Field(description="Defaults to you (inside an agent).")] = None,
+    task_id: Annotated[str | None, Field(description="Needed only outside an agent without agent_id.")] = None,
+) -> dict[str, Any]:
+    """Record something you found (a bug, a risk, a decision) for the orchestrator and your
+    peers. Stored durably with a sequence number (`seq`)."""
+    finding: dict[str, Any] = await call("agent.finding", agent_id=agent_id, task_id=task_id, type=type,
+                                         severity=severity, message=message, data=data)
+    return finding
+
+
+@server.tool()
+async def list_findings(
+    task_id: str | None = None,
+    agent_id: str | None = None,
+    type: str | None = None,
+    severity: Literal["info", "low", "medium", "high", "critical"] | None = None,
+    since: Annotated[int, Field(description="Only findings after this sequence number: pass the "
+                                            "`next_since` of your previous call to read only what is new.")] = 0,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """Findings reported by agents, oldest first, filtered; `next_since` is the cursor for the
+    next call."""
+    findings: list[dict[str, Any]] = await call("findings.list", task_id=task_id, agent_id=agent_id, type=type,
+                                                severity=severity, since=since, limit=limit)
+    return {"findings": findings, "next_since": findings[-1]["seq"] if findings else since}
+
+
+async def _peers(me: dict[str, Any]) -> dict[str, Any]:
+    status = await call("task.get", task_id=me["task_id"])
+    peers = [{k: a.get(k) for k in ("id", "type", "state", "activity", "progress", "message")}
+             for a in status["agents"] if a["id"] != me["id"] and a["state"] not in TERMINAL]
+    return {"peers": peers[:5], "latest_findings": status["latest_findings"][-3:]}
+
+
+# -- the daemon ------------------------------------------------------------------------
+
+
+@server.tool()
+async def get_health() -> dict[str, Any]:
+    """The supervisor's health: uptime, counts, whether tmux is healthy, and the last
+    reconciliation of the registry against tmux."""
+    health: dict[str, Any] = await call("daemon.health")
+    return health
+
+
+@server.tool()
+async def repair(dry_run: bool = True, kill_orphans: bool = False) -> dict[str, Any]:
+    """Reconcile the registry with tmux now: agents whose session is gone are ended, sessions
+    of ended agents are killed, orphan sessions are reported (and killed with kill_orphans).
+    A dry run (the default) only says what would be done."""
+    report: dict[str, Any] = await call("daemon.reconcile", dry_run=dry_run, kill_orphans=kill_orphans)
+    return report
+
+
+def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="agents-mcp: %(levelname)s %(message)s")
+    anyio.run(server.run_stdio_async, backend="trio")
+
+
+if __name__ == "__main__":
+    main()

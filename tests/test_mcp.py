@@ -1,0 +1,161 @@
+"""The MCP shim, driven over stdio by the official SDK's client against a real daemon,
+real tmux and the fake agent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.harness import BIN, FAKE_AGENT, DaemonProcess
+
+mcp = pytest.importorskip("mcp")
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+
+TOOLS = {
+    "create_task", "spawn_agent", "spawn_child_agent", "get_task_status", "list_tasks", "list_agents",
+    "get_agent_output", "wait_for_agents", "kill_agent", "report_progress", "report_finding", "list_findings",
+    "get_health", "repair",
+}
+
+
+@asynccontextmanager
+async def shim(daemon: DaemonProcess, **env: str) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=str(BIN / "agents-mcp"), env={**daemon.env, **env})
+    with open(daemon.base / "shim.stderr", "a") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+async def tool(session: ClientSession, name: str, **arguments: Any) -> Any:
+    """Call a tool that must succeed; return its structured result."""
+    result = await session.call_tool(name, arguments)
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def tool_error(session: ClientSession, name: str, **arguments: Any) -> str:
+    """Call a tool that must fail; return the error text the model would read."""
+    result = await session.call_tool(name, arguments)
+    assert result.is_error, result.structured_content
+    text: str = result.content[0].text  # type: ignore[union-attr]
+    return text
+
+
+def fake(*args: str) -> list[str]:
+    return [sys.executable, FAKE_AGENT, *args]
+
+
+async def test_every_tool_is_listed_with_a_description(daemon: DaemonProcess) -> None:
+    async with shim(daemon) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert set(tools) == TOOLS
+    for t in tools.values():
+        assert t.description and len(t.description) > 40, t.name
+
+
+async def test_an_orchestration_end_to_end(daemon: DaemonProcess) -> None:
+    async with shim(daemon) as session:
+        task = await tool(session, "create_task", description="review the parser", working_directory=str(daemon.base),
+                          deliverables=["a list of bugs"], max_concurrent=5)
+        assert task["limits"]["max_concurrent"] == 5 and task["limits"]["max_total"] == 45
+        agents = []
+        for i, pause in enumerate(("1.5", "2", "2.5")):
+            agent = await tool(session, "spawn_agent", task_id=task["id"], type=f"worker{i}", prompt="look",
+                               provider="command", argv=fake("--report", "--sleep", pause, "--result", "ok"))
+            assert agent["state"] == "running"
+            agents.append(agent["id"])
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append((done, total, message))
+
+        result = await session.call_tool("wait_for_agents", {"agent_ids": agents, "timeout_seconds": 60},
+                                         progress_callback=on_progress)
+        waited = result.structured_content
+        assert waited is not None and waited["done"] is True
+        assert [a["state"] for a in waited["agents"]] == ["completed"] * 3
+        assert all(a["exit"]["code"] == 0 for a in waited["agents"])
+        assert progress and progress[-1][1] == 3
+
+        status = await tool(session, "get_task_status", task_id=task["id"])
+        assert status["counts"]["completed"] == 3
+        assert {a["message"] for a in status["agents"]} == {"halfway there"}
+        findings = await tool(session, "list_findings", task_id=task["id"])
+        assert sorted(f["agent_id"] for f in findings["findings"]) == sorted(agents)
+        again = await tool(session, "list_findings", task_id=task["id"], since=findings["next_since"])
+        assert again["findings"] == [] and again["next_since"] == findings["next_since"]
+
+        summary = await tool(session, "get_agent_output", agent_id=agents[0])
+        assert "[TOOL] Bash" in summary["output"]
+        text = await tool(session, "get_agent_output", agent_id=agents[0], format="text", tail=2)
+        assert text["output"].count("\n") == 2
+        jsonl = await tool(session, "get_agent_output", agent_id=agents[0], format="jsonl", regex='"type": "result"')
+        assert [json.loads(line)["type"] for line in jsonl["output"].splitlines()] == ["result"]
+
+        sleeper = await tool(session, "spawn_agent", task_id=task["id"], type="sleeper", prompt="wait",
+                             provider="command", argv=fake("--sleep", "60"))
+        killed = await tool(session, "kill_agent", agent_id=sleeper["id"], reason="not needed")
+        assert killed["state"] == "killed" and killed["kill_reason"] == "not needed"
+        health = await tool(session, "get_health")
+        assert health["ok"] and health["tmux_healthy"]
+        repair = await tool(session, "repair")
+        assert repair["dry_run"] is True
+
+
+async def test_errors_are_tool_errors_and_the_shim_keeps_serving(daemon: DaemonProcess) -> None:
+    async with shim(daemon) as session:
+        task = await tool(session, "create_task", description="t", working_directory=str(daemon.base))
+        assert "invalid_params" in await tool_error(session, "spawn_agent", task_id=task["id"], type="a/b",
+                                                    prompt="x", provider="command", argv=fake())
+        assert "not_found" in await tool_error(session, "kill_agent", agent_id="nobody-000000-000000")
+        assert "invalid_params" in await tool_error(session, "create_task", description="t", max_concurrent=-1)
+        first = await tool(session, "spawn_agent", task_id=task["id"], type="dup", prompt="x", provider="command",
+                           argv=fake("--sleep", "60"))
+        refused = await tool_error(session, "spawn_agent", task_id=task["id"], type="dup", prompt="x",
+                                   provider="command", argv=fake())
+        assert first["id"] in refused
+        await tool(session, "kill_agent", agent_id=first["id"])
+        daemon.stop()
+        assert "not running" in await tool_error(session, "get_health")
+        daemon.start()
+        assert (await tool(session, "get_health"))["ok"]
+
+
+async def test_an_agent_reports_through_the_shim_only_for_itself(daemon: DaemonProcess, tmp_path: Path) -> None:
+    task = daemon.create_task()
+    envs = {}
+    agents = {}
+    for name in ("alice", "bob"):
+        dump = tmp_path / f"{name}.json"
+        agents[name] = daemon.spawn_fake(task, name, "--dump-env", str(dump), "--sleep", "60")
+        with trio.fail_after(30):
+            while not dump.exists() or not dump.read_text():
+                await trio.sleep(0.02)
+        envs[name] = json.loads(dump.read_text())
+    identity = {k: v for k, v in envs["alice"].items() if k.startswith("SUPERVISORD_AGENTS_")}
+    async with shim(daemon, **identity) as session:
+        mine = await tool(session, "report_progress", message="reading the lexer", percent=20, activity="reading")
+        assert mine["agent"]["id"] == agents["alice"]["id"] and mine["agent"]["progress"] == 20
+        assert [p["id"] for p in mine["peers"]] == [agents["bob"]["id"]]
+        assert "forbidden" in await tool_error(session, "report_progress", message="x",
+                                               agent_id=agents["bob"]["id"])
+        finding = await tool(session, "report_finding", message="off by one", type="bug", severity="high")
+        assert finding["agent_id"] == agents["alice"]["id"]
+        child = await tool(session, "spawn_child_agent", type="helper", prompt="help", provider="command",
+                           argv=fake("--sleep", "60"))
+        assert child["parent"] == agents["alice"]["id"] and child["depth"] == 2
+        assert "forbidden" in await tool_error(session, "kill_agent", agent_id=agents["bob"]["id"])
+    daemon.call("agent.kill", agent_id=agents["alice"]["id"], tree=True)
+    daemon.call("agent.kill", agent_id=agents["bob"]["id"])
+    # A finished agent's token is refused.
+    async with shim(daemon, **identity) as session:
+        assert "forbidden" in await tool_error(session, "report_progress", message="late")
