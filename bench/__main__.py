@@ -235,7 +235,7 @@ def bench_footprint(quick: bool) -> list[Row]:
 def bench_spawn(quick: bool) -> list[Row]:
     rows: list[Row] = []
     n = 20 if quick else 60
-    d = DaemonProcess(kill_grace=1)
+    d = DaemonProcess(kill_grace=1, global_max_concurrent=1000)
     try:
         d.start()
         task = d.create_task(limits={"max_concurrent": 1000, "max_total": 100_000})
@@ -326,7 +326,7 @@ def bench_exit_and_kill(quick: bool) -> list[Row]:
 
 def bench_reconcile(quick: bool) -> list[Row]:
     sessions = 60 if quick else 300
-    d = DaemonProcess(reconcile_interval=60)
+    d = DaemonProcess(reconcile_interval=60, global_max_concurrent=1000)
     try:
         d.start()
         tasks = [d.create_task(limits={"max_concurrent": 1000, "max_total": 1000}) for _ in range(1)]
