@@ -369,6 +369,42 @@ def bench_status(quick: bool) -> list[Row]:
     return rows
 
 
+def bench_mcp(quick: bool) -> list[Row]:
+    """The MCP shim through the official SDK client: start to first tool result, round trips."""
+    import anyio
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    n = 50 if quick else 300
+    d = DaemonProcess()
+    starts: list[float] = []
+    calls: list[float] = []
+
+    async def session(measure: bool) -> None:
+        params = StdioServerParameters(command=str(Path(sys.executable).parent / "agents-mcp"), env=d.env)
+        t0 = time.perf_counter()
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
+                await s.initialize()
+                await s.call_tool("get_health", {})
+                starts.append(time.perf_counter() - t0)
+                for _ in range(n if measure else 0):
+                    t1 = time.perf_counter()
+                    await s.call_tool("get_health", {})
+                    calls.append(time.perf_counter() - t1)
+
+    try:
+        d.start()
+        for i in range(3 if quick else 10):
+            anyio.run(session, i == 0, backend="trio")
+    finally:
+        d.close()
+    return [("MCP shim: start to first tool result", f"p50 {ms(statistics.median(starts))}",
+             "process start, initialize, one `get_health`"),
+            ("MCP tool call round trip (`get_health`)", f"p50 {ms(statistics.median(calls))}, "
+             f"p99 {ms(pct(calls, .99))}", "SDK client -> shim -> daemon -> back")]
+
+
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "reads": bench_reads,
     "lost": bench_lost_updates,
@@ -377,6 +413,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "exit": bench_exit_and_kill,
     "reconcile": bench_reconcile,
     "status": bench_status,
+    "mcp": bench_mcp,
 }
 
 
