@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -145,22 +146,24 @@ def bench_updates(quick: bool) -> tuple[list[Row], dict[str, dict[int, float]]]:
     rows: list[Row] = []
     series: dict[str, dict[int, float]] = {}
     per_writer = 300 if quick else 2000
-    d = DaemonProcess()
-    try:
-        d.start()
-        task = d.create_task(limits={"max_concurrent": 8})
-        agents = [d.spawn_fake(task, f"w{i}", "--sleep", "600")["id"] for i in range(8)]
-        for writers in (1, 8):
-            wall = _parallel(_progress_worker, [(str(d.socket), agents[i], per_writer) for i in range(writers)])
-            rate = writers * per_writer / wall
-            series[f"daemon, {writers} writer{'s' * (writers > 1)}"] = {n: rate for n in (10, 100, 1_000, 10_000)}
-            rows.append((f"durable `agent.progress`, {writers} client{'s' * (writers > 1)}", f"{rate:,.0f} /s",
-                         "acknowledged after commit; goal >= 5,000/s with 8"))
-        for a in agents:
-            d.call("agent.kill", agent_id=a)
-    finally:
-        d.close()
     sizes = (10, 100, 1_000) if quick else (10, 100, 1_000, 10_000)
+    for stored in sizes:
+        d = DaemonProcess()
+        try:
+            seed(d, stored - 8)  # ended agents already in the registry, plus 8 live ones below
+            d.start()
+            task = d.create_task(limits={"max_concurrent": 8})
+            agents = [d.spawn_fake(task, f"live{i}", "--sleep", "600")["id"] for i in range(8)]
+            for writers in (1, 8):
+                wall = _parallel(_progress_worker, [(str(d.socket), agents[i], per_writer) for i in range(writers)])
+                rate = writers * per_writer / wall
+                series.setdefault(f"daemon, {writers} writer{'s' * (writers > 1)}", {})[stored] = rate
+                rows.append((f"durable `agent.progress`, {stored:,} agents, {writers} client{'s' * (writers > 1)}",
+                             f"{rate:,.0f} /s", "acknowledged after commit; goal >= 5,000/s with 8"))
+            for a in agents:
+                d.call("agent.kill", agent_id=a)
+        finally:
+            d.close()
     with tempfile.TemporaryDirectory() as tmp:
         for writers in (1, 8):
             label = f"old JSON+flock, {writers} writer{'s' * (writers > 1)}"
@@ -405,6 +408,82 @@ def bench_mcp(quick: bool) -> list[Row]:
              f"p99 {ms(pct(calls, .99))}", "SDK client -> shim -> daemon -> back")]
 
 
+SUPERVISORD_CONF = """\
+[unix_http_server]
+file={dir}/supervisor.sock
+[supervisord]
+logfile={dir}/supervisord.log
+pidfile={dir}/supervisord.pid
+nodaemon=true
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{dir}/supervisor.sock
+"""
+
+
+def bench_supervisord(quick: bool) -> list[Row]:
+    """Status queries here vs supervisord's XML-RPC getAllProcessInfo, same number of processes."""
+    try:
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import SupervisorTransport
+    except ImportError:
+        return [("supervisord comparison", "skipped", "pip install -r bench/requirements.txt")]
+    rows: list[Row] = []
+    n = 100 if quick else 1000
+    bin_dir = Path(sys.executable).parent
+    for procs in (10, 100):
+        tmp = Path(tempfile.mkdtemp(prefix="sa-svd-", dir="/tmp"))
+        conf = tmp / "supervisord.conf"
+        conf.write_text(SUPERVISORD_CONF.format(dir=tmp) + "".join(
+            f"[program:sleep{i}]\ncommand=sleep 600\nstartsecs=0\n" for i in range(procs)))
+        svd = subprocess.Popen([str(bin_dir / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        d = DaemonProcess(global_max_concurrent=1000)
+        try:
+            transport = SupervisorTransport(None, None, serverurl=f"unix://{tmp}/supervisor.sock")
+            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if sum(p["statename"] == "RUNNING" for p in proxy.supervisor.getAllProcessInfo()) == procs:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "supervisord did not start its programs"
+                time.sleep(0.05)
+            rpc = timed(proxy.supervisor.getAllProcessInfo, n)
+            ctl = timed(functools.partial(subprocess.run, [str(bin_dir / "supervisorctl"), "-c", str(conf), "status"],
+                                          capture_output=True), 5 if quick else 20)
+            d.start()
+            task = d.create_task(limits={"max_concurrent": 1000, "max_total": 1000})
+            spawn = functools.partial(d.call, "agent.spawn", task_id=task, argv=["sleep", "600"])
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i, spawn=spawn: spawn(type=f"p{i}"), range(procs)))
+            with d.client() as c:
+                ours = timed(functools.partial(c.call, "agent.list", task_id=task), n)
+            cli = timed(functools.partial(subprocess.run, [str(bin_dir / "agentctl"), "status"], env=d.env,
+                                          capture_output=True), 5 if quick else 20)
+            for a in d.call("agent.list", live=True):
+                d.call("agent.kill", agent_id=a["id"])
+        finally:
+            d.close()
+            svd.terminate()
+            svd.wait(30)
+            shutil.rmtree(tmp, ignore_errors=True)
+        p50 = statistics.median
+        rows += [
+            (f"`agent.list`, {procs} running agents", f"p50 {us(p50(ours))}, p99 {us(pct(ours, .99))}",
+             f"{p50(rpc) / p50(ours):.1f}x faster than supervisord"),
+            (f"supervisord `getAllProcessInfo`, {procs} programs", f"p50 {us(p50(rpc))}, p99 {us(pct(rpc, .99))}",
+             "XML-RPC over its Unix socket"),
+            (f"`agentctl status` (whole command), {procs} agents", f"p50 {ms(p50(cli))}",
+             f"`supervisorctl status`: p50 {ms(p50(ctl))}"),
+        ]
+    return rows
+
+
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "reads": bench_reads,
     "lost": bench_lost_updates,
@@ -414,6 +493,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "reconcile": bench_reconcile,
     "status": bench_status,
     "mcp": bench_mcp,
+    "supervisord": bench_supervisord,
 }
 
 
