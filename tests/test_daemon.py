@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from clients.client import Client
-from supervisord_agents.errors import Forbidden, InvalidParams, NotFound, UnknownMethod
+from supervisord_agents.errors import Forbidden, InvalidParams, LimitExceeded, NotFound, UnknownMethod
 from tests.harness import DaemonProcess
 
 
@@ -241,3 +243,35 @@ def test_stop_exits_cleanly(daemon: DaemonProcess) -> None:
     """daemon.stop makes the daemon exit 0 after answering."""
     assert daemon.call("daemon.stop") == {"stopping": True}
     assert daemon.proc.wait(30) == 0
+
+
+def test_print_config_shows_defaults_file_and_environment(daemon: DaemonProcess) -> None:
+    """--print-config shows the effective config: built-in defaults, the file, then the environment."""
+    (daemon.base / "config.toml").write_text("[daemon]\ntmux_command_timeout = 7.5\n\n[limits]\nmax_total = 30\n")
+    out = subprocess.run([sys.executable, "-m", "supervisord_agents.daemon", "--print-config"],
+                         env={**daemon.env, "SUPERVISORD_AGENTS_IDLE_TIMEOUT": "42"}, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "tmux_command_timeout = 7.5" in out.stdout and "max_total = 30" in out.stdout
+    assert "kill_grace = 2" in out.stdout  # the environment wins over the file
+    assert "idle_timeout = 42" in out.stdout and "max_depth = 5" in out.stdout
+
+
+def test_sighup_reloads_the_config(daemon: DaemonProcess) -> None:
+    """After SIGHUP a lowered global cap applies to the next spawn, without a restart."""
+    task = daemon.create_task()
+    first = daemon.spawn_fake(task, "first", "--sleep", "60")
+    (daemon.base / "config.toml").write_text("[daemon]\nglobal_max_concurrent = 1\n")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            daemon.spawn_fake(task, f"probe{time.monotonic_ns()}", "--sleep", "60")
+        except LimitExceeded as e:
+            assert "global" in e.message
+            break
+        assert time.monotonic() < deadline, "the reloaded cap never applied"
+        time.sleep(0.05)
+    assert daemon.call("daemon.health")["pid"] == daemon.proc.pid
+    daemon.call("agent.kill", agent_id=first["id"])
