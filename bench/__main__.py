@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -442,14 +443,17 @@ def bench_supervisord(quick: bool) -> list[Row]:
                                stderr=subprocess.DEVNULL)
         d = DaemonProcess(global_max_concurrent=1000)
         try:
-            transport = SupervisorTransport(None, None, serverurl=f"unix://{tmp}/supervisor.sock")
-            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+            def connect(tmp: Path = tmp) -> Any:
+                transport = SupervisorTransport(None, None, serverurl=f"unix://{tmp}/supervisor.sock")
+                return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
             deadline = time.monotonic() + 60
             while True:
+                proxy = connect()  # a failed request leaves the transport unusable: a fresh one each try
                 try:
                     if sum(p["statename"] == "RUNNING" for p in proxy.supervisor.getAllProcessInfo()) == procs:
                         break
-                except OSError:
+                except (OSError, xmlrpc.client.Error):
                     pass
                 assert time.monotonic() < deadline, "supervisord did not start its programs"
                 time.sleep(0.05)
@@ -537,12 +541,18 @@ def main() -> int:
     rows: list[Row] = []
     series: dict[str, dict[int, float]] = {}
     t0 = time.perf_counter()
+    failed = []
     for name in chosen:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        if name == "updates":
-            more, series = bench_updates(args.quick)
-        else:
-            more = SECTIONS[name](args.quick)
+        try:
+            if name == "updates":
+                more, series = bench_updates(args.quick)
+            else:
+                more = SECTIONS[name](args.quick)
+X
+            failed.append(name)
+            more = [(f"section `{name}`", "FAILED", f"{type(e).__name__}: {e}"[:200])]
+            traceback.print_exc()
         rows += more
     lines = ["| measurement | result | note |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
     header = f"Machine: {machine()}. Mode: {'quick' if args.quick else 'default'}, {time.perf_counter() - t0:.0f} s."
@@ -552,7 +562,7 @@ def main() -> int:
     (RESULTS / ("results-quick.md" if args.quick else "results.md")).write_text(table)
     if series and not args.quick and not plot(series, RESULTS / "updates.png"):
         print("(no plot: pip install -r bench/requirements.txt)", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
