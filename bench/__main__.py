@@ -549,7 +549,7 @@ def main() -> int:
                 more, series = bench_updates(args.quick)
             else:
                 more = SECTIONS[name](args.quick)
-X
+        except Exception as e:  # noqa: BLE001 - one broken section must not hide the others' figures
             failed.append(name)
             more = [(f"section `{name}`", "FAILED", f"{type(e).__name__}: {e}"[:200])]
             traceback.print_exc()
