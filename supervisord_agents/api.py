@@ -220,32 +220,29 @@ class Api:
         cwd = params.cwd or task.cwd
         if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
             raise InvalidParams(f"working directory {cwd} does not exist")
+        depth = 1 if parent is None else self.registry.agent(parent).depth + 1
         now = time.time()
         stamp = _stamp(now, "%H%M%S")
         agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.registry.agents)
-        shim = mcp_shim() if provider.mcp_config_flag else None
-        mcp_path = None if shim is None else str(AgentFiles(self.config.state_dir, task.id, agent_id).mcp_config)
         try:
+            shim = mcp_shim() if provider.mcp_config_flag else None
+            mcp_path = None if shim is None else str(AgentFiles(self.config.state_dir, task.id, agent_id).mcp_config)
             argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv),
                               mcp_config=mcp_path)
-        except InvalidParams:
-            self._minting.discard(agent_id)
-            raise
-        token = secrets.token_urlsafe(32)
-        agent = Agent(
-            id=agent_id, task_id=task.id, type=params.type, parent=parent, provider=params.provider,
-            model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), timeout=params.timeout,
-            created_at=now, updated_at=now,
-        )
-        depth = 1 if parent is None else self.registry.agent(parent).depth + 1
-        prompt = compose_prompt(params.prompt, _with_depth(agent, depth), task)
-        self.effects.stash(agent_id, Launch(token=token, prompt=prompt, stream_json=provider.stream_json,
-                                            mcp_shim=shim))
-        try:
-            admitted: Agent = await self.actor.submit(SpawnAgent(agent))
-        except BaseException:
-            self.effects.discard(agent_id)
-            raise
+            token = secrets.token_urlsafe(32)
+            agent = Agent(
+                id=agent_id, task_id=task.id, type=params.type, parent=parent, provider=params.provider,
+                model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), timeout=params.timeout,
+                created_at=now, updated_at=now,
+            )
+            prompt = compose_prompt(params.prompt, _with_depth(agent, depth), task)
+            self.effects.stash(agent_id, Launch(token=token, prompt=prompt, stream_json=provider.stream_json,
+                                                mcp_shim=shim))
+            try:
+                admitted: Agent = await self.actor.submit(SpawnAgent(agent))
+            except BaseException:
+                self.effects.discard(agent_id)
+                raise
         finally:
             self._minting.discard(agent_id)
         current = await self._wait_for(admitted.id, lambda a: a.state is not AgentState.STARTING)
