@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import trio
+from msgspec import structs
 
 from . import __version__
 from .actor import Actor, Hub
@@ -429,8 +430,6 @@ def _stamp(now: float, fmt: str) -> str:
 
 
 def _with_depth(agent: Agent, depth: int) -> Agent:
-    from msgspec import structs
-
     return structs.replace(agent, depth=depth)
 
 
