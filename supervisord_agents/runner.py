@@ -216,6 +216,8 @@ def _end_group(pgid: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    # A few lines shared in spirit with procs.py, on purpose: importing procs would pull
+    # trio and msgspec into every agent's start.
     try:
         os.killpg(pgid, 0)
     except OSError:
