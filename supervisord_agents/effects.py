@@ -64,6 +64,7 @@ class Effects:
         self._launches: dict[str, Launch] = {}
         self.starting: set[str] = set()  # agents whose start is in flight (the reconciler skips them)
         self.cleaning: set[str] = set()
+        self.stopping: set[str] = set()  # agents whose stop is in flight (it reports their exit)
         self._nursery: trio.Nursery | None = None
 
     def files(self, agent: Agent) -> AgentFiles:
@@ -77,9 +78,11 @@ class Effects:
         self._launches.pop(agent_id, None)
 
     def in_flight(self) -> set[str]:
-        """Agents whose start this daemon has in hand: stashed (being admitted) or being
-        started. A ``starting`` agent outside this set was left by a previous daemon."""
-        return set(self._launches) | self.starting
+        """Agents whose start or stop this daemon has in hand: stashed (being admitted),
+        being started, or being stopped; their effect reports what happened, so the
+        reconciler leaves them alone. A ``starting`` agent outside this set was left by a
+        previous daemon."""
+        return set(self._launches) | self.starting | self.stopping
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -96,6 +99,7 @@ class Effects:
                     self.starting.add(agent.id)
                     self._nursery.start_soon(self._guarded, self.start, agent)
                 case StopAgent(agent, tree):
+                    self.stopping.add(agent.id)
                     self._nursery.start_soon(self._guarded, self.stop, agent, tree)
                 case CleanUp(agent):
                     self.schedule_cleanup(agent)
@@ -171,6 +175,12 @@ class Effects:
     async def stop(self, agent: Agent, tree: bool) -> None:
         """SIGTERM the agent's process group, SIGKILL after the grace period, kill the
         session, verify nothing of the group remains; then report the exit."""
+        try:
+            await self._stop(agent, tree)
+        finally:
+            self.stopping.discard(agent.id)
+
+    async def _stop(self, agent: Agent, tree: bool) -> None:
         files = self.files(agent)
         start = await self._start_record(files, agent)
         survivors: list[int] = []

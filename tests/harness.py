@@ -14,14 +14,35 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from clients.client import Client, DaemonNotRunning
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_AGENT = str(Path(__file__).with_name("fake_agent.py"))
 BIN = Path(sys.executable).parent
+
+
+def eventually(check: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy, and return that; fail after
+    ``timeout`` seconds. A deadline, not a fixed sleep: fast machines finish fast."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
+        time.sleep(0.02)
+    return result
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` is a live (not zombie) process, read from /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
 
 
 def short_tmpdir(prefix: str = "sa-") -> Path:

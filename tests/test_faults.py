@@ -35,7 +35,7 @@ from clients.client import Client
 from supervisord_agents.errors import SupervisorError
 from supervisord_agents.protocol import METHODS
 from supervisord_agents.tmux import AGENT_MARKER
-from tests.harness import DaemonProcess, short_tmpdir
+from tests.harness import DaemonProcess, eventually, short_tmpdir
 
 SOAK = int(os.environ.get("SUPERVISORD_AGENTS_SOAK", "1"))
 FIGURES: dict[str, Any] = {}
@@ -48,14 +48,6 @@ def report_figures() -> Iterator[None]:
     path = os.environ.get("SUPERVISORD_AGENTS_FAULT_REPORT")
     if path:
         Path(path).write_text(json.dumps(FIGURES, indent=2, sort_keys=True))
-
-
-def eventually(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.02)
-    return result
 
 
 def marked_sessions(d: DaemonProcess) -> dict[str, str]:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +21,14 @@ import pytest
 from clients import service_files
 from supervisord_agents import service
 from supervisord_agents.files import AgentFiles, read_start
-from tests.harness import BIN, ROOT, DaemonProcess
+from tests.harness import BIN, ROOT, DaemonProcess, alive, eventually
 
 EXECUTABLE = str(BIN / "supervisord-agents")
-
-
-def eventually(check: Any, timeout: float = 30.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
-        time.sleep(interval)
 
 
 def environ_of(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != b"Z"
 
 
 class ActivatedDaemon(DaemonProcess):
