@@ -40,6 +40,7 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     global_max_concurrent: Annotated[int, Meta(ge=1, le=100_000)] = 100
     reconcile_interval: Annotated[float, Meta(gt=0)] = 2.0
     kill_grace: Annotated[float, Meta(ge=0)] = 5.0
+    log_max_bytes: Annotated[int, Meta(ge=0)] = 64 << 20  # per agent log, then rotated; 0: unbounded
     tmux_command_timeout: Annotated[float, Meta(gt=0)] = 5.0
     tmux: str = "tmux"
     python: str = ""  # interpreter that runs the runner; empty: the daemon's own

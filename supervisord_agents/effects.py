@@ -154,7 +154,8 @@ class Effects:
     def runner_argv(self, files: AgentFiles, agent: Agent, *, stream_json: bool) -> list[str]:
         python = self.config.daemon.python or sys.executable
         argv = [python, "-m", "supervisord_agents.runner", "--status", str(files.status),
-                "--record", str(files.record), "--log", str(files.log), "--prompt", str(files.prompt)]
+                "--record", str(files.record), "--log", str(files.log),
+                "--log-max", str(self.config.daemon.log_max_bytes), "--prompt", str(files.prompt)]
         if stream_json:
             argv.append("--stream-json")
         return [*argv, "--", *agent.argv]

@@ -6,6 +6,7 @@ none can leave the state directory::
     <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
                                                mcp.json     MCP config naming the shim (removed at cleanup)
                                                output.log   stdout+stderr (archived at cleanup)
+                                               output.log.N rotated log; N: offset of its first byte
                                                runner.json  the runner's start record
                                                status.json  the runner's exit record (kept)
     <state>/tasks/<task id>/archive/<agent id>.log.gz       compressed log after cleanup
@@ -51,16 +52,57 @@ class AgentFiles:
         if mcp_config is not None:
             _write_private(self.mcp_config, mcp_config)
 
-    def archive_log(self) -> str | None:
-        """Compress the log into the task's archive (idempotent); return the archive path."""
+    def log_segments(self) -> list[tuple[int, Path]]:
+        """The live log as (offset of its first byte, path), oldest first: the files the
+        runner rotated (``output.log.<offset>``), then ``output.log``. Offsets count
+        every byte the agent wrote, so they stay valid across rotations."""
+        segments = sorted(
+            (int(path.name.rpartition(".")[2]), path)
+            for path in self.dir.glob(f"{self.log.name}.*") if path.name.rpartition(".")[2].isdigit()
+        )
         if self.log.exists():
+            start = 0
+            if segments:
+                first, newest = segments[-1]
+                try:
+                    start = first + newest.stat().st_size
+                except FileNotFoundError:
+                    pass
+            segments.append((start, self.log))
+        return segments
+
+    def archive_log(self) -> str | None:
+        """Compress the live log into the task's archive, once; return the archive's path.
+
+        The gzip member is named ``output.log.<offset>`` after the offset of its first
+        byte (non-zero when the log was rotated): see :meth:`archive_start`."""
+        segments = self.log_segments()
+        if segments and not self.archive.exists():
             self.archive.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = self.archive.with_suffix(".tmp")
-            with self.log.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with tmp.open("wb") as raw, gzip.GzipFile(
+                filename=f"{self.log.name}.{segments[0][0]}", mode="wb", fileobj=raw, compresslevel=6,
+            ) as dst:
+                for _, path in segments:
+                    with path.open("rb") as src:
+                        shutil.copyfileobj(src, dst, 1 << 20)
             os.replace(tmp, self.archive)
-            self.log.unlink()
+        for _, path in segments:
+            path.unlink(missing_ok=True)  # leftovers of an archive cut short are in it already
         return str(self.archive) if self.archive.exists() else None
+
+    def archive_start(self) -> int:
+        """The offset of the archive's first byte, from its gzip header's file name."""
+        try:
+            with self.archive.open("rb") as f:
+                head = f.read(10 + 64)
+        except FileNotFoundError:
+            return 0
+        flags = head[3] if len(head) > 10 and head[:2] == b"\x1f\x8b" else 0
+        if not flags & 0x08 or flags & 0x04:  # FNAME present, no FEXTRA before it
+            return 0
+        digits = head[10:].split(b"\0", 1)[0].rpartition(b".")[2]
+        return int(digits) if digits.isdigit() else 0
 
     def remove_secrets(self) -> None:
         """Remove the prompt and the MCP config (which carries the agent's token)."""

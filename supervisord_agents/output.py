@@ -1,7 +1,8 @@
 """Reading an agent's output: tail, byte offsets, a bounded regex, and three formats.
 
-The log is the runner's copy of the agent's stdout and stderr: ``output.log`` while the
-agent is live, ``archive/<id>.log.gz`` after cleanup. Everything here is bounded: at
+The log is the runner's copy of the agent's stdout and stderr: ``output.log`` (and the
+file rotated before it) while the agent is live, ``archive/<id>.log.gz`` after cleanup.
+Offsets count every byte the agent wrote, whatever rotation dropped since. Everything here is bounded: at
 most ``max_bytes`` of output (with a note when cut), a regex that gives up after
 ``REGEX_SECONDS`` (the ``regex`` package supports timeouts; the stdlib ``re`` cannot be
 interrupted, and a caller-supplied pattern could otherwise hang a worker thread), and a
@@ -16,11 +17,12 @@ Formats:
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 import regex
@@ -44,11 +46,13 @@ def read_output(files: AgentFiles, params: OutputParams) -> OutputResult:
             pattern = regex.compile(params.regex)
         except regex.error as e:
             raise InvalidParams(f"bad regex: {e}") from None
-    path, compressed = _source(files)
-    size = 0 if path is None else (os.path.getsize(path) if not compressed else -1)
-    lines, end = _lines(path, compressed, params)
-    if compressed:
-        size = end
+    notes = []
+    with _open_log(files) as f:
+        log = cast(_Log, f.raw)
+        if params.offset is not None and params.offset < log.start:
+            notes.append(f"bytes {params.offset}-{log.start} were dropped when the log was rotated")
+        lines, end = _lines(f, log, params)
+        size = end if log.compressed else log.end()
     try:
         selected = [line for line in lines if _keep(line, params.format, pattern)]
     except TimeoutError:
@@ -58,60 +62,118 @@ def read_output(files: AgentFiles, params: OutputParams) -> OutputResult:
     rendered = [_render(line, params.format) for line in selected]
     text = "\n".join(rendered) + ("\n" if rendered else "")
     data = text.encode()
-    truncated, note = False, ""
+    truncated = False
     if len(data) > params.max_bytes:
         data = data[-params.max_bytes:]
         text = data.decode(errors="ignore")
         text = text[text.find("\n") + 1:] if "\n" in text else text
         truncated = True
-        note = f"output cut to the last {params.max_bytes} bytes of {len(rendered)} lines; use tail, regex or offset"
+        notes.append(f"output cut to the last {params.max_bytes} bytes of {len(rendered)} lines;"
+                     " use tail, regex or offset")
     return OutputResult(agent_id=files.dir.name, format=params.format, output=text, offset=end, size=size,
-                        truncated=truncated, note=note)
+                        truncated=truncated, note="; ".join(notes))
 
 
-def _source(files: AgentFiles) -> tuple[Path | None, bool]:
-    if files.log.exists():
-        return files.log, False
-    if files.archive.exists():
-        return files.archive, True
-    return None, False
+class _Log(io.RawIOBase):
+    """An agent's log read as one stream addressed by offsets since the agent started:
+    the live files the runner rotated and its current file, or the compressed archive.
+
+    Every file is opened up front, so a rotation that removes one while we read changes
+    nothing here. Positions before the first retained byte read from that byte.
+    """
+
+    def __init__(self, parts: list[tuple[int, io.BufferedIOBase]], *, compressed: bool) -> None:
+        super().__init__()
+        self.parts = parts
+        self.compressed = compressed
+        self.start = parts[0][0] if parts else 0
+        self.pos = self.start
+        # Each part but the last ends where the next begins; the last may still grow.
+        self.ends = [nxt for nxt, _ in parts[1:]] + [-1]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def end(self) -> int:
+        if not self.parts:
+            return 0
+        start, last = self.parts[-1]
+        return start + os.fstat(last.fileno()).st_size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            offset += self.end()
+        elif whence == os.SEEK_CUR:
+            offset += self.pos
+        self.pos = max(offset, self.start)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        for (start, f), end in zip(self.parts, self.ends, strict=True):
+            if end != -1 and self.pos >= end:
+                continue
+            f.seek(self.pos - start)
+            want = len(view) if end == -1 else min(len(view), end - self.pos)
+            n = f.readinto(view[:want]) or 0
+            self.pos += n
+            return n
+        return 0
+
+    def close(self) -> None:
+        for _, f in self.parts:
+            f.close()
+        super().close()
 
 
-def _lines(path: Path | None, compressed: bool, params: OutputParams) -> tuple[list[str], int]:
-    """Decoded lines to consider, and the byte offset just past them."""
-    if path is None:
+def _open_log(files: AgentFiles) -> io.BufferedReader:
+    parts: list[tuple[int, io.BufferedIOBase]] = []
+    for start, path in files.log_segments():
+        try:
+            parts.append((start, path.open("rb")))
+        except FileNotFoundError:
+            continue  # rotated away (or archived) between listing and opening
+    compressed = not parts and files.archive.exists()
+    if compressed:
+        parts.append((files.archive_start(), gzip.open(files.archive, "rb")))  # noqa: SIM115 (_Log closes it)
+    return io.BufferedReader(_Log(parts, compressed=compressed), buffer_size=1 << 16)
+
+
+def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[str], int]:
+    """Decoded lines to consider, and the offset just past them."""
+    if not log.parts:
         return [], 0
-    opener: Any = gzip.open if compressed else open
-    with opener(path, "rb") as f:
-        start = params.offset or 0
-        if start:
-            f.seek(start)
-        if params.offset is None and params.tail is not None and params.regex is None and not compressed:
-            end = f.seek(0, os.SEEK_END)
-            return _tail_lines(f, end, params.tail), end
-        limit = MAX_SCAN if params.offset is None else params.max_bytes
-        if params.offset is None:
-            window: deque[bytes] = deque(maxlen=None)
-            total = 0
-            for raw in f:
-                window.append(raw)
-                total += len(raw)
-                while total > MAX_SCAN and window:
-                    total -= len(window.popleft())
-            end = f.tell()
-            return [_decode(r) for r in window], end
-        data = f.read(limit)
-        # Stop at the last complete line so the next offset starts a line.
-        cut = data.rfind(b"\n") + 1 if len(data) == limit else len(data)
-        data = data[: cut or len(data)]
-        return [_decode(r) for r in data.splitlines()], start + len(data)
+    if params.offset is None and params.tail is not None and params.regex is None and not log.compressed:
+        end = f.seek(0, os.SEEK_END)
+        return _tail_lines(f, log.start, end, params.tail), end
+    start = f.seek(params.offset or 0)
+    if params.offset is None:
+        window: deque[bytes] = deque()
+        total = 0
+        for raw in f:
+            window.append(raw)
+            total += len(raw)
+            while total > MAX_SCAN and window:
+                total -= len(window.popleft())
+        return [_decode(r) for r in window], f.tell()
+    data = f.read(params.max_bytes)
+    # Stop at the last complete line so the next offset starts a line.
+    cut = data.rfind(b"\n") + 1 if len(data) == params.max_bytes else len(data)
+    data = data[: cut or len(data)]
+    return [_decode(r) for r in data.splitlines()], start + len(data)
 
 
-def _tail_lines(f: Any, end: int, n: int) -> list[str]:
+def _tail_lines(f: Any, first: int, end: int, n: int) -> list[str]:
     """The last ``n`` lines, reading backwards in blocks (cost grows with n, not the file)."""
     block, pos, chunks, newlines = 65536, end, [], 0
-    while pos > 0 and newlines <= n:
-        step = min(block, pos)
+    while pos > first and newlines <= n:
+        step = min(block, pos - first)
         pos -= step
         f.seek(pos)
         chunk = f.read(step)

@@ -277,7 +277,7 @@ class OutputResult(Struct, kw_only=True):
     format: str
     output: str
     offset: int  # byte offset just past what was read: pass it back to continue
-    size: int
+    size: int  # bytes written so far (live); for an archive, as far as this read went
     truncated: bool = False
     note: str = ""
 

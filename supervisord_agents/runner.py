@@ -1,9 +1,11 @@
 """The runner: what an agent's tmux pane runs, around the agent itself.
 
-    python -m supervisord_agents.runner --status S --record R --log L --prompt P [--stream-json] -- argv...
+    python -m supervisord_agents.runner --status S --record R --log L [--log-max BYTES] --prompt P
+                                        [--stream-json] -- argv...
 
 It starts the agent in a process group of its own with the prompt file on stdin, copies
-the agent's stdout and stderr both to the pane and to the log file, forwards SIGTERM,
+the agent's stdout and stderr both to the pane and to the log file (rotated past
+``--log-max`` bytes, see :class:`LogFile`), forwards SIGTERM,
 SIGINT and SIGHUP to the group, and when the agent exits writes the status record
 atomically (write, fsync, rename): exit code or signal, start and end times, rusage and,
 for stream-json providers, the final ``result`` event. tmux's "pane dead" is only the
@@ -34,6 +36,7 @@ _CHUNK = 1 << 16
 class Args:
     def __init__(self, argv: list[str]) -> None:
         self.status = self.record = self.log = self.prompt = ""
+        self.log_max = 0
         self.stream_json = False
         self.command: list[str] = []
         i = 0
@@ -47,11 +50,15 @@ class Args:
             elif arg in ("--status", "--record", "--log", "--prompt") and i + 1 < len(argv):
                 setattr(self, arg[2:], argv[i + 1])
                 i += 1
+            elif arg == "--log-max" and i + 1 < len(argv) and argv[i + 1].isdigit():
+                self.log_max = int(argv[i + 1])
+                i += 1
             else:
                 raise SystemExit(f"runner: unexpected argument {arg!r}")
             i += 1
         if not (self.status and self.command):
-            raise SystemExit("usage: runner --status FILE [--record F] [--log F] [--prompt F] [--stream-json] -- argv")
+            raise SystemExit("usage: runner --status FILE [--record F] [--log F] [--log-max BYTES] [--prompt F]"
+                             " [--stream-json] -- argv")
 
 
 def write_atomic(path: str, data: dict[str, object]) -> None:
@@ -107,20 +114,65 @@ class ResultScanner:
         }
 
 
+class LogFile:
+    """The agent's log, kept under ``max_bytes`` (0: unbounded) by rotation.
+
+    Past ``max_bytes`` the file is renamed ``<log>.<offset>``, where offset is the
+    position of its first byte in everything the agent has written, and a new file is
+    started; the rotated file before it is removed. So a runaway agent holds at most
+    about twice ``max_bytes`` of disk, and a reader can still address output by its
+    offset since the agent started (see :meth:`AgentFiles.log_segments`).
+    """
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.fd = self._open()
+        self.start = 0  # offset of the current file's first byte
+        self.size = os.fstat(self.fd).st_size
+        self.rotated: str | None = None
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write(self, data: bytes) -> None:
+        if self.max_bytes and self.size and self.size + len(data) > self.max_bytes:
+            self._rotate()
+        _write_all(self.fd, data)
+        self.size += len(data)
+
+    def _rotate(self) -> None:
+        rotated = f"{self.path}.{self.start}"
+        os.replace(self.path, rotated)
+        if self.rotated is not None:
+            try:
+                os.unlink(self.rotated)
+            except FileNotFoundError:
+                pass
+        self.rotated = rotated
+        os.close(self.fd)
+        self.start += self.size
+        self.size = 0
+        self.fd = self._open()
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class Tee:
     """Copies what the agent writes to the pane (our stdout) and the log file."""
 
-    def __init__(self, log_fd: int | None, scanner: ResultScanner | None) -> None:
-        self.log_fd = log_fd
+    def __init__(self, log: LogFile | None, scanner: ResultScanner | None) -> None:
+        self.log = log
         self.scanner = scanner
         self.pane_ok = True
 
     def write(self, data: bytes, *, from_stdout: bool) -> None:
-        if self.log_fd is not None:
+        if self.log is not None:
             try:
-                _write_all(self.log_fd, data)
+                self.log.write(data)
             except OSError:
-                self.log_fd = None  # disk trouble must not kill the agent
+                self.log = None  # disk trouble must not kill the agent
         if self.pane_ok:
             try:
                 _write_all(1, data)
@@ -245,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     status: dict[str, object] = {"code": None, "signal": None, "started_at": started, "ended_at": None,
                                  "rusage": None, "result": None, "child_pid": None, "pgid": None, "error": ""}
-    log_fd = None
+    log = None
     if args.log:
         try:
-            log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            log = LogFile(args.log, args.log_max)
         except OSError as e:
             status["error"] = f"cannot open log: {e.strerror}"
     scanner = ResultScanner() if args.stream_json else None
-    tee = Tee(log_fd, scanner)
+    tee = Tee(log, scanner)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid = None
@@ -301,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     maxrss = rusage.ru_maxrss // 1024 if sys.platform == "darwin" else rusage.ru_maxrss  # bytes on macOS
     status["rusage"] = {"utime": rusage.ru_utime, "stime": rusage.ru_stime, "maxrss_kb": maxrss}
     status["ended_at"] = time.time()
-    if log_fd is not None:
-        os.close(log_fd)
+    if tee.log is not None:
+        tee.log.close()
     try:
         write_atomic(args.status, status)
     except OSError as e:

@@ -1,7 +1,7 @@
 """A fake headless agent for tests: prints stream-json, reports progress, sleeps, exits.
 
     fake_agent.py [--sleep S] [--exit N] [--signal NAME] [--report] [--copy-stdin FILE]
-                  [--result ok|error] [--stderr TEXT] [--ignore-term] [--child-sleep S]
+                  [--result ok|error] [--stderr TEXT] [--ignore-term] [--child-sleep S] [--spam N]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--ignore-term", action="store_true")
     p.add_argument("--child-sleep", type=float, help="leave a setsid'd grandchild sleeping this long")
     p.add_argument("--dump-env", help="write the environment as JSON to this file")
+    p.add_argument("--spam", type=int, default=0, help="write this many numbered 100-byte lines first")
     args = p.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -42,6 +43,8 @@ def main() -> None:
     if args.copy_stdin:
         with open(args.copy_stdin, "wb") as f:
             f.write(data)
+    for i in range(args.spam):
+        sys.stdout.write(f"spam {i:09d} {'s' * 84}\n")
     emit({"type": "system", "subtype": "init", "model": "fake", "session_id": "fake-session"})
     emit({"type": "assistant", "message": {"content": [
         {"type": "text", "text": f"read {len(data)} bytes of prompt"},

@@ -324,3 +324,23 @@ def test_logs_output_formats(fast: DaemonProcess) -> None:
     assert tail["output"].count("\n") == 1
     small = fast.call("agent.output", agent_id=agent["id"], max_bytes=256)
     assert len(small["output"].encode()) <= 256 and small["note"]
+
+
+def test_a_runaway_log_is_rotated_and_read_back_by_offset() -> None:
+    d = DaemonProcess(log_max_bytes=65536).start()
+    try:
+        task = d.create_task()
+        agent = d.spawn_fake(task, "runaway", "--spam", "20000", "--result", "ok")
+        assert d.wait_state(agent["id"])["state"] == "completed"
+        done = cleaned(d, agent["id"])
+        files = files_of(d, done)
+        assert files.archive_start() > 1_000_000  # the first megabytes were rotated away
+        last = d.call("agent.output", agent_id=agent["id"], tail=1, format="summary")
+        assert last["output"].startswith("[DONE] ok")
+        earliest = d.call("agent.output", agent_id=agent["id"], offset=0, max_bytes=256)
+        assert "dropped when the log was rotated" in earliest["note"]
+        spam = "".join(f"spam {i:09d} {'s' * 84}\n" for i in range(20000))
+        start = files.archive_start()
+        assert earliest["offset"] > start and earliest["output"] == spam[start:earliest["offset"]]
+    finally:
+        d.close()
