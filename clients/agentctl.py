@@ -270,8 +270,11 @@ def cmd_spawn(args: argparse.Namespace, c: Client) -> int:
         argv = argv[1:]
     agent = c.call("agent.spawn", task_id=args.task, type=args.type, provider=args.provider, model=args.model,
                    prompt=prompt, parent=args.parent, cwd=str(Path(args.cwd).resolve()) if args.cwd else None,
-                   argv=argv, timeout=args.timeout)
-    emit_json(agent) if args.json else sys.stdout.write(f"{agent['id']}\n")
+                   argv=argv, timeout=args.timeout, queue=args.queue)
+    if args.json:
+        emit_json(agent)
+    else:
+        sys.stdout.write(f"{agent['id']}\n" if agent["state"] != "queued" else f"{agent['id']} queued\n")
     return EXIT_OK
 
 
@@ -490,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--parent")
     p.add_argument("--cwd")
-    p.add_argument("--timeout", type=float, help="kill the agent after this many seconds")
+    p.add_argument("--timeout", type=float, help="kill the agent after this many seconds (from its start)")
+    p.add_argument("--queue", action="store_true",
+                   help="over a concurrency limit, wait as 'queued' for a free slot instead of failing")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt")
     group.add_argument("--prompt-file", help="a file with the prompt, or - for stdin")

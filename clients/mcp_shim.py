@@ -142,13 +142,18 @@ async def spawn_agent(
     argv: Annotated[list[str] | None, Field(description="For provider 'command': the program and its "
                                                         "arguments (no shell).")] = None,
     timeout_seconds: Annotated[float | None, Field(description="Kill the agent after this long.")] = None,
+    queue: Annotated[bool, Field(description="If the task (or the supervisor) is at its concurrency limit, "
+                                             "wait as `queued` and start when a slot frees, instead of "
+                                             "failing.")] = False,
 ) -> dict[str, Any]:
     """Start an agent in its own supervised session and return it once it runs (state
-    `running`, with its `id`). Fails with a clear message when a limit refuses it (naming the
-    agent that holds its type, or the limit reached) or when it could not start."""
+    `running`, with its `id`), or at once in state `queued` when `queue` is set and no slot is
+    free (it starts by itself later; `wait_for_agents` follows it). Fails with a clear message
+    when a limit refuses it (naming the agent that holds its type, or the limit reached) or
+    when it could not start."""
     agent: dict[str, Any] = await call(
         "agent.spawn", task_id=task_id, type=type, prompt=prompt, provider=provider, model=model, parent=parent,
-        cwd=working_directory, argv=argv, timeout=timeout_seconds,
+        cwd=working_directory, argv=argv, timeout=timeout_seconds, queue=queue,
     )
     return agent
 
@@ -162,20 +167,22 @@ async def spawn_child_agent(
     working_directory: str | None = None,
     argv: list[str] | None = None,
     timeout_seconds: float | None = None,
+    queue: bool = False,
 ) -> dict[str, Any]:
     """From inside an agent: start a child agent in your own task, with you as its parent (both
-    taken from your identity). Depth and the task's limits apply. Returns the running child."""
+    taken from your identity). Depth and the task's limits apply; with `queue`, a child over the
+    concurrency limit waits as `queued` instead of failing. Returns the child."""
     agent: dict[str, Any] = await call(
         "agent.spawn", type=type, prompt=prompt, provider=provider, model=model, cwd=working_directory, argv=argv,
-        timeout=timeout_seconds,
+        timeout=timeout_seconds, queue=queue,
     )
     return agent
 
 
 @server.tool()
 async def list_agents(task_id: str | None = None, state: str | None = None) -> dict[str, Any]:
-    """Agents, filtered by task and/or state (starting, running, stopping, completed, failed,
-    killed, lost)."""
+    """Agents, filtered by task and/or state (queued, starting, running, stopping, completed,
+    failed, killed, lost)."""
     return {"agents": await call("agent.list", task_id=task_id, state=state)}
 
 

@@ -34,7 +34,8 @@ def ago(ts: float | None) -> str:
 
 
 def counts_cell(c: dict[str, int]) -> str:
-    return f"{c['active']} active, {c['completed']} done, {c['failed']} failed, {c['spawned']} spawned"
+    queued = f", {c['queued']} queued" if c.get("queued") else ""
+    return f"{c['active']} active{queued}, {c['completed']} done, {c['failed']} failed, {c['spawned']} spawned"
 
 
 def agent_rows(agents: Iterable[dict[str, Any]]) -> list[list[Any]]:

@@ -200,7 +200,8 @@ class Api:
     # -- agents --------------------------------------------------------------------
 
     async def agent_spawn(self, params: SpawnParams, caller: Caller) -> Agent:
-        """Admit, persist ``starting``, create the session; return once it runs.
+        """Admit, persist ``starting``, create the session; return once it runs (or at
+        once, as ``queued``, when ``queue`` was asked for and no slot is free).
         Raises LimitExceeded/DuplicateAgent (refused), SpawnFailed (admitted, did not start)."""
         me = self._as_agent(caller)
         task_id, parent = params.task_id, params.parent
@@ -239,13 +240,20 @@ class Api:
             prompt = compose_prompt(params.prompt, _with_depth(agent, depth), task)
             self.effects.stash(agent_id, Launch(token=token, prompt=prompt, stream_json=provider.stream_json,
                                                 mcp_shim=shim))
+            files = AgentFiles(self.config.state_dir, task.id, agent_id)
             try:
-                admitted: Agent = await self.actor.submit(SpawnAgent(agent))
+                if params.queue:  # it may wait in the queue longer than this daemon lives
+                    await trio.to_thread.run_sync(self.effects.keep_launch, agent_id, files)
+                admitted: Agent = await self.actor.submit(SpawnAgent(agent, queue=params.queue))
             except BaseException:
                 self.effects.discard(agent_id)
+                if params.queue:
+                    await trio.to_thread.run_sync(files.forget)
                 raise
         finally:
             self._minting.discard(agent_id)
+        if admitted.state is AgentState.QUEUED:
+            return admitted
         current = await self._wait_for(admitted.id, lambda a: a.state is not AgentState.STARTING)
         if current.state is AgentState.FAILED and current.exit is not None and current.exit.decided_by == "spawn_error":
             raise SpawnFailed(

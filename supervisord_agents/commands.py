@@ -28,9 +28,19 @@ class CloseTask(Struct, frozen=True):
 
 
 class SpawnAgent(Struct, frozen=True):
-    """Admit an agent. ``agent`` is complete except for ``depth``, which is derived."""
+    """Admit an agent. ``agent`` is complete except for ``depth``, which is derived.
+    With ``queue``, a spawn over a concurrency limit waits as ``queued`` for a free slot
+    instead of being refused."""
 
     agent: Agent
+    queue: bool = False
+
+
+class SetGlobalLimit(Struct, frozen=True):
+    """Change the global concurrency cap (on a config reload); queued agents that now
+    fit are started."""
+
+    global_max_concurrent: int
 
 
 class Started(Struct, frozen=True):
@@ -96,6 +106,7 @@ Command = (
     | RequestKill
     | Exited
     | RecordCleanup
+    | SetGlobalLimit
 )
 
 # --- events and effects -------------------------------------------------------------

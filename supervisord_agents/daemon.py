@@ -27,6 +27,7 @@ import trio
 from . import __version__, service
 from .actor import Actor, Hub
 from .api import Api
+from .commands import SetGlobalLimit
 from .config import Config, dump_config, load_config
 from .effects import Effects
 from .errors import SupervisorError
@@ -153,12 +154,12 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self.reload()
+                    await self.reload()
                 else:
                     log.info("signal", signal=signal.Signals(signum).name)
                     self.stopping.set()
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """Re-read the config; apply what can change while running."""
         try:
             new = load_config(self.config_path)
@@ -168,7 +169,11 @@ class Daemon:
         if (new.state_dir, new.runtime_dir) != (self.config.state_dir, self.config.runtime_dir):
             log.warning("reload_paths_ignored", detail="paths change only on restart")
         configure_logging(new.daemon.log_level)
-        self.registry.global_max_concurrent = new.daemon.global_max_concurrent
+        if new.daemon.global_max_concurrent != self.registry.global_max_concurrent:
+            try:  # through the actor: a higher cap starts queued agents, durably
+                await self.actor.submit(SetGlobalLimit(new.daemon.global_max_concurrent))
+            except SupervisorError as e:
+                log.error("reload_failed", error=e.message)
         self.reconciler.interval = new.daemon.reconcile_interval
         self.server.idle_timeout = new.daemon.idle_timeout
         self.server.max_connections = new.daemon.max_connections

@@ -47,6 +47,17 @@ class Launch(Struct, frozen=True):
     mcp_shim: str | None = None  # write an MCP config naming this shim (providers that take one)
 
 
+_launch_json: Final = msgspec.json.Encoder()
+_launch_dec: Final = msgspec.json.Decoder(Launch)
+
+
+def _read_launch(files: AgentFiles) -> Launch | None:
+    try:
+        return _launch_dec.decode(files.launch.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
 def mcp_config(shim: str, env: dict[str, str]) -> bytes:
     """An MCP client config that starts the shim with the agent's identity, so that an
     agent's report tools work without a supervisor of its own."""
@@ -120,16 +131,22 @@ class Effects:
 
     # -- start ---------------------------------------------------------------------
 
+    def keep_launch(self, agent_id: str, files: AgentFiles) -> None:
+        """Write the stashed launch of an agent that may be queued to its folder, so that
+        its start survives a daemon restart. Blocking: run it in a worker thread."""
+        files.save_launch(_launch_json.encode(self._launches[agent_id]))
+
     async def start(self, agent: Agent) -> None:
         """Create the agent's session, then report ``Started`` or ``SpawnFailed``."""
-        launch = self._launches.pop(agent.id, None)
+        files = self.files(agent)
+        launch = self._launches.pop(agent.id, None) or await trio.to_thread.run_sync(_read_launch, files)
         try:
             if launch is None:
                 raise TmuxError("the daemon restarted before the session was created")
-            files = self.files(agent)
             env = self.agent_env(agent, launch.token)
             mcp = None if launch.mcp_shim is None else mcp_config(launch.mcp_shim, env)
             await trio.to_thread.run_sync(files.create, launch.prompt, mcp)
+            files.launch.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, not worth a thread
             cwd = agent.cwd or str(Path.home())
             if not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
                 raise TmuxError(f"working directory {cwd} does not exist")
@@ -224,6 +241,7 @@ class Effects:
         """After any terminal state: session gone, prompt removed, log archived.
         Idempotent; a failure is recorded and retried by the reconciler."""
         files = self.files(agent)
+        self._launches.pop(agent.id, None)  # a queued agent killed before it started
         attempts = (agent.cleanup.attempts + 1) if agent.cleanup else 1
         try:
             if agent.tmux is not None:

@@ -5,6 +5,7 @@ none can leave the state directory::
 
     <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
                                                mcp.json     MCP config naming the shim (removed at cleanup)
+                                               launch.json  a queued agent's token and prompt (removed at start)
                                                output.log   stdout+stderr (archived at cleanup)
                                                output.log.N rotated log; N: offset of its first byte
                                                runner.json  the runner's start record
@@ -14,6 +15,7 @@ none can leave the state directory::
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -40,6 +42,7 @@ class AgentFiles:
         self.dir = self.task_dir / "agents" / agent_id
         self.prompt = self.dir / "prompt.txt"
         self.mcp_config = self.dir / "mcp.json"  # for providers that take one; holds the token
+        self.launch = self.dir / "launch.json"  # what a queued agent's start needs; holds the token
         self.log = self.dir / "output.log"
         self.record = self.dir / "runner.json"
         self.status = self.dir / "status.json"
@@ -104,10 +107,22 @@ class AgentFiles:
         digits = head[10:].split(b"\0", 1)[0].rpartition(b".")[2]
         return int(digits) if digits.isdigit() else 0
 
+    def save_launch(self, data: bytes) -> None:
+        """Keep what a queued agent's start needs across a daemon restart (0600)."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(self.launch, data)
+
+    def forget(self) -> None:
+        """Remove what was written for an agent that was never admitted."""
+        self.remove_secrets()
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
     def remove_secrets(self) -> None:
-        """Remove the prompt and the MCP config (which carries the agent's token)."""
+        """Remove the prompt, the MCP config and the launch record (which carry the agent's token)."""
         self.prompt.unlink(missing_ok=True)
         self.mcp_config.unlink(missing_ok=True)
+        self.launch.unlink(missing_ok=True)
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -65,6 +65,8 @@ class AgentState(StrEnum):
 LIVE_STATES: Final = frozenset(
     {AgentState.QUEUED, AgentState.STARTING, AgentState.RUNNING, AgentState.STOPPING}
 )
+#: The live states that hold one of the concurrency slots a task's limits count.
+ACTIVE_STATES: Final = LIVE_STATES - {AgentState.QUEUED}
 TERMINAL_STATES: Final = frozenset(AgentState) - LIVE_STATES
 
 
@@ -203,7 +205,8 @@ class Finding(Struct, frozen=True, kw_only=True):
 class Counts(Struct, frozen=True, kw_only=True):
     """Counts of one task or of the whole registry, always derived from the rows."""
 
-    active: int = 0
+    active: int = 0  # starting, running or stopping: holding a slot
+    queued: int = 0  # admitted, waiting for a slot
     completed: int = 0
     failed: int = 0
     killed: int = 0

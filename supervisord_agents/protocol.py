@@ -131,6 +131,7 @@ class SpawnParams(Params, frozen=True, kw_only=True):
     cwd: AbsPath | None = None
     argv: Annotated[list[ArgvItem], Meta(max_length=256)] = []
     timeout: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None  # wall-clock limit, seconds
+    queue: bool = False  # over a concurrency limit: wait as ``queued`` instead of being refused
 
 
 class AgentRef(Params, frozen=True, kw_only=True):

@@ -16,7 +16,9 @@ The rules:
 - a session with our marker whose agent is terminal is killed again;
 - a session with our marker and no agent record is an orphan: reported, and killed
   only on request;
-- a running agent past its wall-clock timeout is overdue: the reconciler kills it;
+- a running agent past its wall-clock timeout (counted from its start, not from its
+  time in the queue) is overdue: the reconciler kills it;
+- a queued agent has no session yet, and none is looked for;
 - sessions without our marker are never touched.
 
 Taking the live agents before the listing matters: an agent that starts while the
@@ -77,14 +79,14 @@ def diff(
         if before.id in starting:
             continue
         now = agents_now[before.id]
-        if now.state.terminal:
-            continue
+        if now.state.terminal or now.state is AgentState.QUEUED:
+            continue  # a queued agent has no session yet
         live_pane = by_agent.get(before.id)
         if live_pane is None:
             gone.append(now)
         elif now.tmux is None and now.state in (AgentState.STARTING, AgentState.STOPPING):
             adopt.append((now, ids_of(live_pane)))
         elif (at is not None and now.timeout is not None and now.state is AgentState.RUNNING
-              and at >= now.created_at + now.timeout):
+              and at >= (now.started_at or now.created_at) + now.timeout):
             overdue.append(now)
     return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans, overdue=overdue)

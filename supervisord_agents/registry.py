@@ -12,10 +12,16 @@ value the caller gets back.
 
 An agent moves through these states::
 
-    starting --started/adopt--> running --kill--> stopping
-        |                          |                 |
-        +--------- exited ---------+---- exited -----+--> completed | failed | killed | lost
-        +-- spawn_failed --> failed
+    queued --slot free--> starting --started/adopt--> running --kill--> stopping
+      |                      |                          |                 |
+      +-- kill --> killed    +--------- exited ---------+---- exited -----+--> completed | failed
+                             +-- spawn_failed --> failed                         | killed | lost
+
+A spawn over a concurrency limit (the task's ``max_concurrent``, the global cap) is
+refused, or, when the caller asked to queue, admitted as ``queued``. Queued agents hold
+no slot; whenever an agent ends, the oldest queued agents that now fit are promoted to
+``starting`` in the same ``apply`` call. The other limits (depth, total, one live agent
+per type) refuse a spawn whether it queues or not: waiting would not make it fit.
 
 Which command is allowed in which state is the table ``TRANSITIONS`` below; a pair that
 is not in the table raises :class:`IllegalTransition`. Terminal states never change
@@ -56,6 +62,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     ReportFinding,
     ReportProgress,
     RequestKill,
+    SetGlobalLimit,
     SpawnAgent,
     SpawnFailed,
     Started,
@@ -72,7 +79,7 @@ from .errors import (
     UnknownTask,
 )
 from .model import (
-    LIVE_STATES,
+    ACTIVE_STATES,
     Agent,
     AgentState,
     Counts,
@@ -100,6 +107,7 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], str]] = {
     (S.STARTING, SpawnFailed): "_spawn_failed",
     (S.STOPPING, SpawnFailed): "_spawn_failed",
     **{(s, ReportProgress): "_progress" for s in (S.STARTING, S.RUNNING, S.STOPPING)},
+    (S.QUEUED, RequestKill): "_kill_queued",
     (S.STARTING, RequestKill): "_kill",
     (S.RUNNING, RequestKill): "_kill",
     (S.STOPPING, RequestKill): "_kill_again",
@@ -144,6 +152,7 @@ class Registry:
         self._children: dict[str, list[str]] = {}
         self._by_token: dict[str, str] = {}
         self._uncleaned: set[str] = set()  # terminal agents whose cleanup has not succeeded
+        self._queued: dict[str, None] = {}  # queued agents, oldest first (FIFO)
         self._task_findings: dict[str, list[Finding]] = {}
 
     # -- loading ---------------------------------------------------------------------
@@ -215,7 +224,8 @@ class Registry:
             return len(by_state.get(state, ()))
 
         return Counts(
-            active=sum(n(s) for s in LIVE_STATES),
+            active=sum(n(s) for s in ACTIVE_STATES),
+            queued=n(S.QUEUED),
             completed=n(S.COMPLETED),
             failed=n(S.FAILED),
             killed=n(S.KILLED),
@@ -263,10 +273,14 @@ class Registry:
                 return self._create_task(task, now)
             case CloseTask(task_id):
                 return self._close_task(task_id, now)
-            case SpawnAgent(agent):
-                return self._spawn(agent, now)
+            case SpawnAgent(agent, queue):
+                return self._spawn(agent, now, queue=queue)
             case ReportFinding():
                 return self._finding(command, now)
+            case SetGlobalLimit(limit):
+                self.global_max_concurrent = limit
+                events, effects = self._promote(now)
+                return Outcome(events, effects, limit)
             case _:
                 agent = self.agent(command.agent_id)
                 handler_name = TRANSITIONS.get((agent.state, type(command)))
@@ -297,7 +311,7 @@ class Registry:
 
     # -- admission ---------------------------------------------------------------------
 
-    def _spawn(self, agent: Agent, now: float) -> Outcome:
+    def _spawn(self, agent: Agent, now: float, *, queue: bool = False) -> Outcome:
         task = self.task(agent.task_id)
         if task.state is not TaskState.OPEN:
             raise IllegalTransition(f"task {task.id} is closed", data={"task_id": task.id})
@@ -318,15 +332,24 @@ class Registry:
                 )
             depth = parent.depth + 1
         self.check_admission(task, agent.type, depth)
+        # Queued agents still waiting are held back by a limit this spawn is held back by
+        # too (promotion starts whatever fits the moment a slot frees), so it never
+        # overtakes them.
+        refusal = self._slot_refusal(task)
+        if refusal is not None and not queue:
+            raise refusal
+        waits = refusal is not None
         agent = structs.replace(
-            agent, depth=depth, state=S.STARTING, created_at=now, updated_at=now,
+            agent, depth=depth, state=S.QUEUED if waits else S.STARTING, created_at=now, updated_at=now,
             started_at=None, ended_at=None, exit=None, tmux=None, cleanup=None,
         )
         self._put_agent(agent)
-        return Outcome([self._agent_event(now, agent)], [StartSession(agent)], agent)
+        effects: list[Effect] = [] if waits else [StartSession(agent)]
+        return Outcome([self._agent_event(now, agent)], effects, agent)
 
     def check_admission(self, task: Task, type: str, depth: int) -> None:
-        """Raise LimitExceeded (or DuplicateAgent) if a spawn would break a limit."""
+        """Raise LimitExceeded (or DuplicateAgent) if a spawn breaks a limit that waiting
+        would not lift: depth, one live agent per type, total spawned."""
         limits = task.limits
         if depth > limits.max_depth:
             raise LimitExceeded(
@@ -339,23 +362,44 @@ class Registry:
                 f"agent {existing} of type {type!r} is already active in task {task.id}",
                 data={"existing_agent": existing, "type": type},
             )
-        counts = self.counts(task.id)
-        if counts.active >= limits.max_concurrent:
+        spawned = len(self._task_agents.get(task.id, ()))
+        if spawned >= limits.max_total:
             raise LimitExceeded(
-                f"task {task.id} has {counts.active} active agents (max concurrent {limits.max_concurrent})",
-                data={"limit": "max_concurrent", "value": limits.max_concurrent},
-            )
-        if counts.spawned >= limits.max_total:
-            raise LimitExceeded(
-                f"task {task.id} has spawned {counts.spawned} agents (max total {limits.max_total})",
+                f"task {task.id} has spawned {spawned} agents (max total {limits.max_total})",
                 data={"limit": "max_total", "value": limits.max_total},
             )
-        active = sum(len(self._by_state[s]) for s in LIVE_STATES)
-        if active >= self.global_max_concurrent:
-            raise LimitExceeded(
-                f"{active} agents are active in all tasks (global max {self.global_max_concurrent})",
+
+    def _slot_refusal(self, task: Task) -> LimitExceeded | None:
+        active = self._active(task.id)
+        if active >= task.limits.max_concurrent:
+            return LimitExceeded(
+                f"task {task.id} has {active} active agents (max concurrent {task.limits.max_concurrent})",
+                data={"limit": "max_concurrent", "value": task.limits.max_concurrent},
+            )
+        total = sum(len(self._by_state[s]) for s in ACTIVE_STATES)
+        if total >= self.global_max_concurrent:
+            return LimitExceeded(
+                f"{total} agents are active in all tasks (global max {self.global_max_concurrent})",
                 data={"limit": "global_max_concurrent", "value": self.global_max_concurrent},
             )
+        return None
+
+    def _active(self, task_id: str) -> int:
+        by_state = self._task_by_state.get(task_id, {})
+        return sum(len(by_state.get(s, ())) for s in ACTIVE_STATES)
+
+    def _promote(self, now: float) -> tuple[list[Event], list[Effect]]:
+        """Start the oldest queued agents that fit under every concurrency limit now."""
+        events: list[Event] = []
+        effects: list[Effect] = []
+        for agent_id in list(self._queued):
+            agent = self.agents[agent_id]
+            if self._slot_refusal(self.tasks[agent.task_id]) is not None:
+                continue
+            agent = self._replace(agent, state=S.STARTING, updated_at=now)
+            events.append(self._agent_event(now, agent))
+            effects.append(StartSession(agent))
+        return events, effects
 
     # -- agent transitions (called through TRANSITIONS) ---------------------------------
 
@@ -396,6 +440,11 @@ class Registry:
         effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
         return Outcome([self._agent_event(now, agent)], effects, agent)
 
+    def _kill_queued(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
+        # Nothing runs yet: the agent ends here, and only its files need cleaning.
+        agent = self._replace(agent, kill_reason=cmd.reason or "kill requested")
+        return self._end(agent, S.KILLED, Exit(decided_by=DecidedBy.KILL, reason=agent.kill_reason), now)
+
     def _kill_again(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
         # Idempotent: a second kill (for example with --tree) re-issues the stop.
         effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
@@ -412,7 +461,9 @@ class Registry:
 
     def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Outcome:
         agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now)
-        return Outcome([self._agent_event(now, agent)], [CleanUp(agent)], agent)
+        ended = self._agent_event(now, agent)
+        promoted, starts = self._promote(now) if self._queued else ([], [])
+        return Outcome([ended, *promoted], [CleanUp(agent), *starts], agent)
 
     # -- findings ----------------------------------------------------------------------
 
@@ -481,6 +532,8 @@ class Registry:
 
     def _index(self, agent: Agent) -> None:
         self._by_state[agent.state].add(agent.id)
+        if agent.state is S.QUEUED:
+            self._queued[agent.id] = None
         self._task_by_state[agent.task_id][agent.state].add(agent.id)
         if agent.state.live:
             self._live_type[(agent.task_id, agent.type)] = agent.id
@@ -491,6 +544,7 @@ class Registry:
 
     def _unindex(self, agent: Agent) -> None:
         self._by_state[agent.state].discard(agent.id)
+        self._queued.pop(agent.id, None)
         self._task_by_state[agent.task_id][agent.state].discard(agent.id)
         if agent.state.live:
             if self._live_type.get((agent.task_id, agent.type)) == agent.id:

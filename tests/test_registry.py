@@ -26,7 +26,7 @@ from supervisord_agents.errors import (
     UnknownTask,
 )
 from supervisord_agents.model import (
-    LIVE_STATES,
+    ACTIVE_STATES,
     Agent,
     AgentState,
     Cleanup,
@@ -54,6 +54,7 @@ from supervisord_agents.registry import (
     ReportFinding,
     ReportProgress,
     RequestKill,
+    SetGlobalLimit,
     SpawnAgent,
     SpawnFailed,
     Started,
@@ -100,7 +101,8 @@ def snapshot(reg: Registry) -> dict[str, Any]:
 def recount(agents: list[Agent]) -> Counts:
     """Counts recomputed from rows, independently of the registry's indexes."""
     return Counts(
-        active=sum(a.state in LIVE_STATES for a in agents),
+        active=sum(a.state in ACTIVE_STATES for a in agents),
+        queued=sum(a.state is S.QUEUED for a in agents),
         completed=sum(a.state is S.COMPLETED for a in agents),
         failed=sum(a.state is S.FAILED for a in agents),
         killed=sum(a.state is S.KILLED for a in agents),
@@ -170,6 +172,7 @@ EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
     (S.STOPPING, ReportProgress): S.STOPPING,
     (S.STOPPING, RequestKill): S.STOPPING,
     (S.STOPPING, Exited): S.KILLED,
+    (S.QUEUED, RequestKill): S.KILLED,
     **{(s, RecordCleanup): s for s in (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)},
 }
 
@@ -332,7 +335,8 @@ def test_same_type_in_two_tasks_is_allowed() -> None:
 
 
 def test_global_cap_counts_live_agents_of_all_tasks() -> None:
-    """The global concurrent cap refuses a spawn once that many agents are live across tasks."""
+    """The global concurrent cap refuses a spawn (that does not ask to queue) once that many agents
+    are live across tasks."""
     w = World(global_max_concurrent=3)
     a, b = w.task(1), w.task(2)
     w.spawn(a, "x")
@@ -342,6 +346,70 @@ def test_global_cap_counts_live_agents_of_all_tasks() -> None:
     assert error.data == {"limit": "global_max_concurrent", "value": 3}
     w.apply(SpawnFailed(ended.id, "no tmux"))
     assert w.spawn(b, "y").state is S.STARTING
+
+
+def test_a_spawn_that_asks_to_queue_waits_for_a_slot_and_starts_when_one_frees() -> None:
+    """Over max concurrent, a queueing spawn is admitted as ``queued`` (no session asked for), counted
+    apart from the active ones; when an agent ends, the oldest queued agent is started in the same step."""
+    w = World()
+    task = w.task(max_concurrent=2)
+    running = [w.run(task, "a"), w.run(task, "b")]
+    outcome = w.apply(SpawnAgent(agent_row(task, "c", 901), queue=True))
+    first = outcome.result
+    assert first.state is S.QUEUED and outcome.effects == []
+    second = w.apply(SpawnAgent(agent_row(task, "d", 902), queue=True)).result
+    assert w.reg.counts(task.id) == Counts(active=2, queued=2, spawned=4)
+    ended = w.apply(Exited(running[0].id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)))
+    promoted = w.reg.agent(first.id)
+    assert promoted.state is S.STARTING and w.reg.agent(second.id).state is S.QUEUED  # oldest first
+    assert [e.agent_id for e in ended.events] == [running[0].id, first.id]
+    assert ended.effects == [CleanUp(w.reg.agent(running[0].id)), StartSession(promoted)]
+    assert w.reg.counts(task.id) == Counts(active=2, queued=1, completed=1, spawned=4)
+
+
+def test_queueing_does_not_lift_the_limits_waiting_would_not_change() -> None:
+    """Depth, max total and one live agent per type refuse a spawn even when it asks to queue; a
+    queued agent holds its type and counts toward the total."""
+    w = World()
+    task = w.task(max_concurrent=1, max_total=3)
+    w.run(task, "a")
+    queued = w.apply(SpawnAgent(agent_row(task, "b", 901), queue=True)).result
+    assert queued.state is S.QUEUED
+    error = assert_refused(w.reg, SpawnAgent(agent_row(task, "b", 902), queue=True), DuplicateAgent)
+    assert error.data is not None and error.data["existing_agent"] == queued.id
+    w.apply(SpawnAgent(agent_row(task, "c", 903), queue=True))
+    error = assert_refused(w.reg, SpawnAgent(agent_row(task, "d", 904), queue=True), LimitExceeded)
+    assert error.data == {"limit": "max_total", "value": 3}
+
+
+def test_a_queued_agent_killed_before_it_starts_ends_at_once() -> None:
+    """Killing a queued agent ends it ``killed`` without a stop (nothing runs): only cleanup follows."""
+    w = World()
+    task = w.task(max_concurrent=1)
+    w.run(task, "a")
+    queued = w.apply(SpawnAgent(agent_row(task, "b", 901), queue=True)).result
+    outcome = w.apply(RequestKill(agent_id=queued.id, reason="changed my mind"))
+    killed = w.reg.agent(queued.id)
+    assert killed.state is S.KILLED and killed.exit == Exit(decided_by=DecidedBy.KILL, reason="changed my mind")
+    assert outcome.effects == [CleanUp(killed)]
+    assert w.reg.counts(task.id) == Counts(active=1, killed=1, spawned=2)
+
+
+def test_the_global_cap_queues_across_tasks_and_a_higher_cap_starts_the_queue() -> None:
+    """Agents queued on the global cap start in arrival order across tasks, as slots free or when
+    the cap is raised; an agent held back by its own task's limit does not hold back another task."""
+    w = World(global_max_concurrent=2)
+    a, b = w.task(1, max_concurrent=1), w.task(2)
+    first = w.run(a, "x")
+    w.run(b, "x")
+    held = w.apply(SpawnAgent(agent_row(a, "y", 901), queue=True)).result  # global cap, then a's own limit
+    waiting = w.apply(SpawnAgent(agent_row(b, "y", 902), queue=True)).result
+    outcome = w.apply(SetGlobalLimit(4))
+    assert [e.agent_id for e in outcome.events] == [waiting.id]  # `held` still waits for a's only slot
+    assert w.reg.agent(held.id).state is S.QUEUED and w.reg.agent(waiting.id).state is S.STARTING
+    w.exit(first)
+    assert w.reg.agent(held.id).state is S.STARTING
+    assert w.reg.counts() == Counts(active=3, completed=1, spawned=4)
 
 
 def test_closed_task_refuses_spawns() -> None:

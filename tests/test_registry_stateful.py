@@ -22,6 +22,7 @@ from msgspec import Struct, structs
 
 from supervisord_agents.errors import Conflict, SupervisorError
 from supervisord_agents.model import (
+    ACTIVE_STATES,
     AGENT_ID_PATTERN,
     LIVE_STATES,
     TERMINAL_STATES,
@@ -47,6 +48,7 @@ from supervisord_agents.registry import (
     ReportFinding,
     ReportProgress,
     RequestKill,
+    SetGlobalLimit,
     SpawnAgent,
     SpawnFailed,
     Started,
@@ -142,9 +144,9 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(
         aim=aim, i=pick, type=st.sampled_from(TYPES), parent=st.none() | st.tuples(aim, pick),
-        reuse_id=st.integers(0, 19),
+        reuse_id=st.integers(0, 19), queue=st.booleans(),
     )
-    def spawn(self, aim: str, i: int, type: str, parent: tuple[str, int] | None, reuse_id: int) -> None:
+    def spawn(self, aim: str, i: int, type: str, parent: tuple[str, int] | None, reuse_id: int, queue: bool) -> None:
         task_id = self.task_id(aim, i)
         if reuse_id == 0 and self.reg.agents:
             agent_id = self.agent_id("any", i)  # an id in use: Conflict
@@ -157,7 +159,11 @@ class RegistryMachine(RuleBasedStateMachine):
         agent = Agent(
             id=agent_id, task_id=task_id, type=type, parent=parent_id, depth=99, created_at=0.0, updated_at=0.0
         )
-        self.apply(SpawnAgent(agent))
+        self.apply(SpawnAgent(agent, queue=queue))
+
+    @rule(more=st.integers(0, 2))
+    def raise_global_cap(self, more: int) -> None:
+        self.apply(SetGlobalLimit(min(self.reg.global_max_concurrent + more, GLOBAL_CAP + 3)))
 
     @has_agents
     @rule(aim=aim, i=pick, session=st.sampled_from(SESSIONS), adopt=st.booleans())
@@ -204,7 +210,7 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule()
     def reload(self) -> None:
         """Restart: a registry rebuilt from its rows must be indistinguishable from the original."""
-        fresh = Registry(global_max_concurrent=GLOBAL_CAP)
+        fresh = Registry(global_max_concurrent=self.reg.global_max_concurrent)
         fresh.load(
             list(self.reg.tasks.values())[::-1],
             list(self.reg.agents.values())[::-1],
@@ -225,12 +231,12 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @invariant()
     def limits_hold(self) -> None:
-        live = [a for a in self.reg.agents.values() if a.state in LIVE_STATES]
-        assert len(live) <= GLOBAL_CAP
+        active = [a for a in self.reg.agents.values() if a.state in ACTIVE_STATES]
+        assert len(active) <= self.reg.global_max_concurrent
         for task in self.reg.tasks.values():
             mine = [a for a in self.reg.agents.values() if a.task_id == task.id]
             assert len(mine) <= task.limits.max_total
-            assert sum(a.state in LIVE_STATES for a in mine) <= task.limits.max_concurrent
+            assert sum(a.state in ACTIVE_STATES for a in mine) <= task.limits.max_concurrent
             assert all(1 <= a.depth <= task.limits.max_depth for a in mine)
         for agent in self.reg.agents.values():
             if agent.parent is None:
@@ -238,6 +244,17 @@ class RegistryMachine(RuleBasedStateMachine):
             else:
                 parent = self.reg.agents[agent.parent]
                 assert parent.task_id == agent.task_id and agent.depth == parent.depth + 1
+
+    @invariant()
+    def no_agent_waits_in_the_queue_for_a_free_slot(self) -> None:
+        agents = list(self.reg.agents.values())
+        full = sum(a.state in ACTIVE_STATES for a in agents) >= self.reg.global_max_concurrent
+        for agent in agents:
+            if agent.state is S.QUEUED:
+                limit = self.reg.tasks[agent.task_id].limits.max_concurrent
+                mine = sum(a.state in ACTIVE_STATES and a.task_id == agent.task_id for a in agents)
+                assert full or mine >= limit, f"{agent.id} is queued while a slot is free for it"
+                assert agent.tmux is None and agent.started_at is None
 
     @invariant()
     def live_sessions_and_types_are_unique(self) -> None:

@@ -344,3 +344,54 @@ def test_a_runaway_log_is_rotated_and_read_back_by_offset() -> None:
         assert earliest["offset"] > start and earliest["output"] == spam[start:earliest["offset"]]
     finally:
         d.close()
+
+
+def test_queued_spawns_start_as_slots_free_and_run_to_completion(fast: DaemonProcess, tmp_path: Path) -> None:
+    """With max concurrent 2, four spawns that ask to queue: two run, two return at once as
+    ``queued``; each queued agent starts when a running one ends, gets its prompt, and completes."""
+    task = fast.create_task(limits={"max_concurrent": 2})
+    copies = [tmp_path / f"prompt{i}" for i in range(4)]
+    agents = [fast.spawn_fake(task, f"q{i}", "--sleep", "2", "--copy-stdin", str(copies[i]), prompt=f"job {i}",
+                              queue=True) for i in range(4)]
+    assert [a["state"] for a in agents] == ["running", "running", "queued", "queued"]
+    counts = fast.call("task.get", task_id=task)["counts"]
+    assert (counts["active"], counts["queued"]) == (2, 2)
+    assert not files_of(fast, agents[2]).prompt.exists() and files_of(fast, agents[2]).launch.exists()
+    done = [fast.wait_state(a["id"]) for a in agents]
+    assert [a["state"] for a in done] == ["completed"] * 4
+    assert min(d["started_at"] for d in done[2:]) >= min(d["ended_at"] for d in done[:2])
+    for i, copy in enumerate(copies):
+        assert copy.read_text().startswith(f"job {i}")
+    for agent in done[2:]:
+        files = files_of(fast, cleaned(fast, agent["id"]))
+        assert not files.launch.exists() and not files.prompt.exists()
+
+
+def test_a_queued_agent_survives_a_daemon_restart_and_can_be_killed_before_it_starts(
+    fast: DaemonProcess, tmp_path: Path,
+) -> None:
+    task = fast.create_task(limits={"max_concurrent": 1})
+    first = fast.spawn_fake(task, "first", "--sleep", "2")
+    waiting = fast.spawn_fake(task, "waiting", "--copy-stdin", str(tmp_path / "prompt"), prompt="after restart",
+                              queue=True)
+    dropped = fast.spawn_fake(task, "dropped", queue=True)
+    killed = fast.call("agent.kill", agent_id=dropped["id"], reason="not needed")
+    assert killed["state"] == "killed" and killed["exit"]["decided_by"] == "kill"
+    assert not files_of(fast, cleaned(fast, dropped["id"])).launch.exists()
+    fast.kill()  # SIGKILL: the queue is in the database, the launch record on disk
+    fast.start()
+    assert fast.call("agent.get", agent_id=waiting["id"])["state"] == "queued"
+    assert fast.wait_state(first["id"])["state"] == "completed"
+    assert fast.wait_state(waiting["id"])["state"] == "completed"
+    assert (tmp_path / "prompt").read_text().startswith("after restart")
+
+
+def test_agentctl_spawn_queue(fast: DaemonProcess) -> None:
+    task = fast.create_task(limits={"max_concurrent": 1})
+    fast.spawn_fake(task, "busy", "--sleep", "30")
+    refused = fast.agentctl("spawn", "--task", task, "--type", "late", "--", sys.executable, FAKE_AGENT)
+    assert refused.returncode != 0 and "max concurrent 1" in refused.stderr
+    queued = fast.agentctl("spawn", "--task", task, "--type", "late", "--queue", "--", sys.executable, FAKE_AGENT)
+    assert queued.returncode == 0 and queued.stdout.endswith(" queued\n")
+    status = fast.agentctl("status")
+    assert "1 active, 1 queued" in status.stdout
