@@ -206,7 +206,9 @@ class Effects:
         # never got that far) the runner itself, the pane's process, leads its own group.
         pgid = start.pgid if start is not None else (agent.tmux.pane_pid if agent.tmux is not None else None)
         if pgid is not None:
-            extra = procs.descendants(start.child_pid) if tree and start is not None else []
+            # The runner is the agent's subreaper (Linux): every descendant, even one that
+            # left the group with setsid, is below it.
+            extra = procs.descendants(start.runner_pid) if tree and start is not None else []
             report = await procs.terminate_group(pgid, grace=self.config.daemon.kill_grace, extra_pids=extra)
             survivors = list(report.survivors)
         if agent.tmux is not None:

@@ -231,9 +231,10 @@ def pump(pid: int, out_r: int, err_r: int, tee: Tee) -> tuple[int, Any]:
                 os.close(fd)
         if exited_at is None and _has_exited(pid):
             exited_at = time.monotonic()
-            # What the agent left running in its group must not outlive it: a grandchild
-            # holding the pipes would otherwise keep us waiting forever.
-            _end_group(pid)
+            # What the agent left running must not outlive it: a grandchild holding the
+            # pipes would otherwise keep us waiting forever, and a leaked one would burn
+            # memory and tokens.
+            _end_leftovers(pid)
         elif exited_at is not None and not ready and time.monotonic() - exited_at > 1.0:
             break
     for fd in open_fds:
@@ -241,9 +242,11 @@ def pump(pid: int, out_r: int, err_r: int, tee: Tee) -> tuple[int, Any]:
     while True:
         try:
             _, status, rusage = os.wait4(pid, 0)
-            return status, rusage
+            break
         except InterruptedError:
             continue
+    _reap_orphans()
+    return status, rusage
 
 
 def _has_exited(pid: int) -> bool:
@@ -255,41 +258,94 @@ def _has_exited(pid: int) -> bool:
     return info is not None
 
 
-def _end_group(pgid: int) -> None:
+def become_subreaper() -> bool:
+    """Linux: make the agent's orphaned descendants ours instead of init's, so that none
+    escapes by double-forking or ``setsid`` (see :func:`_end_leftovers`)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes  # only here: the import costs a few ms
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _end_leftovers(pgid: int) -> None:
+    """SIGTERM, then SIGKILL after a second, whatever the agent left running: its process
+    group, and every process descended from us (as subreaper, orphans of any group or
+    session are re-parented to us)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            return  # nothing left (ESRCH) or not ours
+        pids = _leftovers(pgid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass  # gone meanwhile (ESRCH)
         if sig == signal.SIGTERM:
             deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline and _group_alive(pgid):
+            while time.monotonic() < deadline and _leftovers(pgid):
                 time.sleep(0.02)
 
 
-def _group_alive(pgid: int) -> bool:
-    # A few lines shared in spirit with procs.py, on purpose: importing procs would pull
-    # trio and msgspec into every agent's start.
-    try:
-        os.killpg(pgid, 0)
-    except OSError:
-        return False
-    # The zombie leader keeps the group "alive" for kill(0); look for a live member.
+def _leftovers(pgid: int) -> list[int]:
+    # Shared in spirit with procs.py, on purpose: importing procs would pull trio and
+    # msgspec into every agent's start. Zombies are not left over: they are only waiting
+    # to be reaped (the agent itself, until we reap it, among them).
     try:
         names = os.listdir("/proc")
     except OSError:
-        return True
+        return _group_fallback(pgid)
+    me = os.getpid()
+    parent: dict[int, int] = {}
+    in_group: list[int] = []
     for name in names:
-        if not name.isdigit() or int(name) == pgid:
+        if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+        if fields[0] == b"Z":
+            continue
+        pid = int(name)
+        parent[pid] = int(fields[1])
+        if int(fields[2]) == pgid:
+            in_group.append(pid)
+    ours = set(in_group)
+    for pid in parent:
+        ancestor, hops = parent[pid], 0
+        while ancestor > 1 and ancestor != me and hops < 64:
+            ancestor, hops = parent.get(ancestor, 0), hops + 1
+        if ancestor == me:
+            ours.add(pid)
+    return sorted(ours)
+
+
+def _group_fallback(pgid: int) -> list[int]:
+    """Without /proc (macOS): the group, if anything of it answers."""
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return []
+    return [-pgid]  # os.kill(-pgid, sig) signals the whole group
+
+
+def _reap_orphans() -> None:
+    """Reap adopted orphans that have exited (call only once the agent is reaped)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    become_subreaper()
     try:
         pid = spawn(args, out_w, err_w)
     except OSError as e:

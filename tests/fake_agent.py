@@ -55,7 +55,14 @@ def main() -> None:
         sys.stderr.write(args.stderr + "\n")
         sys.stderr.flush()
     if args.child_sleep:
-        subprocess.Popen(["sleep", str(args.child_sleep)], start_new_session=True)
+        # A double fork into a session of its own: the grandchild outlives us, and no
+        # process group or parent link of ours leads to it.
+        launcher = (f"import subprocess; p = subprocess.Popen(['sleep', '{args.child_sleep}'], "
+                    "start_new_session=True, stdout=subprocess.DEVNULL); print(p.pid)")
+        child = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+        out, _ = child.communicate()
+        sys.stdout.write(f"grandchild {out.strip()}\n")
+        sys.stdout.flush()
     if args.report:
         argv = ["agentctl", "progress", "halfway there", "--percent", "50", "--activity", "working"]
         subprocess.run(argv, check=True)

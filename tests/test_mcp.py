@@ -111,6 +111,20 @@ async def test_an_orchestration_end_to_end(daemon: DaemonProcess) -> None:
         assert repair["dry_run"] is True
 
 
+async def test_a_spawn_over_the_limit_can_queue(daemon: DaemonProcess) -> None:
+    async with shim(daemon) as session:
+        task = await tool(session, "create_task", description="t", working_directory=str(daemon.base),
+                          max_concurrent=1)
+        busy = await tool(session, "spawn_agent", task_id=task["id"], type="busy", prompt="x", provider="command",
+                          argv=fake("--sleep", "60"))
+        queued = await tool(session, "spawn_agent", task_id=task["id"], type="next", prompt="x", provider="command",
+                            argv=fake(), queue=True)
+        assert queued["state"] == "queued"
+        await tool(session, "kill_agent", agent_id=busy["id"])
+        waited = await tool(session, "wait_for_agents", agent_ids=[queued["id"]], timeout_seconds=30)
+        assert waited["done"] and waited["agents"][0]["state"] == "completed"
+
+
 async def test_errors_are_tool_errors_and_the_shim_keeps_serving(daemon: DaemonProcess) -> None:
     async with shim(daemon) as session:
         task = await tool(session, "create_task", description="t", working_directory=str(daemon.base))

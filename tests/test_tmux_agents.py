@@ -395,3 +395,19 @@ def test_agentctl_spawn_queue(fast: DaemonProcess) -> None:
     assert queued.returncode == 0 and queued.stdout.endswith(" queued\n")
     status = fast.agentctl("status")
     assert "1 active, 1 queued" in status.stdout
+
+
+@pytest.mark.parametrize("end", ["exit", "kill"])
+def test_nothing_the_agent_started_outlives_it(fast: DaemonProcess, end: str) -> None:
+    """A grandchild that escaped the agent's group and session (double fork + setsid) is ended
+    with the agent, whether the agent exits by itself or is killed: the runner is its subreaper."""
+    task = fast.create_task()
+    agent = fast.spawn_fake(task, "leaky", "--child-sleep", "120", "--sleep", "60" if end == "kill" else "0.5")
+    out = eventually(lambda: fast.call("agent.output", agent_id=agent["id"], regex="^grandchild")["output"],
+                     what="the grandchild's pid")
+    grandchild = int(out.split()[1])
+    assert alive(grandchild)
+    if end == "kill":
+        fast.call("agent.kill", agent_id=agent["id"])
+    assert fast.wait_state(agent["id"])["state"] == ("completed" if end == "exit" else "killed")
+    eventually(lambda: not alive(grandchild), timeout=10, what="the grandchild gone")
