@@ -103,7 +103,7 @@ def cmd_tasks(args: argparse.Namespace, c: Client) -> int:
 
 def cmd_task_create(args: argparse.Namespace, c: Client) -> int:
     limits = {k: v for k, v in (("max_concurrent", args.max_concurrent), ("max_total", args.max_total),
-                                ("max_depth", args.max_depth)) if v is not None}
+                                ("max_depth", args.max_depth), ("max_cost_usd", args.max_cost)) if v is not None}
     context = {k: v for k, v in (("background", args.background), ("deliverables", args.deliverable),
                                  ("success_criteria", args.criterion), ("constraints", args.constraint),
                                  ("relevant_files", args.file)) if v}
@@ -117,6 +117,12 @@ def cmd_task_create(args: argparse.Namespace, c: Client) -> int:
     return EXIT_OK
 
 
+def _cost_line(headroom: dict[str, Any]) -> str:
+    if headroom.get("cost_left_usd") is not None:
+        return f"; spent ${headroom['cost_usd']:.4f}, ${headroom['cost_left_usd']:.4f} of the budget left"
+    return f"; spent ${headroom['cost_usd']:.4f}" if headroom.get("cost_usd") else ""
+
+
 def cmd_task_show(args: argparse.Namespace, c: Client) -> int:
     status = c.call("task.get", task_id=args.task)
     if args.json:
@@ -125,7 +131,8 @@ def cmd_task_show(args: argparse.Namespace, c: Client) -> int:
     t, h = status["task"], status["headroom"]
     sys.stdout.write(f"{t['id']}  {t['state']}  {t.get('priority', 'P2')}\n{t['description']}\n"
                      f"agents: {counts_cell(status['counts'])}; room for {h['concurrent_left']} more concurrent, "
-                     f"{h['total_left']} more in total; max depth {h['max_depth']}\n\n")
+                     f"{h['total_left']} more in total; max depth {h['max_depth']}"
+                     f"{_cost_line(h)}\n\n")
     sys.stdout.write(table(agent_rows(status["agents"]), AGENT_HEADERS))
     for f in status["latest_findings"]:
         sys.stdout.write(f"finding #{f['seq']} [{f['severity']}] {f['type']}: {f['message'][:100]}\n")
@@ -440,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int)
     p.add_argument("--max-total", type=int)
     p.add_argument("--max-depth", type=int)
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="a budget: no more spawns once the task's ended agents cost this much")
     p.add_argument("--background")
     p.add_argument("--deliverable", action="append")
     p.add_argument("--criterion", action="append", help="a success criterion")

@@ -93,13 +93,16 @@ async def create_task(
     max_concurrent: Annotated[int | None, Field(description="Live agents at once (default 20).")] = None,
     max_total: Annotated[int | None, Field(description="Agents ever spawned (default 45).")] = None,
     max_depth: Annotated[int | None, Field(description="Spawn depth (default 5).")] = None,
+    max_cost_usd: Annotated[float | None, Field(description="A budget in USD: no more spawns once the task's "
+                                                            "ended agents have cost this much.")] = None,
 ) -> dict[str, Any]:
     """Create a task: the unit that groups agents, their limits and the context every agent's
     prompt receives. Use it once per piece of work, before spawning agents. Returns the task
     (its `id` is what spawn_agent needs) with its limits."""
     context = {"background": background, "deliverables": deliverables, "success_criteria": success_criteria,
                "constraints": constraints, "relevant_files": relevant_files}
-    given = {"max_concurrent": max_concurrent, "max_total": max_total, "max_depth": max_depth}
+    given = {"max_concurrent": max_concurrent, "max_total": max_total, "max_depth": max_depth,
+             "max_cost_usd": max_cost_usd}
     limits = {k: v for k, v in given.items() if v is not None}
     if limits:  # a partial override keeps the defaults for the rest
         limits = {"max_concurrent": 20, "max_total": 45, "max_depth": 5} | limits
@@ -112,9 +115,10 @@ async def create_task(
 
 @server.tool()
 async def get_task_status(task_id: str) -> dict[str, Any]:
-    """Where a task stands: counts (active, completed, failed, killed, lost, spawned), every agent
-    with its state, activity, progress and last message, the latest findings, and the headroom
-    left under the task's limits. Answered from the supervisor's memory: cheap to call."""
+    """Where a task stands: counts (active, queued, completed, failed, killed, lost, spawned),
+    every agent with its state, activity, progress and last message, the latest findings, and the
+    headroom left under the task's limits (and what its agents cost, against its budget).
+    Answered from the supervisor's memory: cheap to call."""
     status: dict[str, Any] = await call("task.get", task_id=task_id)
     return status
 

@@ -174,6 +174,7 @@ class Api:
         task = self.registry.task(task_id)
         counts = self.registry.counts(task_id)
         limits = task.limits
+        spent = self.registry.cost(task_id)
         return TaskStatus(
             task=task,
             counts=counts,
@@ -181,6 +182,8 @@ class Api:
                 concurrent_left=max(0, limits.max_concurrent - counts.active),
                 total_left=max(0, limits.max_total - counts.spawned),
                 max_depth=limits.max_depth,
+                cost_usd=spent,
+                cost_left_usd=None if limits.max_cost_usd is None else max(0.0, limits.max_cost_usd - spent),
             ),
             agents=list(self.registry.agents_of(task_id)),
             latest_findings=self.registry.findings_of(task_id)[-LATEST_FINDINGS:],

@@ -109,6 +109,9 @@ class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_concurrent: Annotated[int, Meta(ge=1, le=1000)] = 20
     max_total: Annotated[int, Meta(ge=1, le=100_000)] = 45
     max_depth: Annotated[int, Meta(ge=1, le=50)] = 5
+    #: A budget: no spawn once the task's ended agents have cost this much (USD, from their
+    #: final stream-json results). None: no budget.
+    max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None = None
 
 
 class TaskContext(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):

@@ -250,6 +250,8 @@ class Headroom(Struct, kw_only=True):
     concurrent_left: int
     total_left: int
     max_depth: int
+    cost_usd: float = 0.0  # what the task's ended agents cost
+    cost_left_usd: float | None = None  # of its budget, if it has one
 
 
 class TaskStatus(Struct, kw_only=True):

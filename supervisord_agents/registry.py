@@ -42,6 +42,7 @@ This module does no I/O and reads no clock; ``now`` is an argument.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
@@ -233,6 +234,13 @@ class Registry:
             spawned=spawned,
         )
 
+    def cost(self, task_id: str) -> float:
+        """What a task's ended agents cost (USD, from their final results): summed from the
+        rows when asked, like every count, so it cannot drift."""
+        return math.fsum(
+            a.exit.cost_usd for a in self.agents_of(task_id) if a.exit is not None and a.exit.cost_usd is not None
+        )
+
     def findings_of(self, task_id: str | None) -> list[Finding]:
         """Findings of one task (or all), in sequence order. Do not mutate the list."""
         return self.findings if task_id is None else self._task_findings.get(task_id, [])
@@ -349,7 +357,7 @@ class Registry:
 
     def check_admission(self, task: Task, type: str, depth: int) -> None:
         """Raise LimitExceeded (or DuplicateAgent) if a spawn breaks a limit that waiting
-        would not lift: depth, one live agent per type, total spawned."""
+        would not lift: depth, one live agent per type, total spawned, the budget."""
         limits = task.limits
         if depth > limits.max_depth:
             raise LimitExceeded(
@@ -368,6 +376,13 @@ class Registry:
                 f"task {task.id} has spawned {spawned} agents (max total {limits.max_total})",
                 data={"limit": "max_total", "value": limits.max_total},
             )
+        if limits.max_cost_usd is not None:
+            spent = self.cost(task.id)
+            if spent >= limits.max_cost_usd:
+                raise LimitExceeded(
+                    f"task {task.id} has spent ${spent:.4f} of its ${limits.max_cost_usd:.4f} budget",
+                    data={"limit": "max_cost_usd", "value": limits.max_cost_usd},
+                )
 
     def _slot_refusal(self, task: Task) -> LimitExceeded | None:
         active = self._active(task.id)

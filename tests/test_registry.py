@@ -412,6 +412,22 @@ def test_the_global_cap_queues_across_tasks_and_a_higher_cap_starts_the_queue() 
     assert w.reg.counts() == Counts(active=3, completed=1, spawned=4)
 
 
+def test_a_budget_refuses_spawns_once_the_ended_agents_cost_it() -> None:
+    """With max_cost_usd, spawns are admitted until the costs in the task's exit records reach the
+    budget; then every spawn is refused, queueing or not. The cost is summed from the rows."""
+    w = World()
+    task = w.task(max_cost_usd=1)  # type: ignore[arg-type]
+    costly = Exit(decided_by=DecidedBy.EXIT_STATUS, code=0, cost_usd=0.6)
+    w.exit(w.run(task, "a"), costly)
+    running = w.run(task, "b")
+    assert w.reg.cost(task.id) == 0.6  # a live agent's cost is not known until it ends
+    w.exit(running, costly)
+    assert w.reg.cost(task.id) == 1.2
+    for queue in (False, True):
+        error = assert_refused(w.reg, SpawnAgent(agent_row(task, "c", 900), queue=queue), LimitExceeded)
+        assert error.data == {"limit": "max_cost_usd", "value": 1}
+
+
 def test_closed_task_refuses_spawns() -> None:
     """A closed task admits no more agents, and cannot be closed twice."""
     w = World()

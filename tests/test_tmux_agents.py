@@ -411,3 +411,21 @@ def test_nothing_the_agent_started_outlives_it(fast: DaemonProcess, end: str) ->
         fast.call("agent.kill", agent_id=agent["id"])
     assert fast.wait_state(agent["id"])["state"] == ("completed" if end == "exit" else "killed")
     eventually(lambda: not alive(grandchild), timeout=10, what="the grandchild gone")
+
+
+def test_a_task_budget_stops_spawns_once_its_agents_cost_it(daemon: DaemonProcess) -> None:
+    """Each fake agent's final result reports $0.0123; with a $0.02 budget two run, the third is refused."""
+    (daemon.base / "config.toml").write_text(
+        f'[providers.fake]\nargv = ["{sys.executable}", "{FAKE_AGENT}", "--result", "ok"]\nstream_json = true\n'
+        "model_flag = []\n")
+    daemon.stop()
+    daemon.start()
+    task = daemon.create_task(limits={"max_cost_usd": 0.02})
+    for i in range(2):
+        done = daemon.wait_state(daemon.call("agent.spawn", task_id=task, type=f"w{i}", provider="fake")["id"])
+        assert done["exit"]["cost_usd"] == pytest.approx(0.0123)
+    status = daemon.call("task.get", task_id=task)["headroom"]
+    assert status["cost_usd"] == pytest.approx(0.0246) and status["cost_left_usd"] == 0.0
+    with pytest.raises(LimitExceeded, match="budget"):
+        daemon.call("agent.spawn", task_id=task, type="w2", provider="fake")
+    assert "$0.0000 of the budget left" in daemon.agentctl("task", "show", task).stdout
