@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable
@@ -203,8 +204,36 @@ class ControlModeTmux:
             await self._command(["refresh-client", "-f", "no-output"])
         except TmuxError:
             pass  # older tmux: %output lines are ignored anyway
+        await self._detach_stale_clients(proc.pid)
         log.info("tmux_connected", socket=str(self.socket_path), pid=proc.pid)
         self._changed.set()  # whatever happened while we were away
+
+    async def _detach_stale_clients(self, ours: int) -> None:
+        """End the control clients a previous daemon left behind (it was killed before it
+        could stop them). On tmux 3.3a some never notice that their daemon is gone, and
+        neither detach-client nor SIGTERM ends them (each waits on the server), while a
+        server with them attached ignores kill-server; so they are detached, then
+        signalled by the pid tmux reports for them, SIGKILL last. Only control clients on
+        our private server: a person attached with ``agentctl attach`` stays."""
+        try:
+            lines = await self._command(["list-clients", "-F", "#{client_pid} #{client_control_mode} #{client_name}"])
+        except TmuxError as e:
+            log.warning("tmux_list_clients_failed", error=e.message)
+            return
+        stale: dict[int, str] = {}
+        for line in lines:
+            pid, control, name = (line.split(" ", 2) + ["", ""])[:3]
+            if control == "1" and pid.isdigit() and int(pid) not in (ours, 0, 1) and name:
+                stale[int(pid)] = name
+        if not stale:
+            return
+        await self._pipeline([["detach-client", "-t", name] for name in stale.values()])
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for client in stale:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(client, sig)
+            await trio.sleep(0.2)
+        log.info("tmux_stale_clients_ended", pids=sorted(stale))
 
     async def _ensure_server(self) -> None:
         """Start our private server with its keeper session, unless it is running."""

@@ -142,9 +142,20 @@ class DaemonProcess:
             self.proc.wait()
 
     def kill_tmux(self) -> None:
-        """Kill this daemon's private tmux server, by its socket."""
-        if self.tmux_socket.exists():
-            subprocess.run(["tmux", "-S", str(self.tmux_socket), "kill-server"], capture_output=True, check=False)
+        """Kill this daemon's private tmux server, by its socket (and, should it linger, by
+        the pid it reports through that socket)."""
+        if not self.tmux_socket.exists():
+            return
+        tmux = ["tmux", "-S", str(self.tmux_socket)]
+        pid = subprocess.run([*tmux, "display-message", "-p", "#{pid}"], capture_output=True, text=True, check=False)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+        if pid.returncode == 0 and pid.stdout.strip().isdigit():
+            server = int(pid.stdout)
+            deadline = time.monotonic() + 5
+            while alive(server) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if alive(server):
+                os.kill(server, signal.SIGKILL)
 
     def close(self) -> None:
         self.stop()

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.client import Client
-from supervisord_agents.errors import SupervisorError
+from supervisord_agents.errors import IllegalTransition, SupervisorError
 from supervisord_agents.protocol import METHODS
 from supervisord_agents.tmux import AGENT_MARKER
 from tests.harness import DaemonProcess, eventually, short_tmpdir
@@ -40,6 +40,7 @@ from tests.harness import DaemonProcess, eventually, short_tmpdir
 SOAK = int(os.environ.get("SUPERVISORD_AGENTS_SOAK", "1"))
 FIGURES: dict[str, Any] = {}
 LIVE = ("queued", "starting", "running", "stopping")
+GLOBAL_CAP = 100  # the daemon's default global_max_concurrent
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,6 +49,13 @@ def report_figures() -> Iterator[None]:
     path = os.environ.get("SUPERVISORD_AGENTS_FAULT_REPORT")
     if path:
         Path(path).write_text(json.dumps(FIGURES, indent=2, sort_keys=True))
+
+
+def control_clients(d: DaemonProcess) -> list[int]:
+    """Pids of the control-mode clients attached to the daemon's tmux server."""
+    listing = ["tmux", "-S", str(d.tmux_socket), "list-clients", "-F", "#{client_pid} #{client_control_mode}"]
+    out = subprocess.run(listing, capture_output=True, text=True, check=False).stdout
+    return [int(pid) for pid, control in (line.split() for line in out.splitlines()) if control == "1"]
 
 
 def marked_sessions(d: DaemonProcess) -> dict[str, str]:
@@ -97,11 +105,13 @@ def recount(agents: list[dict[str, Any]]) -> dict[str, int]:
 
 
 class Load:
-    """Eight clients doing a mixed load, recording what was acknowledged."""
+    """Eight clients doing a mixed load, recording what was acknowledged. Half the spawns
+    go to a narrow task (max concurrent 3) and ask to queue."""
 
-    def __init__(self, d: DaemonProcess, task: str) -> None:
+    def __init__(self, d: DaemonProcess, task: str, narrow: str) -> None:
         self.d = d
         self.task = task
+        self.narrow = narrow
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.findings: set[str] = set()
@@ -109,6 +119,7 @@ class Load:
         self.killed: set[str] = set()
         self.progress: dict[str, int] = {}
         self.requests = 0
+        self.queued = 0  # spawns acknowledged as queued
 
     def run(self, worker: int) -> None:
         rng = random.Random(worker)
@@ -133,13 +144,18 @@ class Load:
             with self.lock:
                 self.findings.add(message)
         elif action < 0.6 and len(mine) < 2:
-            agent = c.call("agent.spawn", task_id=self.task, type=f"w{worker}-{n}", argv=[
-                "sleep", str(rng.choice([0.2, 1, 30]))])
+            queue = rng.random() < 0.5
+            agent = c.call("agent.spawn", task_id=self.narrow if queue else self.task, type=f"w{worker}-{n}",
+                           argv=["sleep", str(rng.choice([0.2, 1, 30]))], queue=queue)
             with self.lock:
                 self.spawned.add(agent["id"])
+                self.queued += agent["state"] == "queued"
             mine.append(agent["id"])
         elif action < 0.8 and mine:
-            agent = c.call("agent.progress", agent_id=mine[-1], message=f"p{n}", percent=n % 100)
+            try:
+                agent = c.call("agent.progress", agent_id=mine[-1], message=f"p{n}", percent=n % 100)
+            except IllegalTransition:
+                return  # queued (not started yet) or already ended
             with self.lock:
                 self.progress[agent["id"]] = n % 100
         elif action < 0.9 and mine:
@@ -158,7 +174,8 @@ def test_crash_anywhere_loses_nothing_acknowledged() -> None:
     try:
         d.start()
         task = d.create_task(limits={"max_concurrent": 1000, "max_total": 100_000})
-        load = Load(d, task)
+        narrow = d.create_task(limits={"max_concurrent": 3, "max_total": 100_000})
+        load = Load(d, task, narrow)
         for _ in range(rounds):
             threads = [threading.Thread(target=load.run, args=(w,), daemon=True) for w in range(8)]
             for t in threads:
@@ -176,6 +193,7 @@ def test_crash_anywhere_loses_nothing_acknowledged() -> None:
         FIGURES["crash_requests"] = load.requests
         FIGURES["crash_acked_findings"] = len(load.findings)
         FIGURES["crash_acked_spawns"] = len(load.spawned)
+        FIGURES["crash_acked_queued"] = load.queued
         FIGURES["crash_acked_kills"] = len(load.killed)
         d.stop()
         with contextlib.closing(sqlite3.connect(d.state_dir / "state.sqlite3")) as db:
@@ -195,15 +213,24 @@ def check_after_restart(d: DaemonProcess, load: Load) -> None:
     sessions = marked_sessions(d)  # taken before the pass: nothing starts meanwhile
     d.call("daemon.reconcile")
     agents = {a["id"]: a for a in d.call("agent.list")}
-    live = {a for a, row in agents.items() if row["state"] in LIVE}
+    live = {a for a, row in agents.items() if row["state"] in LIVE and row["state"] != "queued"}
     ghosts = [a for a in live if a not in sessions]
     # After one pass, a live agent must have had a session: otherwise it is a ghost.
     assert not ghosts, f"live agents without a session: {ghosts}"
     stray = [a for a in sessions if a not in agents or agents[a]["state"] not in LIVE]
     if stray:  # sessions of ended agents are killed again by the pass just run
         eventually(lambda: not [a for a in marked_sessions(d) if a in stray], timeout=30, what="stray sessions gone")
-    status = d.call("task.get", task_id=load.task)  # counts and rows from one moment
-    assert status["counts"] == recount(status["agents"])
+    # The control clients of the daemons killed so far are gone: only the live daemon's is attached.
+    eventually(lambda: len(control_clients(d)) == 1, timeout=10, what="one tmux control client")
+    for task in (load.task, load.narrow):
+        status = d.call("task.get", task_id=task)  # counts and rows from one moment
+        assert status["counts"] == recount(status["agents"])
+    # Nobody waits in the queue while a slot is free for it, even across crashes: the narrow
+    # task is at its 3 slots, or the whole daemon at its global cap.
+    rows = d.call("agent.list")  # every agent, at one moment
+    active = [a for a in rows if a["state"] in LIVE and a["state"] != "queued"]
+    if any(a["state"] == "queued" for a in rows):
+        assert sum(a["task_id"] == load.narrow for a in active) == 3 or len(active) >= GLOBAL_CAP
     assert d.call("daemon.health")["ok"]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -429,3 +430,25 @@ def test_a_task_budget_stops_spawns_once_its_agents_cost_it(daemon: DaemonProces
     with pytest.raises(LimitExceeded, match="budget"):
         daemon.call("agent.spawn", task_id=task, type="w2", provider="fake")
     assert "$0.0000 of the budget left" in daemon.agentctl("task", "show", task).stdout
+
+
+def test_a_killed_daemon_leaves_no_control_client_behind(fast: DaemonProcess) -> None:
+    """The control clients of SIGKILLed daemons are detached by the next one: one stays
+    attached, and the tmux server can still be shut down (tmux 3.3a ignores kill-server
+    while a stale control client hangs on)."""
+    def control_clients() -> list[int]:
+        out = subprocess.run(["tmux", "-S", str(fast.tmux_socket), "list-clients", "-F",
+                              "#{client_pid} #{client_control_mode}"], capture_output=True, text=True, check=True)
+        return [int(pid) for pid, control in (line.split() for line in out.stdout.splitlines()) if control == "1"]
+
+    first = control_clients()
+    for _ in range(2):
+        fast.kill()
+        fast.start()
+    eventually(lambda: len(control_clients()) == 1, timeout=10, what="one control client")
+    assert not any(alive(pid) for pid in first)
+    server = int(subprocess.run(["tmux", "-S", str(fast.tmux_socket), "display-message", "-p", "#{pid}"],
+                                capture_output=True, text=True, check=True).stdout)
+    fast.stop()
+    fast.kill_tmux()
+    eventually(lambda: not alive(server), timeout=10, what="the tmux server gone")
