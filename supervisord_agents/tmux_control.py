@@ -213,10 +213,12 @@ class ControlModeTmux:
         could stop them). On tmux 3.3a some never notice that their daemon is gone, and
         neither detach-client nor SIGTERM ends them (each waits on the server), while a
         server with them attached ignores kill-server; so they are detached, then
-        signalled by the pid tmux reports for them, SIGKILL last. Only control clients on
-        our private server: a person attached with ``agentctl attach`` stays."""
+        signalled by the pid tmux reports for them, SIGKILL last. Only control clients of
+        our own keeper session on our private server: a person attached to an agent (with
+        ``agentctl attach``, or iTerm2's control mode) stays."""
         try:
-            lines = await self._command(["list-clients", "-F", "#{client_pid} #{client_control_mode} #{client_name}"])
+            lines = await self._command(["list-clients", "-t", "=" + CONTROL_SESSION, "-F",
+                                         "#{client_pid} #{client_control_mode} #{client_name}"])
         except TmuxError as e:
             log.warning("tmux_list_clients_failed", error=e.message)
             return

@@ -210,13 +210,24 @@ def check_after_restart(d: DaemonProcess, load: Load) -> None:
     agents = {a["id"]: a for a in d.call("agent.list")}
     assert spawned <= set(agents), f"lost spawns: {sorted(spawned - set(agents))[:5]}"
     assert all(agents[a]["state"] in ("killed", "completed", "failed", "lost") for a in killed)
-    sessions = marked_sessions(d)  # taken before the pass: nothing starts meanwhile
+    sessions = marked_sessions(d)  # taken before the pass
+    pass_started = time.time()
     d.call("daemon.reconcile")
     agents = {a["id"]: a for a in d.call("agent.list")}
-    live = {a for a, row in agents.items() if row["state"] in LIVE and row["state"] != "queued"}
-    ghosts = [a for a in live if a not in sessions]
+    # Queued agents start by themselves whenever an agent ends (the pass may end some): those
+    # started since the first listing are in this one, or still `starting` (in flight).
+    sessions_after = marked_sessions(d)
+    live = {a for a, row in agents.items() if row["state"] in ("running", "stopping")}
+    ghosts = [a for a in live if a not in sessions and a not in sessions_after]
     # After one pass, a live agent must have had a session: otherwise it is a ghost.
     assert not ghosts, f"live agents without a session: {ghosts}"
+    # And no agent stays `starting` (one a crash left so is settled by the pass; one promoted
+    # from the queue just before it is on its way to `running`).
+    def settled() -> bool:
+        rows = d.call("agent.list", state="starting")
+        return not [a for a in rows if a["updated_at"] < pass_started]
+
+    eventually(settled, timeout=15, what="agents from before the pass settled out of starting")
     stray = [a for a in sessions if a not in agents or agents[a]["state"] not in LIVE]
     if stray:  # sessions of ended agents are killed again by the pass just run
         eventually(lambda: not [a for a in marked_sessions(d) if a in stray], timeout=30, what="stray sessions gone")
