@@ -66,9 +66,9 @@ class AgentFiles:
         if self.log.exists():
             start = 0
             if segments:
-                first, newest = segments[-1]
+                newest_start, newest = segments[-1]
                 try:
-                    start = first + newest.stat().st_size
+                    start = newest_start + newest.stat().st_size
                 except FileNotFoundError:
                     pass
             segments.append((start, self.log))

@@ -216,26 +216,37 @@ class ControlModeTmux:
         signalled by the pid tmux reports for them, SIGKILL last. Only control clients of
         our own keeper session on our private server: a person attached to an agent (with
         ``agentctl attach``, or iTerm2's control mode) stays."""
-        try:
-            lines = await self._command(["list-clients", "-t", "=" + CONTROL_SESSION, "-F",
-                                         "#{client_pid} #{client_control_mode} #{client_name}"])
-        except TmuxError as e:
-            log.warning("tmux_list_clients_failed", error=e.message)
-            return
-        stale: dict[int, str] = {}
-        for line in lines:
-            pid, control, name = (line.split(" ", 2) + ["", ""])[:3]
-            if control == "1" and pid.isdigit() and int(pid) not in (ours, 0, 1) and name:
-                stale[int(pid)] = name
+        stale = await self._control_clients(ours)
         if not stale:
             return
         await self._pipeline([["detach-client", "-t", name] for name in stale.values()])
+        ended = sorted(stale)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for client in stale:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(client, sig)
             await trio.sleep(0.2)
-        log.info("tmux_stale_clients_ended", pids=sorted(stale))
+            # Signal again only pids tmux still reports as its clients: one that has exited
+            # may have been reused by a process that is not ours.
+            stale = await self._control_clients(ours)
+            if not stale:
+                break
+        log.info("tmux_stale_clients_ended", pids=ended, survivors=sorted(stale) or None)
+
+    async def _control_clients(self, ours: int) -> dict[int, str]:
+        """Control clients of the keeper session other than ours: pid -> client name."""
+        try:
+            lines = await self._command(["list-clients", "-t", "=" + CONTROL_SESSION, "-F",
+                                         "#{client_pid} #{client_control_mode} #{client_name}"])
+        except TmuxError as e:
+            log.warning("tmux_list_clients_failed", error=e.message)
+            return {}
+        clients: dict[int, str] = {}
+        for line in lines:
+            pid, control, name = (line.split(" ", 2) + ["", ""])[:3]
+            if control == "1" and pid.isdigit() and int(pid) not in (ours, 0, 1) and name:
+                clients[int(pid)] = name
+        return clients
 
     async def _ensure_server(self) -> None:
         """Start our private server with its keeper session, unless it is running."""
