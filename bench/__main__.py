@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 import libtmux  # noqa: E402
 
 from bench import old_registry  # noqa: E402
-from clients.client import Client  # noqa: E402
+from supervisord_agents.clients.client import Client  # noqa: E402
 from supervisord_agents.commands import Event, EventKind  # noqa: E402
-from supervisord_agents.model import Agent, AgentState, Cleanup, DecidedBy, Exit, Task  # noqa: E402
+from supervisord_agents.model import Agent, AgentState, CleanupRecord, DecidedBy, Exit, Task  # noqa: E402
 from supervisord_agents.store import Batch, Store  # noqa: E402
 from tests.harness import DaemonProcess  # noqa: E402
 
@@ -74,7 +74,7 @@ def seed(d: DaemonProcess, agents: int, events: int = 0) -> str:
     now = time.time()
     task = Task(id="TASK-20260101-000000-0000beef", description="seeded", created_at=now)
     rows = [Agent(id=f"w{i}-000000-{i:06x}", task_id=task.id, type=f"w{i}", state=AgentState.COMPLETED,
-                  exit=Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), cleanup=Cleanup(ok=True, at=now),
+                  exit=Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), cleanup=CleanupRecord(ok=True, at=now),
                   created_at=now, updated_at=now, ended_at=now) for i in range(agents)]
     log = [Event(seq=i + 1, at=now, kind=EventKind.PROGRESS, task_id=task.id, agent_id=rows[i % agents].id,
                  data={"message": f"step {i}"}) for i in range(events)]
@@ -123,7 +123,7 @@ def _progress_worker(socket_path: str, agent_id: str, count: int, start_at: floa
             time.sleep(0.001)
         t0 = time.perf_counter()
         for i in range(count):
-            c.call("agent.progress", agent_id=agent_id, message=f"step {i}", percent=i % 100)
+            c.request("agent.progress", agent_id=agent_id, message=f"step {i}", percent=i % 100)
         return time.perf_counter() - t0
 
 
@@ -215,7 +215,7 @@ def _finding_worker(socket_path: str, task: str, writer: int, count: int, start_
             time.sleep(0.001)
         t0 = time.perf_counter()
         for i in range(count):
-            c.call("agent.finding", task_id=task, type="note", message=f"writer {writer} update {i}")
+            c.request("agent.finding", task_id=task, type="note", message=f"writer {writer} update {i}")
         return time.perf_counter() - t0
 
 
@@ -308,7 +308,7 @@ def bench_exit_and_kill(quick: bool) -> list[Row]:
         for i in range(n):
             agent = d.spawn_fake(task, f"e{i}", "--sleep", "0.3")
             with d.client() as c:
-                c.call("agent.wait", agent_ids=[agent["id"]], timeout=60)
+                c.request("agent.wait", agent_ids=[agent["id"]], timeout=60)
                 seen = time.time()
             status = Path(d.state_dir, "tasks", task, "agents", agent["id"], "status.json")
             ended_at = json.loads(status.read_text())["ended_at"]
@@ -339,7 +339,7 @@ def bench_reconcile(quick: bool) -> list[Row]:
             list(pool.map(lambda i: d.call("agent.spawn", task_id=tasks[0], type=f"r{i}", argv=argv,
                                            provider="command"), range(sessions)))
         with d.client() as c:
-            samples = timed(lambda: c.call("daemon.reconcile", dry_run=True), 20 if quick else 50)
+            samples = timed(lambda: c.request("daemon.reconcile", dry_run=True), 20 if quick else 50)
         for a in d.call("agent.list", task_id=tasks[0], live=True):
             d.call("agent.kill", agent_id=a["id"])
     finally:

@@ -1,11 +1,15 @@
-"""A blocking client for the daemon's socket, for ``agentctl``, benchmarks and tests.
+"""A blocking client for the daemon's socket, for ``agentctl``, the MCP shim, benchmarks and tests.
+
+:meth:`Client.call` takes a method's declaration from the protocol's table and returns
+its result decoded into the declared type (a ``Task``, a ``list[Agent]``), so clients
+work with the same Structs and enums as the daemon. :meth:`Client.request` is the raw
+form (a method name, plain JSON values back) for tests and tools that probe the wire.
+Errors come back as the same SupervisorError subclasses the daemon raised, rebuilt from
+their stable codes.
 
 It imports neither trio nor mcp (``import trio`` alone costs ~200 ms; a CLI should
-answer in tens of ms). Errors come back as the same SupervisorError subclasses the
-daemon raised, rebuilt from their stable codes.
-
-Inside an agent, the identity token in the environment is sent in ``hello``, so the
-connection acts as that agent.
+answer in tens of ms). Inside an agent, the identity token in the environment is sent
+in ``hello``, so the connection acts as that agent.
 """
 
 from __future__ import annotations
@@ -14,15 +18,30 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from supervisord_agents.config import socket_path_from_env
 from supervisord_agents.errors import SupervisorError, Unavailable, from_code
-from supervisord_agents.protocol import PROTOCOL_VERSION, LineBuffer
+from supervisord_agents.model import Event
+from supervisord_agents.protocol import (
+    ENV_TOKEN,
+    HELLO,
+    PROTOCOL_VERSION,
+    LineBuffer,
+    Method,
+    P,
+    R,
+)
 
-ENV_TOKEN = "SUPERVISORD_AGENTS_TOKEN"
+MAX_REPLY: Final = 64 << 20  # the longest reply line this client reads
+
+
+def resolve_socket(explicit: str | Path | None = None) -> Path:
+    """The control socket: ``explicit``, else where the daemon puts it (environment, then
+    the runtime directory), resolved exactly as the daemon resolves it."""
+    return Path(explicit) if explicit else socket_path_from_env()
 
 
 class DaemonNotRunning(Unavailable):
@@ -33,12 +52,31 @@ class ProtocolError(SupervisorError):
     """The daemon sent something this client cannot understand, or hung up."""
 
 
+class _Error(msgspec.Struct):
+    code: str
+    message: str
+    data: dict[str, Any] | None = None
+
+
 class _Message(msgspec.Struct):
+    """A reply, or a streamed notice, with its payload left undecoded."""
+
     id: int | None = None
-    result: Any = None
-    error: dict[str, Any] | None = None
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    error: _Error | None = None
     seq: int | None = None
-    event: Any = None
+    event: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(kind: Any) -> msgspec.json.Decoder[Any]:
+    """One decoder per result type, built the first time it is needed."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    return decoder
 
 
 class Client:
@@ -48,7 +86,7 @@ class Client:
         self, socket_path: str | Path | None = None, *, token: str | None = None,
         timeout: float | None = None, client: str = "python", hello: bool = True,
     ) -> None:
-        self.socket_path = Path(socket_path) if socket_path else socket_path_from_env()
+        self.socket_path = resolve_socket(socket_path)
         self.token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
@@ -61,17 +99,17 @@ class Client:
             ) from e
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Message)
-        self._buffer = LineBuffer(64 << 20)
+        self._buffer = LineBuffer(MAX_REPLY)
         self._lines: list[bytes] = []
         self._next_id = 0
         self.agent_id: str | None = None
         if hello:
             try:
-                reply = self.call("hello", protocol=PROTOCOL_VERSION, client=client, token=self.token)
+                reply = self.call(HELLO, protocol=PROTOCOL_VERSION, client=client, token=self.token)
             except BaseException:
                 self._sock.close()
                 raise
-            self.agent_id = reply.get("agent_id")
+            self.agent_id = reply.agent_id
 
     def __enter__(self) -> Client:
         return self
@@ -83,37 +121,51 @@ class Client:
         self._sock.close()
 
     def send(self, method: str, params: dict[str, Any]) -> int:
-        """Send one request without waiting; return its id."""
+        """Send one request without waiting; return its id. Params that are None are left out."""
         self._next_id += 1
         clean = {k: v for k, v in params.items() if v is not None}
         line = self._encoder.encode({"id": self._next_id, "method": method, "params": clean}) + b"\n"
         self._sock.sendall(line)
         return self._next_id
 
-    def call(self, method: str, **params: Any) -> Any:
-        """Call a method and return its result. Raises the daemon's error as a SupervisorError."""
-        request_id = self.send(method, params)
+    def call(self, method: Method[P, R], **params: Any) -> R:
+        """Call a method; return its result as the method's declared type. Raises the
+        daemon's error as a SupervisorError."""
+        raw = self._reply(self.send(method.name, params))
+        try:
+            result: R = _decoder(method.result).decode(raw)
+        except msgspec.DecodeError as e:
+            raise ProtocolError(f"unreadable result of {method.name}: {e}") from None
+        return result
+
+    def request(self, method: str, **params: Any) -> Any:
+        """Call a method by name; return its result as plain JSON values."""
+        return msgspec.json.decode(self._reply(self.send(method, params)))
+
+    def _reply(self, request_id: int) -> bytes:
         while True:
             message = self._receive()
             if message.id == request_id or (message.id is None and message.error is not None):
-                return self._result(message)
-
-    def _result(self, message: _Message) -> Any:
-        if message.error is not None:
-            err = message.error
-            raise from_code(str(err.get("code")), str(err.get("message")), err.get("data"))
-        return message.result
+                self._raise_for(message)
+                return bytes(message.result)
 
     def events(self, *, since: int | None = None, task_id: str | None = None,
-               agent_id: str | None = None) -> Iterator[dict[str, Any]]:
-        """Subscribe; yield each event (replayed after ``since``, then live) as a dict."""
+               agent_id: str | None = None) -> Iterator[Event]:
+        """Subscribe; yield each event (replayed after ``since``, then live)."""
         request_id = self.send("events.subscribe", {"since": since, "task_id": task_id, "agent_id": agent_id})
+        decode = _decoder(Event).decode
         while True:
             message = self._receive()
             if message.seq is not None:
-                yield message.event
+                yield decode(message.event)
             elif message.id == request_id or message.id is None:
-                self._result(message)  # the acknowledgement, or an error that ends the stream
+                self._raise_for(message)  # the acknowledgement, or an error that ends the stream
+
+    @staticmethod
+    def _raise_for(message: _Message) -> None:
+        if message.error is not None:
+            err = message.error
+            raise from_code(err.code, err.message, err.data)
 
     def _receive(self) -> _Message:
         while not self._lines:

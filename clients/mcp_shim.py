@@ -33,16 +33,39 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import anyio
 import anyio.to_thread
+import msgspec
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from clients.client import Client
 from supervisord_agents.errors import SupervisorError
+from supervisord_agents.model import TERMINAL_STATES, Agent, AgentState, Priority, Severity, TaskContext, TaskState
+from supervisord_agents.protocol import (
+    AGENT_FINDING,
+    AGENT_KILL,
+    AGENT_LIST,
+    AGENT_OUTPUT,
+    AGENT_PROGRESS,
+    AGENT_SPAWN,
+    AGENT_WAIT,
+    DAEMON_HEALTH,
+    DAEMON_RECONCILE,
+    FINDINGS_LIST,
+    TASK_CREATE,
+    TASK_GET,
+    TASK_LIST,
+    LimitsGiven,
+    Method,
+    OutputFormat,
+    P,
+    R,
+)
+
+from .client import Client
 
 log = logging.getLogger("agents-mcp")
 
@@ -57,18 +80,18 @@ are enforced; a refused spawn says which limit and which agent holds it."""
 
 server: MCPServer[Any] = MCPServer(name="supervisord-agents", instructions=INSTRUCTIONS)
 
-TERMINAL = frozenset({"completed", "failed", "killed", "lost"})
-PROGRESS_EVERY = 1.0  # seconds between progress notifications while waiting
+TERMINAL: Final = TERMINAL_STATES
+PROGRESS_EVERY: Final = 1.0  # seconds between progress notifications while waiting
 
 
-def _blocking_call(method: str, params: dict[str, Any]) -> Any:
+def _blocking_call(method: Method[P, R], params: dict[str, Any]) -> R:
     with Client(client="agents-mcp", timeout=None) as client:
         return client.call(method, **params)
 
 
-async def call(method: str, **params: Any) -> Any:
-    """One request to the daemon; a daemon error becomes a tool error the model can read."""
-    params = {k: v for k, v in params.items() if v is not None}
+async def call(method: Method[P, R], **params: Any) -> R:
+    """One request to the daemon, its result typed; a daemon error becomes a tool error
+    the model can read. Params that are None are left out."""
     try:
         return await anyio.to_thread.run_sync(functools.partial(_blocking_call, method, params))
     except SupervisorError as e:
@@ -77,40 +100,52 @@ async def call(method: str, **params: Any) -> Any:
         raise ToolError(f"cannot reach the supervisor daemon: {e}") from None
 
 
+def plain(value: Any) -> Any:
+    """A result as the plain values the SDK sends: Structs become dicts, enums strings."""
+    return msgspec.to_builtins(value)
+
+
+def record(value: msgspec.Struct) -> dict[str, Any]:
+    """One Struct as the dict a tool returns."""
+    result: dict[str, Any] = plain(value)
+    return result
+
+
 # -- tasks -----------------------------------------------------------------------------
 
 
 @server.tool()
 async def create_task(
     description: Annotated[str, Field(description="What the task is about, in a sentence or two.")],
-    priority: Literal["P0", "P1", "P2", "P3"] = "P2",
+    priority: Priority = Priority.P2,
     working_directory: Annotated[str | None, Field(description="Absolute path the agents work in.")] = None,
     background: str | None = None,
     deliverables: list[str] | None = None,
     success_criteria: list[str] | None = None,
     constraints: list[str] | None = None,
     relevant_files: list[str] | None = None,
-    max_concurrent: Annotated[int | None, Field(description="Live agents at once (default 20).")] = None,
-    max_total: Annotated[int | None, Field(description="Agents ever spawned (default 45).")] = None,
-    max_depth: Annotated[int | None, Field(description="Spawn depth (default 5).")] = None,
+    max_concurrent: Annotated[int | None, Field(description="Live agents at once (default: the supervisor's "
+                                                            "configured limit, 20 unless set).")] = None,
+    max_total: Annotated[int | None, Field(description="Agents ever spawned (default: the supervisor's "
+                                                       "configured limit, 45 unless set).")] = None,
+    max_depth: Annotated[int | None, Field(description="Spawn depth (default: the supervisor's configured "
+                                                       "limit, 5 unless set).")] = None,
     max_cost_usd: Annotated[float | None, Field(description="A budget in USD: no more spawns once the task's "
                                                             "ended agents have cost this much.")] = None,
 ) -> dict[str, Any]:
     """Create a task: the unit that groups agents, their limits and the context every agent's
     prompt receives. Use it once per piece of work, before spawning agents. Returns the task
     (its `id` is what spawn_agent needs) with its limits."""
-    context = {"background": background, "deliverables": deliverables, "success_criteria": success_criteria,
-               "constraints": constraints, "relevant_files": relevant_files}
-    given = {"max_concurrent": max_concurrent, "max_total": max_total, "max_depth": max_depth,
+    context = TaskContext(background=background or "", deliverables=deliverables or [],
+                          success_criteria=success_criteria or [], constraints=constraints or [],
+                          relevant_files=relevant_files or [])
+    # Only the limits given: the daemon takes the others from its configured [limits].
+    given: dict[str, Any] = {"max_concurrent": max_concurrent, "max_total": max_total, "max_depth": max_depth,
              "max_cost_usd": max_cost_usd}
-    limits = {k: v for k, v in given.items() if v is not None}
-    if limits:  # a partial override keeps the defaults for the rest
-        limits = {"max_concurrent": 20, "max_total": 45, "max_depth": 5} | limits
-    result: dict[str, Any] = await call(
-        "task.create", description=description, priority=priority, cwd=working_directory,
-        context={k: v for k, v in context.items() if v}, limits=limits or None,
-    )
-    return result
+    limits = LimitsGiven(**{k: v for k, v in given.items() if v is not None})
+    task = await call(TASK_CREATE, description=description, priority=priority, cwd=working_directory,
+                      context=context, limits=limits)
+    return record(task)
 
 
 @server.tool()
@@ -119,14 +154,14 @@ async def get_task_status(task_id: str) -> dict[str, Any]:
     every agent with its state, activity, progress and last message, the latest findings, and the
     headroom left under the task's limits (and what its agents cost, against its budget).
     Answered from the supervisor's memory: cheap to call."""
-    status: dict[str, Any] = await call("task.get", task_id=task_id)
-    return status
+    status = await call(TASK_GET, task_id=task_id)
+    return record(status)
 
 
 @server.tool()
-async def list_tasks(state: Literal["open", "closed"] | None = None) -> dict[str, Any]:
+async def list_tasks(state: TaskState | None = None) -> dict[str, Any]:
     """All tasks (or only open or closed ones) with their counts."""
-    return {"tasks": await call("task.list", state=state)}
+    return {"tasks": plain(await call(TASK_LIST, state=state))}
 
 
 # -- agents ----------------------------------------------------------------------------
@@ -155,11 +190,11 @@ async def spawn_agent(
     free (it starts by itself later; `wait_for_agents` follows it). Fails with a clear message
     when a limit refuses it (naming the agent that holds its type, or the limit reached) or
     when it could not start."""
-    agent: dict[str, Any] = await call(
-        "agent.spawn", task_id=task_id, type=type, prompt=prompt, provider=provider, model=model, parent=parent,
+    agent = await call(
+        AGENT_SPAWN, task_id=task_id, type=type, prompt=prompt, provider=provider, model=model, parent=parent,
         cwd=working_directory, argv=argv, timeout=timeout_seconds, queue=queue,
     )
-    return agent
+    return record(agent)
 
 
 @server.tool()
@@ -176,26 +211,26 @@ async def spawn_child_agent(
     """From inside an agent: start a child agent in your own task, with you as its parent (both
     taken from your identity). Depth and the task's limits apply; with `queue`, a child over the
     concurrency limit waits as `queued` instead of failing. Returns the child."""
-    agent: dict[str, Any] = await call(
-        "agent.spawn", type=type, prompt=prompt, provider=provider, model=model, cwd=working_directory, argv=argv,
+    agent = await call(
+        AGENT_SPAWN, type=type, prompt=prompt, provider=provider, model=model, cwd=working_directory, argv=argv,
         timeout=timeout_seconds, queue=queue,
     )
-    return agent
+    return record(agent)
 
 
 @server.tool()
-async def list_agents(task_id: str | None = None, state: str | None = None) -> dict[str, Any]:
+async def list_agents(task_id: str | None = None, state: AgentState | None = None) -> dict[str, Any]:
     """Agents, filtered by task and/or state (queued, starting, running, stopping, completed,
     failed, killed, lost)."""
-    return {"agents": await call("agent.list", task_id=task_id, state=state)}
+    return {"agents": plain(await call(AGENT_LIST, task_id=task_id, state=state))}
 
 
 @server.tool()
 async def get_agent_output(
     agent_id: str,
-    format: Annotated[Literal["summary", "text", "jsonl"], Field(
+    format: Annotated[OutputFormat, Field(
         description="summary: one line per event (tool calls, results, errors); text: raw; jsonl: JSON lines "
-                    "only.")] = "summary",
+                    "only.")] = OutputFormat.SUMMARY,
     tail: Annotated[int | None, Field(description="Only the last N lines.")] = None,
     regex: Annotated[str | None, Field(description="Only lines matching this regex.")] = None,
     offset: Annotated[int | None, Field(description="Start at this byte offset (from a previous call's "
@@ -205,9 +240,9 @@ async def get_agent_output(
     """What an agent printed (stdout and stderr), live or after it ended, bounded in size for a
     model's context, with a note when it was cut. Returns `output`, `offset` (for the next call)
     and `note`."""
-    result: dict[str, Any] = await call("agent.output", agent_id=agent_id, format=format, tail=tail, regex=regex,
-                                        offset=offset, max_bytes=max_bytes)
-    return result
+    output = await call(AGENT_OUTPUT, agent_id=agent_id, format=format, tail=tail, regex=regex, offset=offset,
+                        max_bytes=max_bytes)
+    return record(output)
 
 
 @server.tool()
@@ -223,11 +258,11 @@ async def wait_for_agents(
     deadline = anyio.current_time() + timeout_seconds
     while True:
         left = deadline - anyio.current_time()
-        result: dict[str, Any] = await call("agent.wait", agent_ids=agent_ids, any=mode == "any",
-                                            timeout=max(0.0, min(PROGRESS_EVERY, left)))
-        ended = sum(a["state"] in TERMINAL for a in result["agents"])
-        if result["done"] or left <= PROGRESS_EVERY:
-            return result
+        result = await call(AGENT_WAIT, agent_ids=agent_ids, any=mode == "any",
+                            timeout=max(0.0, min(PROGRESS_EVERY, left)))
+        ended = sum(a.state in TERMINAL for a in result.agents)
+        if result.done or left <= PROGRESS_EVERY:
+            return record(result)
         await ctx.report_progress(ended, len(agent_ids), f"{ended} of {len(agent_ids)} agents ended")
 
 
@@ -236,8 +271,8 @@ async def kill_agent(agent_id: str, reason: str = "killed by the orchestrator", 
     """Stop an agent: SIGTERM to its process group, SIGKILL after the grace period, session
     removed, nothing of it left running. `tree` also stops its descendants. Returns the agent
     in its final state."""
-    agent: dict[str, Any] = await call("agent.kill", agent_id=agent_id, reason=reason, tree=tree)
-    return agent
+    agent = await call(AGENT_KILL, agent_id=agent_id, reason=reason, tree=tree)
+    return record(agent)
 
 
 # -- reporting -------------------------------------------------------------------------
@@ -253,25 +288,24 @@ async def report_progress(
     """Report what you are doing. Call it when you start, every few minutes, and when you
     finish. Returns your record and what your peers in the task are doing (their latest
     progress) and the task's latest findings, so you can coordinate."""
-    agent: dict[str, Any] = await call("agent.progress", agent_id=agent_id, message=message, percent=percent,
-                                       activity=activity)
-    return {"agent": agent, **await _peers(agent)}
+    agent = await call(AGENT_PROGRESS, agent_id=agent_id, message=message, percent=percent, activity=activity)
+    return {"agent": record(agent), **await _peers(agent)}
 
 
 @server.tool()
 async def report_finding(
     message: str,
     type: Annotated[str, Field(description="e.g. bug, issue, note, decision (lowercase).")] = "note",
-    severity: Literal["info", "low", "medium", "high", "critical"] = "info",
+    severity: Severity = Severity.INFO,
     data: dict[str, Any] | None = None,
     agent_id: Annotated[str | None, Field(description="Defaults to you (inside an agent).")] = None,
     task_id: Annotated[str | None, Field(description="Needed only outside an agent without agent_id.")] = None,
 ) -> dict[str, Any]:
     """Record something you found (a bug, a risk, a decision) for the orchestrator and your
     peers. Stored durably with a sequence number (`seq`)."""
-    finding: dict[str, Any] = await call("agent.finding", agent_id=agent_id, task_id=task_id, type=type,
-                                         severity=severity, message=message, data=data)
-    return finding
+    finding = await call(AGENT_FINDING, agent_id=agent_id, task_id=task_id, type=type, severity=severity,
+                         message=message, data=data)
+    return record(finding)
 
 
 @server.tool()
@@ -279,23 +313,25 @@ async def list_findings(
     task_id: str | None = None,
     agent_id: str | None = None,
     type: str | None = None,
-    severity: Literal["info", "low", "medium", "high", "critical"] | None = None,
+    severity: Severity | None = None,
     since: Annotated[int, Field(description="Only findings after this sequence number: pass the "
                                             "`next_since` of your previous call to read only what is new.")] = 0,
     limit: int = 50,
 ) -> dict[str, Any]:
     """Findings reported by agents, oldest first, filtered; `next_since` is the cursor for the
     next call."""
-    findings: list[dict[str, Any]] = await call("findings.list", task_id=task_id, agent_id=agent_id, type=type,
-                                                severity=severity, since=since, limit=limit)
-    return {"findings": findings, "next_since": findings[-1]["seq"] if findings else since}
+    findings = await call(FINDINGS_LIST, task_id=task_id, agent_id=agent_id, type=type, severity=severity,
+                          since=since, limit=limit)
+    return {"findings": plain(findings), "next_since": findings[-1].seq if findings else since}
 
 
-async def _peers(me: dict[str, Any]) -> dict[str, Any]:
-    status = await call("task.get", task_id=me["task_id"])
-    peers = [{k: a.get(k) for k in ("id", "type", "state", "activity", "progress", "message")}
-             for a in status["agents"] if a["id"] != me["id"] and a["state"] not in TERMINAL]
-    return {"peers": peers[:5], "latest_findings": status["latest_findings"][-3:]}
+async def _peers(me: Agent) -> dict[str, Any]:
+    """What the other live agents of ``me``'s task are doing, and the task's latest findings."""
+    status = await call(TASK_GET, task_id=me.task_id)
+    peers = [{"id": a.id, "type": a.type, "state": a.state, "activity": a.activity, "progress": a.progress,
+              "message": a.message}
+             for a in status.agents if a.id != me.id and a.state not in TERMINAL]
+    return {"peers": plain(peers[:5]), "latest_findings": plain(status.latest_findings[-3:])}
 
 
 # -- the daemon ------------------------------------------------------------------------
@@ -305,8 +341,8 @@ async def _peers(me: dict[str, Any]) -> dict[str, Any]:
 async def get_health() -> dict[str, Any]:
     """The supervisor's health: uptime, counts, whether tmux is healthy, and the last
     reconciliation of the registry against tmux."""
-    health: dict[str, Any] = await call("daemon.health")
-    return health
+    health = await call(DAEMON_HEALTH)
+    return record(health)
 
 
 @server.tool()
@@ -314,8 +350,8 @@ async def repair(dry_run: bool = True, kill_orphans: bool = False) -> dict[str, 
     """Reconcile the registry with tmux now: agents whose session is gone are ended, sessions
     of ended agents are killed, orphan sessions are reported (and killed with kill_orphans).
     A dry run (the default) only says what would be done."""
-    report: dict[str, Any] = await call("daemon.reconcile", dry_run=dry_run, kill_orphans=kill_orphans)
-    return report
+    report = await call(DAEMON_RECONCILE, dry_run=dry_run, kill_orphans=kill_orphans)
+    return record(report)
 
 
 def main() -> None:

@@ -1,28 +1,48 @@
-"""How agentctl shows things: JSON lines for --json, aligned tables for people."""
+"""How agentctl shows things: one JSON line for ``--json``, aligned tables and short times
+for people. It knows the Structs it renders and nothing of the socket."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
-_json = msgspec.json.Encoder()
+from supervisord_agents.model import Agent, Counts
+
+AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "EXIT", "MESSAGE"]
+
+_json: Final = msgspec.json.Encoder()
+
+
+def to_json(value: Any) -> str:
+    """``value`` (Structs, enums, and containers of them) as one line of JSON: the shape
+    the daemon sent it in."""
+    return _json.encode(value).decode()
+
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(_json.encode(value).decode() + "\n")
+    """Write ``value`` to stdout as one line of JSON."""
+    sys.stdout.write(to_json(value) + "\n")
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Rows under headers, in columns two spaces apart; None shows as empty."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines) + "\n"
 
 
+def indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
 def ago(ts: float | None) -> str:
+    """How long ago ``ts`` (seconds since the epoch) was: ``42s``, ``5m``, ``1.5h``."""
     if ts is None:
         return ""
     delta = max(0.0, time.time() - ts)
@@ -33,28 +53,27 @@ def ago(ts: float | None) -> str:
     return f"{delta / 3600:.1f}h"
 
 
-def counts_cell(c: dict[str, int]) -> str:
-    queued = f", {c['queued']} queued" if c.get("queued") else ""
-    return f"{c['active']} active{queued}, {c['completed']} done, {c['failed']} failed, {c['spawned']} spawned"
+def clock(ts: float, *, seconds_only: bool = False) -> str:
+    """``ts`` in local time: ISO date and time, or only ``HH:MM:SS``."""
+    moment = datetime.fromtimestamp(ts)
+    return moment.strftime("%H:%M:%S") if seconds_only else moment.isoformat(timespec="seconds")
 
 
-def agent_rows(agents: Iterable[dict[str, Any]]) -> list[list[Any]]:
+def counts_cell(c: Counts) -> str:
+    queued = f", {c.queued} queued" if c.queued else ""
+    return f"{c.active} active{queued}, {c.completed} done, {c.failed} failed, {c.spawned} spawned"
+
+
+def agent_rows(agents: Iterable[Agent]) -> list[list[Any]]:
+    """One row per agent, under ``AGENT_HEADERS``."""
     rows = []
     for a in agents:
-        exit = a.get("exit") or {}
         outcome = ""
-        if exit:
-            outcome = f"code={exit.get('code')}" if exit.get("code") is not None else ""
-            if exit.get("signal") is not None:
-                outcome = f"signal={exit['signal']}"
-            outcome = f"{outcome} ({exit.get('decided_by')})".strip()
-        rows.append([a["id"], a["state"], a.get("activity") or "", f"{a.get('progress', 0)}%",
-                     ago(a.get("updated_at")), outcome, (a.get("message") or "")[:50]])
+        if a.exit is not None:
+            outcome = f"code={a.exit.code}" if a.exit.code is not None else ""
+            if a.exit.signal is not None:
+                outcome = f"signal={a.exit.signal}"
+            outcome = f"{outcome} ({a.exit.decided_by})".strip()
+        rows.append([a.id, a.state, a.activity or "", f"{a.progress}%", ago(a.updated_at), outcome,
+                     a.message[:50]])
     return rows
-
-
-AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "EXIT", "MESSAGE"]
-
-
-def indent(text: str) -> str:
-    return "".join(f"  {line}\n" for line in text.splitlines())

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from supervisord_agents.protocol import EXIT_ALREADY_RUNNING
+
 UNIT: Final = "supervisord-agents"
 LABEL: Final = "io.github.supervisord-agents"
-EXIT_ALREADY_RUNNING: Final = 75  # see supervisord_agents.daemon
 
 
 def daemon_executable() -> str:

@@ -1,3 +1,41 @@
-"""supervisord-agents: a supervisor daemon for headless AI coding agents."""
+"""supervisord-agents: a supervisor daemon for headless AI coding agents.
+
+A map of the package. Imports point inward: the pure core imports nothing outside the
+core, adapters never import the server, clients import only the protocol, the model
+and the client library (``tests/test_layers.py`` checks all three).
+
+Pure core (no I/O, no clock; time is an argument):
+    errors          the exception hierarchy and the stable wire error codes
+    model           ids, names, tasks, agents, findings, events: frozen Structs and StrEnums
+    commands        the registry's vocabulary: commands in; events, effects, results out
+    registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
+    drift           compare the registry with one tmux listing; a plan of what to correct
+    protocol        the wire: the method table, params and results, limits, NDJSON framing
+    tmux            the ``TmuxBackend`` seam and the values that cross it
+    tmux_protocol   tmux control mode as a sans-IO parser, and tmux command quoting
+
+Adapters (own I/O, run inside the daemon):
+    actor           the only writer: mailbox, group commit, acknowledgement after commit, event hub
+    store           SQLite (WAL, synchronous=FULL): current rows and the append-only event log
+    launch          a spawn's secrets (token, prompt) from the request to the agent's session
+    effects         start, stop and clean up agents once the actor's decisions are committed
+    reconciler      the loop that keeps the registry truthful about tmux (timer, notifications)
+    tmux_control    the private tmux server, driven through one control-mode client
+    api             one handler per method; who may do what
+    server          the Unix socket: peer checks, framing, limits, the one place errors become replies
+    files           where an agent's files live; the runner's records
+    output          reading an agent's log: tail, offsets, bounded regex, summaries
+    procs           processes by group and parentage (stop and verify, never by name)
+    providers       argv and prompt for each kind of agent
+    config          defaults, TOML file, environment; the settings in force
+    logs            structlog set-up
+    service         socket activation (systemd, launchd) and sd_notify
+
+Entry points:
+    daemon          ``supervisord-agents``: builds the parts, runs them in one nursery
+    runner          what runs in each tmux pane around the agent (standard library only)
+    clients/        ``agentctl``, ``agents-mcp`` and the blocking client library
+                    (installed as ``supervisord_agents.clients``)
+"""
 
 __version__ = "0.1.0"

@@ -13,21 +13,27 @@ If a commit fails (disk full, read-only), every command of the batch fails with
 StorageError and the registry is reloaded from the database, which still holds the
 state before the batch: nothing is half-applied, in memory or on disk.
 
-The actor never awaits tmux: effects run in the effect runner's own nursery and report
-back by submitting commands like any client.
+The actor never awaits tmux: it hands each committed batch's effects to the effect
+runner (``run_effects``, given at construction), which carries them out in its own
+nursery and reports back by submitting commands like any client.
+
+The :class:`Mailbox` is the actor's address, made first and given to everything that
+changes state (the API, the effect runner, the reconciler); the actor is made last,
+with the registry, the store, the hub and the effect runner it drives. So no part is
+wired after it is built, and none can exist half-wired.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import outcome
 import structlog
 import trio
 
-from .commands import Command, Effect, Event, EventKind, Outcome
+from .commands import Applied, Command, Effect, Event, EventKind
 from .errors import ShuttingDown, StorageError, SupervisorError
 from .registry import Registry
 from .store import Batch, Store
@@ -134,6 +140,44 @@ class Subscription:
         self.close()
 
 
+class Mailbox:
+    """The actor's address: a bounded queue of commands, each with the slot its outcome
+    lands in. Every change of state is a command submitted here."""
+
+    def __init__(self, size: int = MAILBOX_SIZE) -> None:
+        self._send, self.receive = trio.open_memory_channel[_Pending](size)
+
+    @property
+    def queued(self) -> int:
+        return self.receive.statistics().current_buffer_used
+
+    async def submit(self, command: Command) -> Any:
+        """Apply a command; return its result once committed. Raises SupervisorError.
+
+        Atomic under cancellation: a caller cancelled while the mailbox is full has sent
+        nothing; once the command is in, the caller gets its outcome (cancellation then
+        takes effect at the caller's next checkpoint), so it always knows whether its
+        change was made."""
+        pending = _Pending(command)
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ShuttingDown("the daemon is shutting down") from None
+        with trio.CancelScope(shield=True):
+            await pending.done.wait()
+        assert pending.result is not None
+        return pending.result.unwrap()
+
+    def close(self) -> None:
+        """Take no more commands; the actor's ``run`` returns once the mailbox is drained."""
+        self._send.close()
+
+
+class EffectRunner(Protocol):
+    def __call__(self, effects: list[Effect]) -> None:
+        """Start the effects of one committed batch; must not block."""
+
+
 class Actor:
     """Applies commands to the registry one at a time and commits them in batches."""
 
@@ -142,61 +186,65 @@ class Actor:
         registry: Registry,
         store: Store,
         hub: Hub,
+        mailbox: Mailbox,
+        run_effects: EffectRunner,
         *,
         clock: Callable[[], float] = time.time,
-        mailbox_size: int = MAILBOX_SIZE,
     ) -> None:
         self.registry = registry
         self.store = store
         self.hub = hub
+        self.mailbox = mailbox
+        self.run_effects = run_effects
         self.clock = clock
-        self.run_effects: Callable[[list[Effect]], None] = lambda effects: None
-        self._send, self._recv = trio.open_memory_channel[_Pending](mailbox_size)
         self._commit_limiter = trio.CapacityLimiter(1)
         self.commits = 0
         self.commands = 0
         self.storage_failures = 0
+        self._settling: frozenset[str] = frozenset()
 
     @property
-    def queued(self) -> int:
-        return self._recv.statistics().current_buffer_used
-
-    async def submit(self, command: Command) -> Any:
-        """Apply a command; return its result once committed. Raises SupervisorError."""
-        pending = _Pending(command)
-        try:
-            await self._send.send(pending)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ShuttingDown("the daemon is shutting down") from None
-        await pending.done.wait()
-        assert pending.result is not None
-        return pending.result.unwrap()
-
-    def close(self) -> None:
-        """Take no more commands; ``run`` returns once the mailbox is drained and committed."""
-        self._send.close()
+    def settling(self) -> frozenset[str]:
+        """Agents changed by the batch being committed now: the registry already shows the
+        change, but its effects have not been handed over yet (a reconciliation pass must
+        not mistake an agent just admitted for one whose session vanished)."""
+        return self._settling
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        async with self._recv:
+        receive = self.mailbox.receive
+        batch: list[_Pending] = []
+        try:
             while True:
                 try:
-                    batch = [await self._recv.receive()]
+                    batch = [await receive.receive()]
                 except trio.EndOfChannel:
                     return
                 while len(batch) < MAX_BATCH:
                     try:
-                        batch.append(self._recv.receive_nowait())
+                        batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 # A commit must not be abandoned half-way by a cancellation: the
                 # callers are waiting for its outcome, and the store must stay in step.
                 with trio.CancelScope(shield=True):
                     await self._step(batch)
+        finally:
+            # Submitters wait for their outcome without a way out (see Mailbox.submit):
+            # whatever ends the actor, nobody may be left waiting.
+            left = [pending for pending in batch if not pending.done.is_set()]
+            while True:
+                try:
+                    left.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            receive.close()
+            for pending in left:
+                pending.resolve(outcome.Error(ShuttingDown("the daemon is shutting down")))
 
     async def _step(self, batch: list[_Pending]) -> None:
         now = self.clock()
-        applied: list[tuple[_Pending, Outcome]] = []
+        applied: list[tuple[_Pending, Applied]] = []
         for pending in batch:
             try:
                 result = self.registry.apply(pending.command, now)
@@ -207,11 +255,14 @@ class Actor:
         self.commands += len(batch)
         events = [e for _, result in applied for e in result.events]
         if events:
+            self._settling = frozenset(e.agent_id for e in events if e.agent_id is not None)
             try:
                 await trio.to_thread.run_sync(self.store.commit, self._batch(events), limiter=self._commit_limiter)
             except StorageError as e:
                 await self._rollback(e, [p for p, _ in applied])
                 return
+            finally:
+                self._settling = frozenset()
             self.commits += 1
         for pending, result in applied:
             pending.resolve(outcome.Value(result.result))

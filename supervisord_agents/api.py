@@ -1,59 +1,96 @@
-"""The daemon's methods: one handler per protocol method.
+"""The daemon's methods: one handler per method of the protocol's table.
+
+Each handler is bound to its :class:`~supervisord_agents.protocol.Method` with
+``@handles``; the table of handlers is derived from those bindings, and a test checks
+that every declared method has exactly one. A handler takes the decoded params and the
+:class:`Caller` and returns the method's result, or raises a SupervisorError that the
+server turns into an error reply.
 
 Reads are answered from the in-memory registry (consistent: trio runs one task at a
-time, and the actor replaces rows whole). Mutations become commands for the actor and
-return once committed. Every handler takes the decoded params and the :class:`Caller`
-and returns a value for the reply, or raises a SupervisorError that ``server`` turns
-into an error reply.
+time, and the actor replaces rows whole). Mutations are commands submitted to the
+actor's mailbox; they return once committed.
 
 Identity: a connection whose ``hello`` carried an agent's token acts as that agent. It
 may report only for itself, spawn only its own children (into its own task), and kill
-only its descendants.
+only its descendants; a method whose rule is ``OPERATOR`` refuses it outright.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import trio
-from msgspec import structs
 
 from . import __version__
-from .actor import Actor, Hub
+from .actor import Actor, Hub, Mailbox, Subscription
 from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
-from .config import Config
-from .effects import Effects, Launch
-from .errors import Forbidden, InvalidParams, SpawnFailed, Timeout, UnknownAgent
+from .config import Settings
+from .errors import Forbidden, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
-from .model import Agent, AgentState, Task, TaskState
+from .launch import Launch, Launcher
+from .model import Agent, AgentState, DecidedBy, Finding, Task
 from .output import read_output
 from .protocol import (
+    AGENT_FINDING,
+    AGENT_GET,
+    AGENT_KILL,
+    AGENT_LIST,
+    AGENT_OUTPUT,
+    AGENT_PEEK,
+    AGENT_PROGRESS,
+    AGENT_SPAWN,
+    AGENT_WAIT,
+    DAEMON_HEALTH,
+    DAEMON_RECONCILE,
+    DAEMON_STOP,
+    EVENTS_SUBSCRIBE,
+    FINDINGS_LIST,
+    HELLO,
+    METHODS,
     PROTOCOL_VERSION,
+    TASK_CLOSE,
+    TASK_CREATE,
+    TASK_GET,
+    TASK_LIST,
+    ActorStats,
     AgentExit,
     AgentListParams,
     AgentRef,
+    Answer,
     FindingParams,
     FindingsListParams,
     Headroom,
+    Health,
     HelloParams,
     HelloResult,
     KillParams,
+    Method,
     NoParams,
+    Notice,
     OutputParams,
     OutputResult,
-    Params,
+    P,
     PeekParams,
     ProgressParams,
+    R,
     ReconcileParams,
+    ReconcileReport,
+    Rule,
+    Screen,
     SpawnParams,
+    Stopping,
+    Subscribed,
+    SubscribeParams,
     TaskCreateParams,
     TaskListParams,
     TaskRef,
@@ -64,8 +101,11 @@ from .protocol import (
 )
 from .providers import build_argv, compose_prompt
 from .reconciler import Reconciler
+from .store import Store
+from .tmux import TmuxBackend
 
 LATEST_FINDINGS: Final = 5
+REPLAY_PAGE: Final = 1000
 
 
 class Caller:
@@ -78,55 +118,101 @@ class Caller:
         self.client = ""
 
 
+class ConnectionStats:
+    """Counted by the server, reported by ``daemon.health``."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.accepted = 0
+        self.refused = 0
+
+
+class Stream:
+    """The answer of a ``STREAM`` method: an acknowledgement, then notices until the
+    stream ends (a SupervisorError raised by ``notices`` ends it with an error reply).
+    Whoever receives it must ``aclose`` it."""
+
+    def __init__(self, ack: Any, notices: AsyncGenerator[Notice, None], on_close: Callable[[], None]) -> None:
+        self.ack = ack
+        self.notices = notices
+        self._on_close = on_close
+
+    async def aclose(self) -> None:
+        try:
+            await self.notices.aclose()
+        finally:
+            self._on_close()
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Api:
-    """Method handlers over one registry, actor and effect runner."""
+Handler = Callable[["Api", P, Caller], Awaitable[R]]
+_HANDLERS: dict[str, Callable[..., Awaitable[Any]]] = {}
 
-    def __init__(self, actor: Actor, effects: Effects, config: Config, *, stop: Callable[[], None]) -> None:
+
+def _bind(method: Method[Any, Any], handler: Callable[..., Awaitable[Any]]) -> None:
+    if method.name in _HANDLERS:
+        raise RuntimeError(f"{method.name} has two handlers")
+    _HANDLERS[method.name] = handler
+
+
+def handles(method: Method[P, R]) -> Callable[[Handler[P, R]], Handler[P, R]]:
+    """Bind the decorated coroutine method as the handler of ``method``; mypy checks
+    that it takes the method's params and returns its result."""
+
+    def bind(handler: Handler[P, R]) -> Handler[P, R]:
+        assert method.answer is not Answer.STREAM, f"{method.name} streams: use @streams"
+        _bind(method, handler)
+        return handler
+
+    return bind
+
+
+def streams(method: Method[P, Any]) -> Callable[[Handler[P, Stream]], Handler[P, Stream]]:
+    """Bind the handler of a ``STREAM`` method (it returns a :class:`Stream` whose
+    acknowledgement is the method's result)."""
+
+    def bind(handler: Handler[P, Stream]) -> Handler[P, Stream]:
+        assert method.answer is Answer.STREAM, f"{method.name} does not stream: use @handles"
+        _bind(method, handler)
+        return handler
+
+    return bind
+
+
+class Api:
+    """The handlers, over the registry (reads) and the actor's mailbox (changes)."""
+
+    def __init__(
+        self, *, actor: Actor, store: Store, launcher: Launcher, backend: TmuxBackend, reconciler: Reconciler,
+        settings: Settings, connections: ConnectionStats, stop: Callable[[], None],
+    ) -> None:
         self.actor = actor
+        self.mailbox: Mailbox = actor.mailbox
         self.registry = actor.registry
         self.hub: Hub = actor.hub
-        self.effects = effects
-        self.config = config
+        self.store = store
+        self.launcher = launcher
+        self.backend = backend
+        self.reconciler = reconciler
+        self.settings = settings
+        self.connections = connections
         self.stop_daemon = stop
         self.started_at = time.time()
-        self.extra_health: Callable[[], dict[str, Any]] = dict
         self._minting: set[str] = set()
-        self.reconciler: Reconciler | None = None
-        self.handlers: dict[str, Callable[[Any, Caller], Any]] = {
-            "hello": self.hello,
-            "task.create": self.task_create,
-            "task.get": self.task_get,
-            "task.list": self.task_list,
-            "task.close": self.task_close,
-            "agent.spawn": self.agent_spawn,
-            "agent.get": self.agent_get,
-            "agent.list": self.agent_list,
-            "agent.progress": self.agent_progress,
-            "agent.finding": self.agent_finding,
-            "agent.kill": self.agent_kill,
-            "agent.wait": self.agent_wait,
-            "agent.output": self.agent_output,
-            "agent.peek": self.agent_peek,
-            "findings.list": self.findings_list,
-            "daemon.reconcile": self.daemon_reconcile,
-            "daemon.health": self.health,
-            "daemon.stop": self.daemon_stop,
-        }
 
-    async def call(self, method: str, params: Params, caller: Caller) -> Any:
-        handler = self.handlers[method]
-        result = handler(params, caller)
-        if hasattr(result, "__await__"):
-            result = await result
-        return result
+    async def call(self, method: Method[Any, Any], params: Any, caller: Caller) -> Any:
+        """Answer one request (a ``Stream`` for a streaming method). Raises SupervisorError."""
+        if method.rule is Rule.OPERATOR and caller.agent_id is not None:
+            raise Forbidden(f"{method.name}: {method.rule.value}", data={"method": method.name})
+        return await _HANDLERS[method.name](self, params, caller)
 
     # -- session -------------------------------------------------------------------
 
-    def hello(self, params: HelloParams, caller: Caller) -> HelloResult:
+    @handles(HELLO)
+    async def hello(self, params: HelloParams, caller: Caller) -> HelloResult:
         if params.protocol != PROTOCOL_VERSION:
             raise InvalidParams(
                 f"protocol version {params.protocol} is not supported (daemon speaks {PROTOCOL_VERSION})",
@@ -153,28 +239,27 @@ class Api:
 
     # -- tasks ---------------------------------------------------------------------
 
+    @handles(TASK_CREATE)
     async def task_create(self, params: TaskCreateParams, caller: Caller) -> Task:
         now = time.time()
         task_id = self._mint(lambda: f"TASK-{_stamp(now, '%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}", self.registry.tasks)
         task = Task(
             id=task_id, description=params.description, priority=params.priority, cwd=params.cwd,
-            context=params.context, limits=params.limits or self.config.limits, created_at=now,
+            context=params.context, limits=params.limits.over(self.settings.current.limits), created_at=now,
         )
         try:
-            result: Task = await self.actor.submit(CreateTask(task))
+            result: Task = await self.mailbox.submit(CreateTask(task))
         finally:
             self._minting.discard(task_id)
         return result
 
-    def task_get(self, params: TaskRef, caller: Caller) -> TaskStatus:
-        return self.task_status(params.task_id)
-
-    def task_status(self, task_id: str) -> TaskStatus:
+    @handles(TASK_GET)
+    async def task_get(self, params: TaskRef, caller: Caller) -> TaskStatus:
         """Status of one task from memory, in time independent of stored progress and findings."""
-        task = self.registry.task(task_id)
-        counts = self.registry.counts(task_id)
+        task = self.registry.task(params.task_id)
+        counts = self.registry.counts(task.id)
         limits = task.limits
-        spent = self.registry.cost(task_id)
+        spent = self.registry.cost(task.id)
         return TaskStatus(
             task=task,
             counts=counts,
@@ -185,89 +270,102 @@ class Api:
                 cost_usd=spent,
                 cost_left_usd=None if limits.max_cost_usd is None else max(0.0, limits.max_cost_usd - spent),
             ),
-            agents=list(self.registry.agents_of(task_id)),
-            latest_findings=self.registry.findings_of(task_id)[-LATEST_FINDINGS:],
+            agents=list(self.registry.agents_of(task.id)),
+            latest_findings=self.registry.findings_of(task.id)[-LATEST_FINDINGS:],
         )
 
-    def task_list(self, params: TaskListParams, caller: Caller) -> list[TaskSummary]:
+    @handles(TASK_LIST)
+    async def task_list(self, params: TaskListParams, caller: Caller) -> list[TaskSummary]:
         return [
             TaskSummary(task=t, counts=self.registry.counts(t.id))
             for t in self.registry.tasks.values()
             if params.state is None or t.state is params.state
         ]
 
+    @handles(TASK_CLOSE)
     async def task_close(self, params: TaskRef, caller: Caller) -> Task:
-        result: Task = await self.actor.submit(CloseTask(params.task_id))
+        result: Task = await self.mailbox.submit(CloseTask(params.task_id))
         return result
 
     # -- agents --------------------------------------------------------------------
 
+    @handles(AGENT_SPAWN)
     async def agent_spawn(self, params: SpawnParams, caller: Caller) -> Agent:
-        """Admit, persist ``starting``, create the session; return once it runs (or at
-        once, as ``queued``, when ``queue`` was asked for and no slot is free).
-        Raises LimitExceeded/DuplicateAgent (refused), SpawnFailed (admitted, did not start)."""
+        """Authorize, prepare the launch, submit for admission, wait until it runs.
+
+        Returns at once, ``queued``, when ``queue`` was asked for and no slot is free.
+        Raises LimitExceeded/DuplicateAgent (refused: nothing is left of it), SpawnFailed
+        (admitted, but its session did not start)."""
+        task_id, parent = self._spawn_scope(params, caller)
+        agent, launch = self._prepare(params, task_id, parent)
+        try:
+            await self.launcher.prepare(agent, launch)
+            admitted: Agent = await self.mailbox.submit(SpawnAgent(agent, queue=params.queue))
+        except BaseException:
+            # Refused, or cancelled before the actor took it: no agent exists to own the files.
+            await self.launcher.withdraw(agent)
+            raise
+        finally:
+            self._minting.discard(agent.id)
+        if admitted.state is AgentState.QUEUED:
+            return admitted
+        current = await self._wait_for(admitted.id, lambda a: a.state is not AgentState.STARTING)
+        if current.state is AgentState.FAILED and current.exit is not None \
+                and current.exit.decided_by is DecidedBy.SPAWN_ERROR:
+            raise SpawnFailed(f"agent {current.id} did not start: {current.exit.reason}", data={"agent_id": current.id})
+        return current
+
+    def _spawn_scope(self, params: SpawnParams, caller: Caller) -> tuple[str, str | None]:
+        """The task and parent of a spawn: an agent spawns only its own children, into its own task."""
         me = self._as_agent(caller)
-        task_id, parent = params.task_id, params.parent
-        if me is not None:
-            if task_id not in (None, me.task_id):
-                raise Forbidden(f"agent {me.id} may spawn only into its own task {me.task_id}")
-            if parent not in (None, me.id):
-                raise Forbidden(f"agent {me.id} may spawn only its own children")
-            task_id, parent = me.task_id, me.id
-        if task_id is None:
-            raise InvalidParams("task_id is required")
+        if me is None:
+            if params.task_id is None:
+                raise InvalidParams("task_id is required")
+            return params.task_id, params.parent
+        if params.task_id not in (None, me.task_id):
+            raise Forbidden(f"agent {me.id} may spawn only into its own task {me.task_id}")
+        if params.parent not in (None, me.id):
+            raise Forbidden(f"agent {me.id} may spawn only its own children")
+        return me.task_id, me.id
+
+    def _prepare(self, params: SpawnParams, task_id: str, parent: str | None) -> tuple[Agent, Launch]:
+        """The agent to submit, and its launch (minted token, composed prompt)."""
         task = self.registry.task(task_id)
-        if task.state is not TaskState.OPEN:
-            raise InvalidParams(f"task {task.id} is closed")
-        provider = self.config.provider(params.provider)
+        depth = self.registry.child_depth(parent)
+        settings = self.settings.current
+        provider = settings.provider(params.provider)
         if params.provider == "command" and not params.argv:
             raise InvalidParams("the command provider needs an argv")
         cwd = params.cwd or task.cwd
         if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
             raise InvalidParams(f"working directory {cwd} does not exist")
-        depth = 1 if parent is None else self.registry.agent(parent).depth + 1
         now = time.time()
         stamp = _stamp(now, "%H%M%S")
         agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.registry.agents)
         try:
             shim = mcp_shim() if provider.mcp_config_flag else None
-            mcp_path = None if shim is None else str(AgentFiles(self.config.state_dir, task.id, agent_id).mcp_config)
+            mcp_path = None if shim is None else str(AgentFiles(settings.state_dir, task.id, agent_id).mcp_config)
             argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv),
                               mcp_config=mcp_path)
-            token = secrets.token_urlsafe(32)
-            agent = Agent(
-                id=agent_id, task_id=task.id, type=params.type, parent=parent, provider=params.provider,
-                model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), timeout=params.timeout,
-                created_at=now, updated_at=now,
-            )
-            prompt = compose_prompt(params.prompt, _with_depth(agent, depth), task)
-            self.effects.stash(agent_id, Launch(token=token, prompt=prompt, stream_json=provider.stream_json,
-                                                mcp_shim=shim))
-            files = AgentFiles(self.config.state_dir, task.id, agent_id)
-            try:
-                if params.queue:  # it may wait in the queue longer than this daemon lives
-                    await trio.to_thread.run_sync(self.effects.keep_launch, agent_id, files)
-                admitted: Agent = await self.actor.submit(SpawnAgent(agent, queue=params.queue))
-            except BaseException:
-                self.effects.discard(agent_id)
-                if params.queue:
-                    await trio.to_thread.run_sync(files.forget)
-                raise
-        finally:
+        except BaseException:
             self._minting.discard(agent_id)
-        if admitted.state is AgentState.QUEUED:
-            return admitted
-        current = await self._wait_for(admitted.id, lambda a: a.state is not AgentState.STARTING)
-        if current.state is AgentState.FAILED and current.exit is not None and current.exit.decided_by == "spawn_error":
-            raise SpawnFailed(
-                f"agent {current.id} did not start: {current.exit.reason}", data={"agent_id": current.id}
-            )
-        return current
+            raise
+        token = secrets.token_urlsafe(32)
+        agent = Agent(
+            id=agent_id, task_id=task.id, type=params.type, parent=parent, depth=depth, provider=params.provider,
+            model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), timeout=params.timeout,
+            created_at=now, updated_at=now,
+        )
+        launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task),
+                        stream_json=provider.stream_json, mcp_shim=shim)
+        return agent, launch
 
-    def agent_get(self, params: AgentRef, caller: Caller) -> Agent:
+    @handles(AGENT_GET)
+    async def agent_get(self, params: AgentRef, caller: Caller) -> Agent:
         return self.registry.agent(params.agent_id)
 
-    def agent_list(self, params: AgentListParams, caller: Caller) -> list[Agent]:
+    @handles(AGENT_LIST)
+    async def agent_list(self, params: AgentListParams, caller: Caller) -> list[Agent]:
         if params.task_id is not None:
             self.registry.task(params.task_id)
             agents = self.registry.agents_of(params.task_id)
@@ -281,15 +379,17 @@ class Api:
             and (params.live is None or a.state.live == params.live)
         ]
 
+    @handles(AGENT_PROGRESS)
     async def agent_progress(self, params: ProgressParams, caller: Caller) -> Agent:
         agent_id = self._reporter(params.agent_id, caller)
         assert agent_id is not None  # required=True
         command = ReportProgress(agent_id=agent_id, activity=params.activity, message=params.message,
                                  percent=params.percent)
-        result: Agent = await self.actor.submit(command)
+        result: Agent = await self.mailbox.submit(command)
         return result
 
-    async def agent_finding(self, params: FindingParams, caller: Caller) -> Any:
+    @handles(AGENT_FINDING)
+    async def agent_finding(self, params: FindingParams, caller: Caller) -> Finding:
         agent_id = self._reporter(params.agent_id, caller, required=False)
         task_id = params.task_id
         if agent_id is not None:
@@ -301,7 +401,8 @@ class Api:
             raise InvalidParams("a finding needs a task_id or an agent_id")
         command = ReportFinding(task_id=task_id, agent_id=agent_id, type=params.type, severity=params.severity,
                                 message=params.message, data=params.data)
-        return await self.actor.submit(command)
+        result: Finding = await self.mailbox.submit(command)
+        return result
 
     def _reporter(self, agent_id: str | None, caller: Caller, *, required: bool = True) -> str | None:
         """Whom a report is for: the caller's own identity; an agent may report only for itself."""
@@ -314,19 +415,21 @@ class Api:
             raise InvalidParams("agent_id is required (or call with an agent's identity token)")
         return agent_id
 
+    @handles(AGENT_KILL)
     async def agent_kill(self, params: KillParams, caller: Caller) -> Agent:
         me = self._as_agent(caller)
         target = self.registry.agent(params.agent_id)
         if me is not None and not self._is_descendant(target.id, me.id):
             raise Forbidden(f"agent {me.id} may kill only its own descendants")
-        await self.actor.submit(RequestKill(agent_id=target.id, reason=params.reason, tree=params.tree))
+        await self.mailbox.submit(RequestKill(agent_id=target.id, reason=params.reason, tree=params.tree))
         if params.tree:
             for child in self._live_descendants(target.id):
                 try:
-                    await self.actor.submit(RequestKill(agent_id=child, reason=f"parent {target.id} killed", tree=True))
+                    await self.mailbox.submit(RequestKill(agent_id=child, reason=f"parent {target.id} killed",
+                                                          tree=True))
                 except UnknownAgent:
                     pass
-        deadline = self.config.daemon.kill_grace + 15.0
+        deadline = self.settings.current.daemon.kill_grace + 15.0
         with trio.move_on_after(deadline):
             return await self._wait_for(target.id, lambda a: a.state.terminal)
         raise Timeout(f"agent {target.id} did not stop within {deadline:.0f} s", data={"agent_id": target.id})
@@ -348,6 +451,7 @@ class Api:
             stack.extend(self.registry.children(child))
         return out
 
+    @handles(AGENT_WAIT)
     async def agent_wait(self, params: WaitParams, caller: Caller) -> WaitResult:
         """Block until all (or any) of the agents are terminal, or the timeout passes.
         Event-driven: it sleeps on the hub until one of them has a committed change."""
@@ -368,25 +472,21 @@ class Api:
             await self.hub.changed([agent_id]).wait()
         return agent
 
+    @handles(AGENT_OUTPUT)
     async def agent_output(self, params: OutputParams, caller: Caller) -> OutputResult:
         agent = self.registry.agent(params.agent_id)
-        files = self.effects.files(agent)
-        return await trio.to_thread.run_sync(read_output, files, params)
+        return await trio.to_thread.run_sync(read_output, self.launcher.files(agent), params)
 
-    async def agent_peek(self, params: PeekParams, caller: Caller) -> dict[str, Any]:
+    @handles(AGENT_PEEK)
+    async def agent_peek(self, params: PeekParams, caller: Caller) -> Screen:
         """The agent's pane as it is on screen now (plus ``lines`` of history)."""
         agent = self.registry.agent(params.agent_id)
         if agent.tmux is None or agent.state.terminal:
             raise InvalidParams(f"agent {agent.id} has no session ({agent.state})")
-        screen = await self.effects.backend.capture_pane(agent.tmux.pane_id, params.lines)
-        return {"agent_id": agent.id, "screen": screen}
+        return Screen(agent_id=agent.id, screen=await self.backend.capture_pane(agent.tmux.pane_id, params.lines))
 
-    async def daemon_reconcile(self, params: ReconcileParams, caller: Caller) -> Any:
-        if self.reconciler is None:
-            raise InvalidParams("reconciliation is not available")
-        return await self.reconciler.reconcile(dry_run=params.dry_run, kill_orphans=params.kill_orphans)
-
-    def findings_list(self, params: FindingsListParams, caller: Caller) -> Any:
+    @handles(FINDINGS_LIST)
+    async def findings_list(self, params: FindingsListParams, caller: Caller) -> list[Finding]:
         if params.task_id is not None:
             self.registry.task(params.task_id)
         return self.registry.query_findings(
@@ -394,32 +494,78 @@ class Api:
             since=params.since, limit=params.limit,
         )
 
+    # -- events --------------------------------------------------------------------
+
+    @streams(EVENTS_SUBSCRIBE)
+    async def events_subscribe(self, params: SubscribeParams, caller: Caller) -> Stream:
+        """Replay committed events after ``since`` from the store, then stream live ones.
+
+        The live subscription is registered *before* the replay reads the store, and
+        events already sent are skipped, so nothing is missed and nothing repeats."""
+        agent_ids = [params.agent_id] if params.agent_id else []
+        sub = self.hub.subscribe(agent_ids=agent_ids, task_id=params.task_id)
+        last_seq = self.registry.last_seq
+        ack = Subscribed(subscribed=True, last_seq=last_seq)
+        return Stream(ack, self._notices(sub, params, agent_ids, last_seq), sub.close)
+
+    async def _notices(
+        self, sub: Subscription, params: SubscribeParams, agent_ids: list[str], last_seq: int,
+    ) -> AsyncGenerator[Notice, None]:
+        sent = last_seq
+        if params.since is not None:
+            sent = params.since
+            while True:
+                read = functools.partial(self.store.read_events, sent, agent_ids=agent_ids,
+                                         task_id=params.task_id, limit=REPLAY_PAGE)
+                rows = await trio.to_thread.run_sync(read)
+                for seq, raw in rows:
+                    yield Notice(seq=seq, event=msgspec.Raw(raw))
+                    sent = seq
+                if len(rows) < REPLAY_PAGE:
+                    break
+        async for event in sub.receive:
+            if event.seq > sent:
+                yield Notice(seq=event.seq, event=event)
+                sent = event.seq
+        if sub.overflowed:
+            raise LimitExceeded("subscriber fell too far behind; resubscribe with since")
+
     # -- daemon --------------------------------------------------------------------
 
-    def health(self, params: NoParams, caller: Caller) -> dict[str, Any]:
-        actor = self.actor
-        return {
-            "ok": True,
-            "pid": os.getpid(),
-            "version": __version__,
-            "protocol": PROTOCOL_VERSION,
-            "uptime": round(time.time() - self.started_at, 3),
-            "state_dir": str(self.config.state_dir),
-            "socket": str(self.config.socket_path),
-            "tasks": len(self.registry.tasks),
-            "counts": self.registry.counts(),
-            "last_seq": self.registry.last_seq,
-            "actor": {"queued": actor.queued, "commands": actor.commands, "commits": actor.commits,
-                      "storage_failures": actor.storage_failures},
-            "subscribers": self.hub.subscribers,
-            **self.extra_health(),
-        }
+    @handles(DAEMON_RECONCILE)
+    async def daemon_reconcile(self, params: ReconcileParams, caller: Caller) -> ReconcileReport:
+        return await self.reconciler.reconcile(dry_run=params.dry_run, kill_orphans=params.kill_orphans)
 
-    def daemon_stop(self, params: NoParams, caller: Caller) -> dict[str, bool]:
-        if caller.agent_id is not None:
-            raise Forbidden("an agent may not stop the daemon")
+    @handles(DAEMON_HEALTH)
+    async def health(self, params: NoParams, caller: Caller) -> Health:
+        actor, last = self.actor, self.reconciler.last
+        config = self.settings.current
+        return Health(
+            ok=True,
+            pid=os.getpid(),
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            uptime=round(time.time() - self.started_at, 3),
+            state_dir=str(config.state_dir),
+            socket=str(config.socket_path),
+            tasks=len(self.registry.tasks),
+            counts=self.registry.counts(),
+            last_seq=self.registry.last_seq,
+            actor=ActorStats(queued=self.mailbox.queued, commands=actor.commands, commits=actor.commits,
+                             storage_failures=actor.storage_failures),
+            subscribers=self.hub.subscribers,
+            connections=self.connections.open,
+            connections_refused=self.connections.refused,
+            reconcile_passes=self.reconciler.passes,
+            tmux_healthy=self.backend.healthy,
+            tmux_sessions=None if last is None else last.sessions,
+            last_reconcile_error=None if last is None else last.error,
+        )
+
+    @handles(DAEMON_STOP)
+    async def daemon_stop(self, params: NoParams, caller: Caller) -> Stopping:
         self.stop_daemon()
-        return {"stopping": True}
+        return Stopping(stopping=True)
 
     def _mint(self, make: Callable[[], str], existing: dict[str, Any]) -> str:
         """A fresh id, unique among stored ids and ids still on their way to the actor."""
@@ -430,6 +576,11 @@ class Api:
                 return candidate
 
 
+def unhandled() -> set[str]:
+    """Declared methods without a handler (a test keeps this empty)."""
+    return set(METHODS) - set(_HANDLERS)
+
+
 def mcp_shim() -> str | None:
     """The installed MCP shim beside this Python, if the ``mcp`` extra is installed."""
     shim = Path(sys.executable).parent / "agents-mcp"
@@ -438,10 +589,6 @@ def mcp_shim() -> str | None:
 
 def _stamp(now: float, fmt: str) -> str:
     return datetime.fromtimestamp(now, UTC).strftime(fmt)
-
-
-def _with_depth(agent: Agent, depth: int) -> Agent:
-    return structs.replace(agent, depth=depth)
 
 
 def _exit_of(agent: Agent) -> AgentExit:

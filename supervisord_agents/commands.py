@@ -2,19 +2,18 @@
 
 Commands are the only way to change the registry (:meth:`Registry.apply
 <supervisord_agents.registry.Registry.apply>`); each application returns an
-:class:`Outcome`: the events to append to the durable log, the effects for the daemon to
+:class:`Applied`: the events to append to the durable log, the effects for the daemon to
 carry out once they are committed (start a session, stop an agent, clean up), and the
 result for the caller. All of them are plain frozen values, so the registry stays pure.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from msgspec import Struct
 
-from .model import Agent, AgentState, Cleanup, Exit, Severity, Task, TmuxIds
+from .model import Agent, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds
 
 # --- commands -----------------------------------------------------------------------
 
@@ -48,7 +47,9 @@ class Started(Struct, frozen=True):
     tmux: TmuxIds
 
 
-class SpawnFailed(Struct, frozen=True):
+class StartFailed(Struct, frozen=True):
+    """The agent's session could not be created (the agent ends ``failed``)."""
+
     agent_id: str
     reason: str
 
@@ -91,7 +92,7 @@ class Exited(Struct, frozen=True):
 
 class RecordCleanup(Struct, frozen=True):
     agent_id: str
-    cleanup: Cleanup
+    cleanup: CleanupRecord
 
 
 Command = (
@@ -99,7 +100,7 @@ Command = (
     | CloseTask
     | SpawnAgent
     | Started
-    | SpawnFailed
+    | StartFailed
     | Adopt
     | ReportProgress
     | ReportFinding
@@ -109,47 +110,42 @@ Command = (
     | SetGlobalLimit
 )
 
-# --- events and effects -------------------------------------------------------------
-
-
-class EventKind(StrEnum):
-    TASK_CREATED = "task_created"
-    TASK_CLOSED = "task_closed"
-    AGENT_STATE = "agent_state"  # data: the agent row after the change
-    PROGRESS = "progress"  # data: {"activity", "message", "percent"}
-    FINDING = "finding"  # data: the finding
-    CLEANUP = "cleanup"  # data: the cleanup record
-
-
-class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One entry of the append-only event log."""
-
-    seq: int
-    at: float
-    kind: EventKind
-    task_id: str
-    agent_id: str | None = None
-    state: AgentState | None = None
-    data: Any = None
+# --- effects -------------------------------------------------------------
 
 
 class StartSession(Struct, frozen=True):
+    """Create the agent's session (its start reports ``Started`` or ``StartFailed``)."""
+
     agent: Agent
 
 
 class StopAgent(Struct, frozen=True):
+    """End the agent (and with ``tree``, what it left running); reports ``Exited``."""
+
     agent: Agent
     tree: bool
 
 
-class CleanUp(Struct, frozen=True):
+class CleanUpAgent(Struct, frozen=True):
+    """After a terminal state: session, secrets, log archive; reports ``RecordCleanup``."""
+
     agent: Agent
 
 
-Effect = StartSession | StopAgent | CleanUp
+Effect = StartSession | StopAgent | CleanUpAgent
 
 
-class Outcome(Struct, frozen=True):
+class Applied(Struct, frozen=True):
+    """What applying one command did: events to commit, effects to run after the commit,
+    and the value the caller gets."""
+
     events: list[Event]
     effects: list[Effect]
     result: Any
+
+
+__all__ = [
+    "Adopt", "Applied", "CleanUpAgent", "CloseTask", "Command", "CreateTask", "Effect", "Event", "EventKind",
+    "Exited", "RecordCleanup", "ReportFinding", "ReportProgress", "RequestKill", "SetGlobalLimit", "SpawnAgent",
+    "StartFailed", "StartSession", "Started", "StopAgent",
+]

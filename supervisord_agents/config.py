@@ -102,6 +102,26 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
             raise InvalidParams(f"unknown provider {name!r} (configured: {known})") from None
 
 
+class Settings:
+    """The configuration in force, in one holder that every part of the daemon reads
+    reloadable values through, at the moment it uses them. A reload replaces the whole
+    config in one step; paths are fixed for the life of the daemon."""
+
+    def __init__(self, config: Config, path: Path | None = None) -> None:
+        self.current = config
+        self.path = path
+
+    def reload(self, environ: Mapping[str, str] = os.environ) -> bool:
+        """Re-read the file and the environment, and put the result in force. Raises
+        InvalidParams (and keeps the config in force) if it cannot be read. Returns False
+        if it changed a path, which is then kept as it was."""
+        new = load_config(self.path, environ)
+        old = self.current
+        paths_kept = (new.state_dir, new.runtime_dir) == (old.state_dir, old.runtime_dir)
+        self.current = msgspec.structs.replace(new, paths=old.paths)
+        return paths_kept
+
+
 def default_state_dir() -> Path:
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / APP

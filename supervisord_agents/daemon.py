@@ -25,17 +25,20 @@ import structlog
 import trio
 
 from . import __version__, service
-from .actor import Actor, Hub
-from .api import Api
+from .actor import Actor, Hub, Mailbox
+from .api import Api, ConnectionStats
 from .commands import SetGlobalLimit
-from .config import Config, dump_config, load_config
+from .config import Settings, dump_config, load_config
 from .effects import Effects
 from .errors import SupervisorError
+from .launch import Launcher
 from .logs import configure_logging
+from .protocol import EXIT_ALREADY_RUNNING
 from .reconciler import Reconciler
 from .registry import Registry
 from .server import Server, bind_socket, prepare_runtime_dir
 from .store import Store
+from .tmux import TmuxBackend
 from .tmux_control import ControlModeTmux
 
 log = structlog.get_logger()
@@ -43,7 +46,6 @@ log = structlog.get_logger()
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
-EXIT_ALREADY_RUNNING: Final = 75  # another daemon holds the state directory
 
 
 class AlreadyRunning(SupervisorError):
@@ -75,35 +77,34 @@ def acquire_instance_lock(state_dir: Path) -> TextIO:
 
 
 class Daemon:
-    """One running daemon: its parts, wired together, and its lifecycle."""
+    """One daemon: its parts, each given what it works with when it is made, and their
+    lifecycle. Collaborators come first (the mailbox before the actor that reads it),
+    so there is nothing to wire afterwards."""
 
-    def __init__(self, config: Config, config_path: Path | None) -> None:
-        self.config = config
-        self.config_path = config_path
+    def __init__(self, settings: Settings, *, backend: TmuxBackend | None = None) -> None:
+        config = settings.current
+        self.settings = settings
         self.store = Store(config.db_path)
         self.registry = Registry(global_max_concurrent=config.daemon.global_max_concurrent)
         self.hub = Hub()
-        self.actor = Actor(self.registry, self.store, self.hub)
-        self.backend = ControlModeTmux(
+        self.mailbox = Mailbox()
+        self.backend: TmuxBackend = backend or ControlModeTmux(
             socket_path=config.tmux_socket,
             config_path=config.runtime_dir / "tmux.conf",
             tmux=config.daemon.tmux,
             command_timeout=config.daemon.tmux_command_timeout,
         )
-        self.effects = Effects(self.actor, self.backend, config)
-        self.actor.run_effects = self.effects
-        self.reconciler = Reconciler(self.actor, self.backend, self.effects, interval=config.daemon.reconcile_interval)
+        self.launcher = Launcher(config.state_dir, config.socket_path)
+        self.effects = Effects(self.mailbox, self.backend, self.launcher, settings)
+        self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects)
+        self.reconciler = Reconciler(self.actor, self.backend, self.effects, settings)
         self.stopping = trio.Event()
-        self.api = Api(self.actor, self.effects, config, stop=self.stopping.set)
-        self.api.reconciler = self.reconciler
-        self.server = Server(
-            self.api, self.store, max_line=config.daemon.max_line,
-            max_connections=config.daemon.max_connections, idle_timeout=config.daemon.idle_timeout,
+        connections = ConnectionStats()
+        self.api = Api(
+            actor=self.actor, store=self.store, launcher=self.launcher, backend=self.backend,
+            reconciler=self.reconciler, settings=settings, connections=connections, stop=self.stopping.set,
         )
-        self.api.extra_health = self._health
-
-    def _health(self) -> dict[str, object]:
-        return {"connections": self.server.connections, **self.reconciler.health()}
+        self.server = Server(self.api, settings, connections)
 
     async def run(self, sockets: list[socket.socket]) -> None:
         try:
@@ -138,13 +139,13 @@ class Daemon:
             server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
             nursery.start_soon(self._signals)
             service.notify("READY=1")
-            log.info("serving", socket=str(self.config.socket_path), pid=os.getpid(), version=__version__)
+            log.info("serving", socket=str(self.settings.current.socket_path), pid=os.getpid(), version=__version__)
             await self.stopping.wait()
             log.info("stopping")
             service.notify("STOPPING=1")
             await self.server.drain(1.0)
             server_scope.cancel()
-            self.actor.close()
+            self.mailbox.close()
             await actor_done.wait()
             nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.store.close)
@@ -160,25 +161,21 @@ class Daemon:
                     self.stopping.set()
 
     async def reload(self) -> None:
-        """Re-read the config; apply what can change while running."""
+        """Re-read the config and put it in force; the global cap goes through the actor."""
         try:
-            new = load_config(self.config_path)
+            paths_kept = self.settings.reload()
         except SupervisorError as e:
             log.error("reload_failed", error=e.message)
             return
-        if (new.state_dir, new.runtime_dir) != (self.config.state_dir, self.config.runtime_dir):
+        if not paths_kept:
             log.warning("reload_paths_ignored", detail="paths change only on restart")
-        configure_logging(new.daemon.log_level)
-        if new.daemon.global_max_concurrent != self.registry.global_max_concurrent:
-            try:  # through the actor: a higher cap starts queued agents, durably
-                await self.actor.submit(SetGlobalLimit(new.daemon.global_max_concurrent))
+        daemon = self.settings.current.daemon
+        configure_logging(daemon.log_level)
+        if daemon.global_max_concurrent != self.registry.global_max_concurrent:
+            try:  # a higher cap starts queued agents, durably
+                await self.mailbox.submit(SetGlobalLimit(daemon.global_max_concurrent))
             except SupervisorError as e:
                 log.error("reload_failed", error=e.message)
-        self.reconciler.interval = new.daemon.reconcile_interval
-        self.server.idle_timeout = new.daemon.idle_timeout
-        self.server.max_connections = new.daemon.max_connections
-        for holder in (self, self.api, self.effects):
-            holder.config = new
         log.info("config_reloaded")
 
 
@@ -209,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_runtime_dir(config.runtime_dir)
         sockets = service.activated_sockets() or [bind_socket(config.socket_path)]
-        trio.run(Daemon(config, args.config).run, sockets)
+        trio.run(Daemon(Settings(config, args.config)).run, sockets)
     except SupervisorError as e:
         log.error("daemon_failed", error=e.message)
         sys.stderr.write(f"supervisord-agents: {e.message}\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-import msgspec
 from msgspec import Meta, Struct
 
 # --- names and ids ------------------------------------------------------------------
@@ -158,7 +157,7 @@ class Exit(Struct, frozen=True, kw_only=True, omit_defaults=True):
     session_id: str | None = None
 
 
-class Cleanup(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class CleanupRecord(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What cleanup after a terminal state did, or why it failed (then it is retried)."""
 
     ok: bool
@@ -187,7 +186,7 @@ class Agent(Struct, frozen=True, kw_only=True):
     token_hash: str = ""
     timeout: float | None = None  # seconds from creation; the reconciler kills it after that
     kill_reason: str = ""
-    cleanup: Cleanup | None = None
+    cleanup: CleanupRecord | None = None
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
@@ -217,9 +216,22 @@ class Counts(Struct, frozen=True, kw_only=True):
     spawned: int = 0
 
 
-def encode_row(value: Struct) -> bytes:
-    """Encode a row for storage (msgpack: compact and fast to decode at start)."""
-    return _MSGPACK_ENCODER.encode(value)
+class EventKind(StrEnum):
+    TASK_CREATED = "task_created"
+    TASK_CLOSED = "task_closed"
+    AGENT_STATE = "agent_state"  # data: the agent row after the change
+    PROGRESS = "progress"  # data: {"activity", "message", "percent"}
+    FINDING = "finding"  # data: the finding
+    CLEANUP = "cleanup"  # data: the cleanup record
 
 
-_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder()
+class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One entry of the append-only event log."""
+
+    seq: int
+    at: float
+    kind: EventKind
+    task_id: str
+    agent_id: str | None = None
+    state: AgentState | None = None
+    data: Any = None

@@ -20,8 +20,6 @@ import gzip
 import io
 import os
 from collections import deque
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Final, cast
 
 import msgspec
@@ -252,11 +250,3 @@ def _summarize_block(kind: Any, block: dict[str, Any]) -> str:
     if btype == "thinking":
         return "[THINK]"
     return f"[{str(btype or kind).upper()}]"
-
-
-def iter_chunks(path: Path, offset: int) -> Iterator[bytes]:
-    """Bytes of a growing log from ``offset`` (for ``agentctl logs -f``)."""
-    with path.open("rb") as f:
-        f.seek(offset)
-        while chunk := f.read(65536):
-            yield chunk

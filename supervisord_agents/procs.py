@@ -67,11 +67,6 @@ def alive(pid: int) -> bool:
     return True
 
 
-def group_members(pgid: int, procs: list[Proc] | None = None) -> list[int]:
-    """Live processes of group ``pgid``."""
-    return [p.pid for p in (snapshot() if procs is None else procs) if p.pgid == pgid]
-
-
 def descendants(pid: int, procs: list[Proc] | None = None) -> list[int]:
     """Every live descendant of ``pid`` (whatever its group or session)."""
     children: dict[int, list[int]] = {}

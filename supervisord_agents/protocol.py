@@ -17,13 +17,22 @@ the raw params with the decoder of the method's own Struct. So an unknown method
 reported as such, and wrong types name the method's field. Every name field is
 pattern-checked here (see :mod:`.model`), before any other code sees it.
 
+Every method is declared once, as a :class:`Method` in ``METHODS``: its name, params
+and result types, who may call it (:class:`Rule`) and how it is answered
+(:class:`Answer`). The server decodes and dispatches from that declaration, the API
+binds exactly one handler to each, and the client decodes each result into its type.
+Requests on one connection are answered in order, except those declared to wait
+(``BACKGROUND``), whose replies come when they are ready; replies carry the request's
+id, so a client may pipeline requests.
+
 Compatibility: the ``hello`` exchange carries ``PROTOCOL_VERSION``; wire Structs only
 gain fields with defaults.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from enum import StrEnum
+from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -53,6 +62,16 @@ from .model import (
 
 PROTOCOL_VERSION: Final = 1
 MAX_LINE: Final = 1 << 20  # default cap on one line, in bytes
+
+# How an agent finds the daemon and says who it is: set in every agent's environment.
+ENV_AGENT_ID: Final = "SUPERVISORD_AGENTS_AGENT_ID"
+ENV_TASK_ID: Final = "SUPERVISORD_AGENTS_TASK_ID"
+ENV_SOCKET: Final = "SUPERVISORD_AGENTS_SOCKET"
+ENV_TOKEN: Final = "SUPERVISORD_AGENTS_TOKEN"
+
+#: The daemon's exit status when another daemon already holds its state directory
+#: (EX_TEMPFAIL): service files tell their manager not to restart on it.
+EXIT_ALREADY_RUNNING: Final = 75
 
 # An argv element: anything printable (it is never given to a shell), bounded.
 ArgvItem = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]*\Z", max_length=4096)]
@@ -105,12 +124,27 @@ class NoParams(Params, frozen=True, kw_only=True):
     pass
 
 
+class LimitsGiven(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The limits a caller sets for a new task; the daemon takes every other one from its
+    configured ``[limits]`` (a field left out is not "the built-in default")."""
+
+    max_concurrent: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
+    max_total: Annotated[int, Meta(ge=1, le=100_000)] | UnsetType = UNSET
+    max_depth: Annotated[int, Meta(ge=1, le=50)] | UnsetType = UNSET
+    max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None | UnsetType = UNSET
+
+    def over(self, base: Limits) -> Limits:
+        """``base`` with the limits given here put over it."""
+        given = {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
+        return msgspec.structs.replace(base, **given)
+
+
 class TaskCreateParams(Params, frozen=True, kw_only=True):
     description: Text
     priority: Priority = Priority.P2
     cwd: AbsPath | None = None
     context: TaskContext = TaskContext()
-    limits: Limits | None = None
+    limits: LimitsGiven = LimitsGiven()
 
 
 class TaskRef(Params, frozen=True, kw_only=True):
@@ -187,12 +221,20 @@ class WaitParams(Params, frozen=True, kw_only=True):
     timeout: Annotated[float, Meta(ge=0, le=7 * 86400)] | None = None
 
 
+class OutputFormat(StrEnum):
+    """How ``agent.output`` renders an agent's log."""
+
+    TEXT = "text"  # the lines as written
+    JSONL = "jsonl"  # only the lines that are JSON objects (stream-json events)
+    SUMMARY = "summary"  # one compact line per stream-json event
+
+
 class OutputParams(Params, frozen=True, kw_only=True):
     agent_id: AgentId
     tail: Annotated[int, Meta(ge=0, le=100_000)] | None = None
     offset: Annotated[int, Meta(ge=0)] | None = None
     regex: Annotated[str, Meta(max_length=1000)] | None = None
-    format: Annotated[str, Meta(pattern=r"^(text|jsonl|summary)\Z")] = "text"
+    format: OutputFormat = OutputFormat.TEXT
     max_bytes: Annotated[int, Meta(ge=256, le=4 << 20)] = 64 * 1024
 
 
@@ -205,29 +247,6 @@ class ReconcileParams(Params, frozen=True, kw_only=True):
     dry_run: bool = False
     kill_orphans: bool = False
 
-
-#: Every method the daemon serves, with the Struct its params decode into.
-METHODS: Final[dict[str, type[Params]]] = {
-    "hello": HelloParams,
-    "task.create": TaskCreateParams,
-    "task.get": TaskRef,
-    "task.list": TaskListParams,
-    "task.close": TaskRef,
-    "agent.spawn": SpawnParams,
-    "agent.get": AgentRef,
-    "agent.list": AgentListParams,
-    "agent.progress": ProgressParams,
-    "agent.finding": FindingParams,
-    "agent.kill": KillParams,
-    "agent.wait": WaitParams,
-    "agent.output": OutputParams,
-    "agent.peek": PeekParams,
-    "findings.list": FindingsListParams,
-    "events.subscribe": SubscribeParams,
-    "daemon.health": NoParams,
-    "daemon.reconcile": ReconcileParams,
-    "daemon.stop": NoParams,
-}
 
 # --- results ------------------------------------------------------------------------
 
@@ -277,7 +296,7 @@ class WaitResult(Struct, kw_only=True):
 
 class OutputResult(Struct, kw_only=True):
     agent_id: str
-    format: str
+    format: OutputFormat
     output: str
     offset: int  # byte offset just past what was read: pass it back to continue
     size: int  # bytes written so far (live); for an archive, as far as this read went
@@ -285,10 +304,167 @@ class OutputResult(Struct, kw_only=True):
     note: str = ""
 
 
+class Screen(Struct, kw_only=True):
+    """An agent's pane as it is on screen (``agent.peek``)."""
+
+    agent_id: str
+    screen: str
+
+
+class Subscribed(Struct, kw_only=True):
+    """The acknowledgement of ``events.subscribe``; events follow as :class:`Notice` lines."""
+
+    subscribed: bool
+    last_seq: int
+
+
+class Stopping(Struct, kw_only=True):
+    stopping: bool
+
+
+class ReconcileReport(Struct, kw_only=True):
+    """What one reconciliation pass found and did (or, for a dry run, would do)."""
+
+    dry_run: bool
+    tmux_healthy: bool
+    sessions: int = 0
+    ended: list[str] = []  # live agents whose session had gone
+    adopted: list[str] = []
+    killed_again: list[str] = []  # sessions of agents already terminal
+    orphans: list[str] = []  # sessions with our marker and no agent record
+    orphans_killed: list[str] = []
+    cleanups_retried: list[str] = []
+    timed_out: list[str] = []  # running agents past their wall-clock timeout (killed)
+    error: str = ""
+
+
+class ActorStats(Struct, kw_only=True):
+    queued: int
+    commands: int
+    commits: int
+    storage_failures: int
+
+
+class Health(Struct, kw_only=True):
+    """``daemon.health``: what the daemon is, and whether its parts work."""
+
+    ok: bool
+    pid: int
+    version: str
+    protocol: int
+    uptime: float
+    state_dir: str
+    socket: str
+    tasks: int
+    counts: Counts
+    last_seq: int
+    actor: ActorStats
+    subscribers: int
+    connections: int
+    connections_refused: int  # another uid, or over the connection cap
+    reconcile_passes: int
+    tmux_healthy: bool
+    tmux_sessions: int | None = None
+    last_reconcile_error: str | None = None
+
+
+# --- the method table ----------------------------------------------------------------
+
+P = TypeVar("P", bound=Params)
+R = TypeVar("R")
+
+
+class Answer(StrEnum):
+    """How the server answers a method on one connection."""
+
+    INLINE = "inline"  # at once, in order with the connection's other requests
+    BACKGROUND = "background"  # it may wait (for an agent): the connection serves others meanwhile
+    STREAM = "stream"  # an acknowledgement, then a stream of Notice lines
+
+
+class Rule(StrEnum):
+    """Who may call a method. The operator (a peer of our uid that is not an agent) may
+    call every method; an agent's connection is held to the method's rule."""
+
+    ANYONE = "operator or agent; an agent reports, spawns and kills only as itself"
+    OPERATOR = "only the operator, never an agent"
+
+
+class Method(Generic[P, R]):
+    """One method of the protocol, declared once: everything else (decoding, dispatch,
+    the handler table, the client's typed results, the documentation) derives from it."""
+
+    __slots__ = ("answer", "doc", "name", "params", "result", "rule")
+
+    def __init__(self, name: str, params: type[P], result: Any, doc: str, *,
+                 rule: Rule = Rule.ANYONE, answer: Answer = Answer.INLINE) -> None:
+        self.name = name
+        self.params = params
+        self.result: type[R] = result  # a type, or a generic alias such as list[Agent]
+        self.doc = doc
+        self.rule = rule
+        self.answer = answer
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r})"
+
+
+HELLO: Final = Method[HelloParams, HelloResult](
+    "hello", HelloParams, HelloResult, "open a session: protocol version, client name, an agent's token")
+TASK_CREATE: Final = Method[TaskCreateParams, Task](
+    "task.create", TaskCreateParams, Task, "create a task (limits not given come from the daemon's config)")
+TASK_GET: Final = Method[TaskRef, TaskStatus](
+    "task.get", TaskRef, TaskStatus, "one task's status: counts, headroom, agents, latest findings")
+TASK_LIST: Final = Method[TaskListParams, list[TaskSummary]](
+    "task.list", TaskListParams, list[TaskSummary], "tasks with their counts")
+TASK_CLOSE: Final = Method[TaskRef, Task](
+    "task.close", TaskRef, Task, "close a task to new agents")
+AGENT_SPAWN: Final = Method[SpawnParams, Agent](
+    "agent.spawn", SpawnParams, Agent, "admit and start an agent; returns once it runs (or is queued)",
+    answer=Answer.BACKGROUND)
+AGENT_GET: Final = Method[AgentRef, Agent](
+    "agent.get", AgentRef, Agent, "one agent")
+AGENT_LIST: Final = Method[AgentListParams, list[Agent]](
+    "agent.list", AgentListParams, list[Agent], "agents, by task and state")
+AGENT_PROGRESS: Final = Method[ProgressParams, Agent](
+    "agent.progress", ProgressParams, Agent, "report an agent's activity, message and percent")
+AGENT_FINDING: Final = Method[FindingParams, Finding](
+    "agent.finding", FindingParams, Finding, "record a finding for a task")
+AGENT_KILL: Final = Method[KillParams, Agent](
+    "agent.kill", KillParams, Agent, "stop an agent (and with tree, its descendants); returns it ended",
+    answer=Answer.BACKGROUND)
+AGENT_WAIT: Final = Method[WaitParams, WaitResult](
+    "agent.wait", WaitParams, WaitResult, "wait until all (or any) of the agents have ended",
+    answer=Answer.BACKGROUND)
+AGENT_OUTPUT: Final = Method[OutputParams, OutputResult](
+    "agent.output", OutputParams, OutputResult, "an agent's output: tail, offset, regex, format")
+AGENT_PEEK: Final = Method[PeekParams, Screen](
+    "agent.peek", PeekParams, Screen, "an agent's screen as it is now")
+FINDINGS_LIST: Final = Method[FindingsListParams, list[Finding]](
+    "findings.list", FindingsListParams, list[Finding], "findings after a sequence number, filtered")
+EVENTS_SUBSCRIBE: Final = Method[SubscribeParams, Subscribed](
+    "events.subscribe", SubscribeParams, Subscribed, "replay the event log after a sequence number, then follow it",
+    answer=Answer.STREAM)
+DAEMON_HEALTH: Final = Method[NoParams, Health](
+    "daemon.health", NoParams, Health, "the daemon's health and counts")
+DAEMON_RECONCILE: Final = Method[ReconcileParams, ReconcileReport](
+    "daemon.reconcile", ReconcileParams, ReconcileReport, "reconcile the registry with tmux now")
+DAEMON_STOP: Final = Method[NoParams, Stopping](
+    "daemon.stop", NoParams, Stopping, "stop the daemon (agents keep running)", rule=Rule.OPERATOR)
+
+#: Every method the daemon serves, by name.
+METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
+    HELLO, TASK_CREATE, TASK_GET, TASK_LIST, TASK_CLOSE, AGENT_SPAWN, AGENT_GET, AGENT_LIST, AGENT_PROGRESS,
+    AGENT_FINDING, AGENT_KILL, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
+    DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_STOP,
+)}
+
 # --- codec --------------------------------------------------------------------------
 
 _request_decoder: Final = msgspec.json.Decoder(Request)
-_param_decoders: Final = {name: msgspec.json.Decoder(t) for name, t in METHODS.items()}
+_param_decoders: Final[dict[str, msgspec.json.Decoder[Params]]] = {
+    name: msgspec.json.Decoder(m.params) for name, m in METHODS.items()
+}
 
 
 def decode_request(line: bytes) -> Request:
@@ -300,7 +476,8 @@ def decode_request(line: bytes) -> Request:
 
 
 def decode_params(request: Request) -> Params:
-    """Decode a request's params with its method's schema. Raises UnknownMethod, InvalidParams."""
+    """Decode a request's params with its method's schema. Raises UnknownMethod, InvalidParams.
+    (The method itself is ``METHODS[request.method]`` once this returned.)"""
     decoder = _param_decoders.get(request.method)
     if decoder is None:
         raise UnknownMethod(f"unknown method {request.method!r}", data={"method": request.method})

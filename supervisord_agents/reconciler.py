@@ -1,7 +1,7 @@
 """The reconciler: keeps the registry truthful about tmux, on a timer and on notifications.
 
 Each pass takes one listing of the private tmux server, computes a plan with the pure
-:func:`~supervisord_agents.reconcile.diff`, and carries it out through ordinary actor
+:func:`~supervisord_agents.drift.diff`, and carries it out through ordinary actor
 commands (``Exited``, ``Adopt``) and tmux calls. tmux notifications (a window closed,
 sessions changed) wake it at once; the timer is the safety net, since notifications
 are only hints. It also retries cleanups that failed.
@@ -13,43 +13,31 @@ import time
 
 import structlog
 import trio
-from msgspec import Struct
 
 from .actor import Actor
 from .commands import Adopt, Exited, RequestKill
+from .config import Settings
+from .drift import Plan, diff
 from .effects import Effects
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import read_exit
 from .model import LIVE_STATES, AgentState, DecidedBy, Exit
-from .reconcile import Plan, diff
+from .protocol import ReconcileReport as Report
 from .tmux import TmuxBackend
 
 log = structlog.get_logger()
 
 
-class Report(Struct, kw_only=True):
-    """What one pass found and did (or, for a dry run, would do)."""
-
-    dry_run: bool
-    tmux_healthy: bool
-    sessions: int = 0
-    ended: list[str] = []  # live agents whose session had gone ("zombies" in the registry)
-    adopted: list[str] = []
-    killed_again: list[str] = []  # sessions of agents already terminal
-    orphans: list[str] = []  # sessions with our marker and no agent record
-    orphans_killed: list[str] = []
-    cleanups_retried: list[str] = []
-    timed_out: list[str] = []  # running agents past their wall-clock timeout (killed)
-    error: str = ""
-
-
 class Reconciler:
-    def __init__(self, actor: Actor, backend: TmuxBackend, effects: Effects, *, interval: float) -> None:
+    """Reconciliation passes: on a timer, on tmux notifications, and on request."""
+
+    def __init__(self, actor: Actor, backend: TmuxBackend, effects: Effects, settings: Settings) -> None:
         self.actor = actor
+        self.mailbox = actor.mailbox
         self.registry = actor.registry
         self.backend = backend
         self.effects = effects
-        self.interval = interval
+        self.settings = settings
         self.passes = 0
         self.last: Report | None = None
         self._lock = trio.Lock()
@@ -57,7 +45,7 @@ class Reconciler:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            with trio.move_on_after(self.interval):
+            with trio.move_on_after(self.settings.current.daemon.reconcile_interval):
                 await self.backend.wait_changed()
             try:
                 await self.reconcile()
@@ -69,7 +57,9 @@ class Reconciler:
         """One pass. Never raises for tmux trouble: the report says what went wrong."""
         async with self._lock:
             live_before = list(self.registry.agents_in(LIVE_STATES))
-            starting = self.effects.in_flight()
+            # In hand: a start or stop in flight, or a change not yet committed (whose
+            # effects have not started): their own effects report what happens to them.
+            starting = self.effects.in_flight() | self.actor.settling
             try:
                 panes = await self.backend.list_panes()
             except TmuxError as e:
@@ -113,11 +103,11 @@ class Reconciler:
             if not dry_run:
                 await self._submit(RequestKill(agent_id=agent.id, reason=f"timed out after {agent.timeout:g} s"))
         for agent in self.registry.uncleaned():
-            if agent.id in self.effects.cleaning:
+            if self.effects.cleaning(agent.id):
                 continue
             report.cleanups_retried.append(agent.id)
             if not dry_run:
-                self.effects.schedule_cleanup(agent)
+                self.effects.clean_up(agent)
 
     async def resume_stops(self) -> None:
         """At start: re-issue the stop of every agent that was being stopped when the
@@ -127,7 +117,7 @@ class Reconciler:
 
     async def _submit(self, command: Exited | Adopt | RequestKill) -> None:
         try:
-            await self.actor.submit(command)
+            await self.mailbox.submit(command)
         except IllegalTransition:
             pass  # changed meanwhile (an effect reported first)
         except SupervisorError as e:
@@ -139,11 +129,4 @@ class Reconciler:
         except TmuxError as e:
             log.warning("reconcile_kill_failed", session_id=session_id, error=e.message)
 
-    def health(self) -> dict[str, object]:
-        last = self.last
-        return {
-            "reconcile_passes": self.passes,
-            "tmux_healthy": self.backend.healthy,
-            "tmux_sessions": None if last is None else last.sessions,
-            "last_reconcile_error": None if last is None else last.error,
-        }
+

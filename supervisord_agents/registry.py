@@ -6,7 +6,7 @@ Rules
 The registry is the only model of the world the daemon has, and :meth:`Registry.apply`
 is the only way to change it. ``apply(command, now)`` either raises a
 :class:`~supervisord_agents.errors.SupervisorError` and changes nothing, or changes the
-registry and returns an :class:`Outcome`: the events to persist (each with the next
+registry and returns an :class:`Applied`: the events to persist (each with the next
 sequence number), the side effects to run *after* those events are durable, and the
 value the caller gets back.
 
@@ -50,7 +50,8 @@ from msgspec import Struct, structs
 
 from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported for its users
     Adopt,
-    CleanUp,
+    Applied,
+    CleanUpAgent,
     CloseTask,
     Command,
     CreateTask,
@@ -58,15 +59,14 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     Event,
     EventKind,
     Exited,
-    Outcome,
     RecordCleanup,
     ReportFinding,
     ReportProgress,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
-    SpawnFailed,
     Started,
+    StartFailed,
     StartSession,
     StopAgent,
 )
@@ -93,30 +93,7 @@ from .model import (
     TmuxIds,
 )
 
-# --- the transition table -------------------------------------------------------------
-
 S = AgentState
-_TERMINALS: Final = (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)
-
-#: (state, command type) -> name of the handler that applies it. A pair that is not
-#: here is illegal. Handlers decide the target state (an exit may end in any terminal).
-TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], str]] = {
-    (S.STARTING, Started): "_started",
-    (S.STOPPING, Started): "_started_while_stopping",
-    (S.STARTING, Adopt): "_started",
-    (S.STOPPING, Adopt): "_started_while_stopping",
-    (S.STARTING, SpawnFailed): "_spawn_failed",
-    (S.STOPPING, SpawnFailed): "_spawn_failed",
-    **{(s, ReportProgress): "_progress" for s in (S.STARTING, S.RUNNING, S.STOPPING)},
-    (S.QUEUED, RequestKill): "_kill_queued",
-    (S.STARTING, RequestKill): "_kill",
-    (S.RUNNING, RequestKill): "_kill",
-    (S.STOPPING, RequestKill): "_kill_again",
-    **{(s, Exited): "_exited" for s in (S.STARTING, S.RUNNING, S.STOPPING)},
-    **{(s, RecordCleanup): "_cleanup" for s in _TERMINALS},
-}
-
-AGENT_COMMANDS: Final = (Started, Adopt, SpawnFailed, ReportProgress, RequestKill, Exited, RecordCleanup)
 
 
 def terminal_state(exit: Exit, *, kill_requested: bool) -> AgentState:
@@ -273,7 +250,7 @@ class Registry:
 
     # -- the one way in ----------------------------------------------------------------
 
-    def apply(self, command: Command, now: float) -> Outcome:
+    def apply(self, command: Command, now: float) -> Applied:
         """Apply one command. Raises a SupervisorError and changes nothing, or returns
         the events, effects and result of the change."""
         match command:
@@ -288,44 +265,42 @@ class Registry:
             case SetGlobalLimit(limit):
                 self.global_max_concurrent = limit
                 events, effects = self._promote(now)
-                return Outcome(events, effects, limit)
+                return Applied(events, effects, limit)
             case _:
                 agent = self.agent(command.agent_id)
-                handler_name = TRANSITIONS.get((agent.state, type(command)))
-                if handler_name is None:
+                transition = TRANSITIONS.get((agent.state, type(command)))
+                if transition is None:
                     raise IllegalTransition(
                         f"agent {agent.id} is {agent.state}: cannot {_verb(command)}",
                         data={"agent_id": agent.id, "state": agent.state.value},
                     )
-                handler: Callable[[Agent, Any, float], Outcome] = getattr(self, handler_name)
-                return handler(agent, command, now)
+                return transition(self, agent, command, now)
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def _create_task(self, task: Task, now: float) -> Outcome:
+    def _create_task(self, task: Task, now: float) -> Applied:
         if task.id in self.tasks:
             raise Conflict(f"task {task.id} already exists", data={"task_id": task.id})
         task = structs.replace(task, state=TaskState.OPEN, created_at=now, closed_at=None)
         self._put_task(task)
-        return Outcome([self._event(now, EventKind.TASK_CREATED, task.id, data=task)], [], task)
+        return Applied([self._event(now, EventKind.TASK_CREATED, task.id, data=task)], [], task)
 
-    def _close_task(self, task_id: str, now: float) -> Outcome:
+    def _close_task(self, task_id: str, now: float) -> Applied:
         task = self.task(task_id)
         if task.state is TaskState.CLOSED:
             raise IllegalTransition(f"task {task_id} is already closed", data={"task_id": task_id})
         task = structs.replace(task, state=TaskState.CLOSED, closed_at=now)
         self.tasks[task.id] = task
-        return Outcome([self._event(now, EventKind.TASK_CLOSED, task.id, data=task)], [], task)
+        return Applied([self._event(now, EventKind.TASK_CLOSED, task.id, data=task)], [], task)
 
     # -- admission ---------------------------------------------------------------------
 
-    def _spawn(self, agent: Agent, now: float, *, queue: bool = False) -> Outcome:
+    def _spawn(self, agent: Agent, now: float, *, queue: bool = False) -> Applied:
         task = self.task(agent.task_id)
         if task.state is not TaskState.OPEN:
             raise IllegalTransition(f"task {task.id} is closed", data={"task_id": task.id})
         if agent.id in self.agents:
             raise Conflict(f"agent id {agent.id} is already in use", data={"agent_id": agent.id})
-        depth = 1
         if agent.parent is not None:
             parent = self.agent(agent.parent)
             if parent.task_id != task.id:
@@ -338,7 +313,7 @@ class Registry:
                     f"parent {parent.id} is {parent.state} and cannot have children",
                     data={"parent": parent.id, "state": parent.state.value},
                 )
-            depth = parent.depth + 1
+        depth = self.child_depth(agent.parent)
         self.check_admission(task, agent.type, depth)
         # Queued agents still waiting are held back by a limit this spawn is held back by
         # too (promotion starts whatever fits the moment a slot frees), so it never
@@ -353,7 +328,11 @@ class Registry:
         )
         self._put_agent(agent)
         effects: list[Effect] = [] if waits else [StartSession(agent)]
-        return Outcome([self._agent_event(now, agent)], effects, agent)
+        return Applied([self._agent_event(now, agent)], effects, agent)
+
+    def child_depth(self, parent: str | None) -> int:
+        """The depth of an agent spawned by ``parent`` (1 for the orchestrator's). Raises UnknownAgent."""
+        return 1 if parent is None else self.agent(parent).depth + 1
 
     def check_admission(self, task: Task, type: str, depth: int) -> None:
         """Raise LimitExceeded (or DuplicateAgent) if a spawn breaks a limit that waiting
@@ -416,25 +395,25 @@ class Registry:
             effects.append(StartSession(agent))
         return events, effects
 
-    # -- agent transitions (called through TRANSITIONS) ---------------------------------
+    # -- agent transitions (the values of TRANSITIONS) ----------------------------------
 
-    def _started(self, agent: Agent, cmd: Started | Adopt, now: float) -> Outcome:
+    def _started(self, agent: Agent, cmd: Started | Adopt, now: float) -> Applied:
         self._claim_session(agent, cmd.tmux)
         agent = self._replace(agent, state=S.RUNNING, tmux=cmd.tmux, started_at=now, updated_at=now)
-        return Outcome([self._agent_event(now, agent)], [], agent)
+        return Applied([self._agent_event(now, agent)], [], agent)
 
-    def _started_while_stopping(self, agent: Agent, cmd: Started | Adopt, now: float) -> Outcome:
+    def _started_while_stopping(self, agent: Agent, cmd: Started | Adopt, now: float) -> Applied:
         # A kill arrived while the session was being created: record where it runs and
         # stop it now that there is something to stop.
         self._claim_session(agent, cmd.tmux)
         agent = self._replace(agent, tmux=cmd.tmux, started_at=now, updated_at=now)
-        return Outcome([self._agent_event(now, agent)], [StopAgent(agent, tree=False)], agent)
+        return Applied([self._agent_event(now, agent)], [StopAgent(agent, tree=False)], agent)
 
-    def _spawn_failed(self, agent: Agent, cmd: SpawnFailed, now: float) -> Outcome:
+    def _start_failed(self, agent: Agent, cmd: StartFailed, now: float) -> Applied:
         exit = Exit(decided_by=DecidedBy.SPAWN_ERROR, reason=cmd.reason)
         return self._end(agent, S.FAILED, exit, now)
 
-    def _progress(self, agent: Agent, cmd: ReportProgress, now: float) -> Outcome:
+    def _progress(self, agent: Agent, cmd: ReportProgress, now: float) -> Applied:
         changes: dict[str, Any] = {"updated_at": now}
         if cmd.activity is not None:
             changes["activity"] = cmd.activity
@@ -445,44 +424,44 @@ class Registry:
         agent = self._replace(agent, **changes)
         data = {"activity": agent.activity, "message": cmd.message, "percent": agent.progress}
         event = self._event(now, EventKind.PROGRESS, agent.task_id, agent.id, data=data)
-        return Outcome([event], [], agent)
+        return Applied([event], [], agent)
 
-    def _kill(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
+    def _kill(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
         reason = cmd.reason or "kill requested"
         agent = self._replace(agent, state=S.STOPPING, kill_reason=reason, updated_at=now)
         # Without tmux ids the session is still being created; ``_started_while_stopping``
         # issues the stop once it exists, and a failed start ends the agent anyway.
         effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
-        return Outcome([self._agent_event(now, agent)], effects, agent)
+        return Applied([self._agent_event(now, agent)], effects, agent)
 
-    def _kill_queued(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
+    def _kill_queued(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
         # Nothing runs yet: the agent ends here, and only its files need cleaning.
         agent = self._replace(agent, kill_reason=cmd.reason or "kill requested")
         return self._end(agent, S.KILLED, Exit(decided_by=DecidedBy.KILL, reason=agent.kill_reason), now)
 
-    def _kill_again(self, agent: Agent, cmd: RequestKill, now: float) -> Outcome:
+    def _kill_again(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
         # Idempotent: a second kill (for example with --tree) re-issues the stop.
         effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
-        return Outcome([], effects, agent)
+        return Applied([], effects, agent)
 
-    def _exited(self, agent: Agent, cmd: Exited, now: float) -> Outcome:
+    def _exited(self, agent: Agent, cmd: Exited, now: float) -> Applied:
         state = terminal_state(cmd.exit, kill_requested=agent.state is S.STOPPING)
         return self._end(agent, state, cmd.exit, now)
 
-    def _cleanup(self, agent: Agent, cmd: RecordCleanup, now: float) -> Outcome:
+    def _cleanup(self, agent: Agent, cmd: RecordCleanup, now: float) -> Applied:
         agent = self._replace(agent, cleanup=cmd.cleanup, updated_at=now)
         event = self._event(now, EventKind.CLEANUP, agent.task_id, agent.id, data=cmd.cleanup)
-        return Outcome([event], [], agent)
+        return Applied([event], [], agent)
 
-    def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Outcome:
+    def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Applied:
         agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now)
         ended = self._agent_event(now, agent)
         promoted, starts = self._promote(now) if self._queued else ([], [])
-        return Outcome([ended, *promoted], [CleanUp(agent), *starts], agent)
+        return Applied([ended, *promoted], [CleanUpAgent(agent), *starts], agent)
 
     # -- findings ----------------------------------------------------------------------
 
-    def _finding(self, cmd: ReportFinding, now: float) -> Outcome:
+    def _finding(self, cmd: ReportFinding, now: float) -> Applied:
         task = self.task(cmd.task_id)
         if cmd.agent_id is not None:
             agent = self.agent(cmd.agent_id)
@@ -498,7 +477,7 @@ class Registry:
         )
         event = self._event(now, EventKind.FINDING, task.id, cmd.agent_id, data=finding)
         self._add_finding(finding)
-        return Outcome([event], [], finding)
+        return Applied([event], [], finding)
 
     # -- bookkeeping: rows and their indexes change only here --------------------------
 
@@ -571,6 +550,33 @@ class Registry:
     def _add_finding(self, finding: Finding) -> None:
         self.findings.append(finding)
         self._task_findings.setdefault(finding.task_id, []).append(finding)
+
+
+# --- the transition table -------------------------------------------------------------
+
+_TERMINALS: Final = (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)
+Transition = Callable[[Registry, Agent, Any, float], Applied]
+
+#: (state, command type) -> the method that applies it. A pair that is not here is
+#: illegal. Methods decide the target state (an exit may end in any terminal state).
+TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
+    (S.STARTING, Started): Registry._started,
+    (S.STOPPING, Started): Registry._started_while_stopping,
+    (S.STARTING, Adopt): Registry._started,
+    (S.STOPPING, Adopt): Registry._started_while_stopping,
+    (S.STARTING, StartFailed): Registry._start_failed,
+    (S.STOPPING, StartFailed): Registry._start_failed,
+    **{(s, ReportProgress): Registry._progress for s in (S.STARTING, S.RUNNING, S.STOPPING)},
+    (S.QUEUED, RequestKill): Registry._kill_queued,
+    (S.STARTING, RequestKill): Registry._kill,
+    (S.RUNNING, RequestKill): Registry._kill,
+    (S.STOPPING, RequestKill): Registry._kill_again,
+    **{(s, Exited): Registry._exited for s in (S.STARTING, S.RUNNING, S.STOPPING)},
+    **{(s, RecordCleanup): Registry._cleanup for s in _TERMINALS},
+}
+
+#: The commands addressed to one agent (looked up in TRANSITIONS by its state).
+AGENT_COMMANDS: Final = (Started, Adopt, StartFailed, ReportProgress, RequestKill, Exited, RecordCleanup)
 
 
 def _verb(command: Struct) -> str:

@@ -1,10 +1,12 @@
 """The Unix-socket server: connections, framing, peer checks, and error replies.
 
 This is the one place where errors become error replies. Each connection reads lines
-through a :class:`~supervisord_agents.protocol.LineBuffer`, answers ordinary requests
-in order, and runs the long ones (``agent.spawn``, ``agent.kill``, ``agent.wait``,
-``events.subscribe``) as tasks of the connection's own nursery so that one connection
-can wait for an agent and still report progress. Replies are matched by id.
+through a :class:`~supervisord_agents.protocol.LineBuffer`, decodes each request with
+its method's declaration (:data:`~supervisord_agents.protocol.METHODS`), answers
+``INLINE`` methods in order, and runs the others (``BACKGROUND``: those that wait for
+an agent; ``STREAM``: subscriptions) as tasks of the connection's own nursery, so that
+one connection can wait for an agent and still report progress. Replies are matched by
+id.
 
 Limits: a line longer than ``max_line`` gets an error reply and the connection is
 closed; past ``max_connections`` a new connection gets an error reply and is closed; a
@@ -18,7 +20,6 @@ on Linux, LOCAL_PEERCRED on macOS) must be the daemon's own.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import stat
@@ -31,8 +32,8 @@ import msgspec
 import structlog
 import trio
 
-from .actor import Subscription
-from .api import Api, Caller
+from .api import Api, Caller, ConnectionStats, Stream
+from .config import Settings
 from .errors import (
     BadRequest,
     Forbidden,
@@ -43,22 +44,21 @@ from .errors import (
     Unavailable,
 )
 from .protocol import (
+    METHODS,
+    Answer,
     LineBuffer,
+    Method,
     Notice,
     Reply,
     Request,
-    SubscribeParams,
     decode_params,
     decode_request,
     error_reply,
 )
-from .store import Store
 
 log = structlog.get_logger()
 
-BACKGROUND_METHODS: Final = frozenset({"agent.spawn", "agent.kill", "agent.wait", "events.subscribe"})
 MAX_BACKGROUND: Final = 64  # long requests in flight on one connection
-REPLAY_PAGE: Final = 1000
 
 
 def prepare_runtime_dir(path: Path) -> None:
@@ -107,17 +107,10 @@ def peer_credentials(sock: trio.socket.SocketType) -> tuple[int | None, int]:
 class Server:
     """Serves the protocol on a Unix socket for one :class:`Api`."""
 
-    def __init__(
-        self, api: Api, store: Store, *, max_line: int, max_connections: int, idle_timeout: float,
-    ) -> None:
+    def __init__(self, api: Api, settings: Settings, stats: ConnectionStats) -> None:
         self.api = api
-        self.store = store
-        self.max_line = max_line
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.connections = 0
-        self.accepted = 0
-        self.refused = 0
+        self.settings = settings
+        self.stats = stats
         self.answering = 0  # requests being answered right now
         self.uid = os.getuid()
 
@@ -147,24 +140,25 @@ class Server:
                 await trio.sleep(0.005)
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        self.accepted += 1
+        stats = self.stats
+        stats.accepted += 1
         encoder = msgspec.json.Encoder()
         try:
             pid, uid = peer_credentials(stream.socket)
         except OSError:
             pid, uid = None, -1
         if uid != self.uid:
-            self.refused += 1
+            stats.refused += 1
             log.warning("peer_refused", peer_uid=uid, peer_pid=pid)
             await _send_and_close(stream, encoder, error_reply(None, Forbidden(f"uid {uid} may not use this daemon")))
             return
-        if self.connections >= self.max_connections:
-            self.refused += 1
-            await _send_and_close(
-                stream, encoder, error_reply(None, LimitExceeded(f"too many connections (max {self.max_connections})"))
-            )
+        cap = self.settings.current.daemon.max_connections
+        if stats.open >= cap:
+            stats.refused += 1
+            refusal = LimitExceeded(f"too many connections (max {cap})")
+            await _send_and_close(stream, encoder, error_reply(None, refusal))
             return
-        self.connections += 1
+        stats.open += 1
         try:
             await Connection(self, stream, Caller(pid=pid, uid=uid)).run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -173,7 +167,7 @@ class Server:
             # The boundary of one connection: a bug here must not stop the listener.
             log.exception("connection_crashed", peer_pid=pid)
         finally:
-            self.connections -= 1
+            stats.open -= 1
             await trio.aclose_forcefully(stream)
 
 
@@ -202,7 +196,7 @@ class Connection:
         self.cancel_scope = trio.CancelScope()
 
     async def run(self) -> None:
-        buffer = LineBuffer(self.server.max_line)
+        buffer = LineBuffer(self.server.settings.current.daemon.max_line)
         with self.cancel_scope:
             await self._serve(buffer)
 
@@ -210,7 +204,7 @@ class Connection:
         async with trio.open_nursery() as nursery:
             try:
                 while True:
-                    with trio.move_on_after(self.server.idle_timeout) as idle:
+                    with trio.move_on_after(self.server.settings.current.daemon.idle_timeout) as idle:
                         data = await self.stream.receive_some(65536)
                     if idle.cancelled_caught:
                         if self.background:
@@ -235,6 +229,7 @@ class Connection:
             await self.stream.send_all(data)
 
     async def dispatch(self, line: bytes, nursery: trio.Nursery) -> None:
+        """Decode one request line and answer it (or start answering it, in the background)."""
         try:
             request = decode_request(line)
         except BadRequest as e:
@@ -245,80 +240,56 @@ class Connection:
         except SupervisorError as e:
             await self.send(error_reply(request.id, e))
             return
-        if request.method in BACKGROUND_METHODS:
-            if self.background >= MAX_BACKGROUND:
-                await self.send(error_reply(request.id, LimitExceeded(
-                    f"too many long requests in flight on this connection (max {MAX_BACKGROUND})")))
-                return
-            self.background += 1
-            nursery.start_soon(self._background, request, params)
-        else:
-            await self.answer(request, params)
+        method = METHODS[request.method]
+        if method.answer is Answer.INLINE:
+            await self.answer(request, method, params)
+            return
+        if self.background >= MAX_BACKGROUND:
+            await self.send(error_reply(request.id, LimitExceeded(
+                f"too many long requests in flight on this connection (max {MAX_BACKGROUND})")))
+            return
+        self.background += 1
+        nursery.start_soon(self._background, request, method, params)
 
-    async def _background(self, request: Request, params: Any) -> None:
+    async def _background(self, request: Request, method: Method[Any, Any], params: Any) -> None:
         try:
-            if request.method == "events.subscribe":
-                await self.subscribe(request, params)
-            else:
-                await self.answer(request, params)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, _Close):
+            await self.answer(request, method, params)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.cancel_scope.cancel()
         finally:
             self.background -= 1
 
-    async def answer(self, request: Request, params: Any) -> None:
+    async def answer(self, request: Request, method: Method[Any, Any], params: Any) -> None:
         self.server.answering += 1
         try:
             try:
-                result = await self.api.call(request.method, params, self.caller)
+                result = await self.api.call(method, params, self.caller)
             except SupervisorError as e:
                 reply = error_reply(request.id, e)
             except Exception as e:
                 # A bug in a handler must not take the daemon down with it, nor hide.
-                log.exception("handler_crashed", method=request.method)
-                error = InternalError(f"internal error in {request.method}: {type(e).__name__}")
-                reply = error_reply(request.id, error)
+                log.exception("handler_crashed", method=method.name)
+                reply = error_reply(request.id, InternalError(f"internal error in {method.name}: {type(e).__name__}"))
             else:
+                if isinstance(result, Stream):
+                    await self.send_stream(request, result)
+                    return
                 reply = Reply(id=request.id, result=result)
             await self.send(reply)
         finally:
             self.server.answering -= 1
 
-    async def subscribe(self, request: Request, params: SubscribeParams) -> None:
-        """Replay committed events after ``since`` from the store, then stream live ones.
-
-        The live subscription is registered *before* the replay reads the store, and
-        events already sent are skipped, so nothing is missed and nothing repeats."""
-        api = self.api
-        agent_ids = [params.agent_id] if params.agent_id else []
-        with api.hub.subscribe(agent_ids=agent_ids, task_id=params.task_id) as sub:
-            await self.send(Reply(id=request.id, result={"subscribed": True, "last_seq": api.registry.last_seq}))
-            sent = params.since if params.since is not None else api.registry.last_seq
-            if params.since is not None:
-                sent = await self._replay(sent, agent_ids, params.task_id)
-            await self._stream_live(sub, sent, request.id)
-
-    async def _replay(self, after: int, agent_ids: list[str], task_id: str | None) -> int:
-        while True:
+    async def send_stream(self, request: Request, stream: Stream) -> None:
+        """Send a stream's acknowledgement, then its notices until it ends."""
+        self.server.answering -= 1  # a stream is not an answer in flight: it may last for ever
+        try:
+            await self.send(Reply(id=request.id, result=stream.ack))
             try:
-                read = functools.partial(self.server.store.read_events, after, agent_ids=agent_ids,
-                                         task_id=task_id, limit=REPLAY_PAGE)
-                rows = await trio.to_thread.run_sync(read)
-            except Unavailable as e:
-                await self.send(error_reply(None, e))
-                raise _Close() from None
-            for seq, raw in rows:
-                await self.send(Notice(seq=seq, event=msgspec.Raw(raw)))
-                after = seq
-            if len(rows) < REPLAY_PAGE:
-                return after
-
-    async def _stream_live(self, sub: Subscription, sent: int, request_id: int) -> None:
-        async for event in sub.receive:
-            if event.seq > sent:
-                await self.send(Notice(seq=event.seq, event=event))
-                sent = event.seq
-        if sub.overflowed:
-            error = LimitExceeded("subscriber fell too far behind; resubscribe with since")
-            await self.send(error_reply(request_id, error))
-
+                async for notice in stream.notices:
+                    await self.send(notice)
+            except SupervisorError as e:
+                await self.send(error_reply(request.id, e))
+        finally:
+            self.server.answering += 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()

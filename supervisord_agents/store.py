@@ -194,7 +194,3 @@ class Store:
             return [(seq, bytes(data)) for seq, data in self._reader.execute(sql, args)]
         except sqlite3.Error as e:
             raise StorageError(f"cannot read events: {e}") from e
-
-    def check(self) -> str:
-        """``PRAGMA quick_check``: "ok" for a sound database."""
-        return str(self.db.execute("PRAGMA quick_check").fetchone()[0])

@@ -12,7 +12,7 @@ ever acts on sessions that are provably ours.
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from msgspec import Struct
 
@@ -48,6 +48,11 @@ class PaneInfo(Struct, frozen=True, kw_only=True):
 
 class TmuxBackend(Protocol):
     """The seam between the daemon and tmux."""
+
+    async def run(self, *, task_status: Any = ...) -> None:
+        """Keep the connection to tmux until cancelled (``nursery.start`` it: it is started
+        once the first attempt to connect has succeeded or failed; see :attr:`healthy`)."""
+        ...
 
     @property
     def healthy(self) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 from collections import deque
@@ -19,13 +18,13 @@ import structlog
 import trio
 
 from .errors import TmuxError
-from .model import AGENT_ID_PATTERN, TASK_ID_PATTERN, TmuxIds
+from .model import TmuxIds
 from .tmux import AGENT_MARKER, TASK_MARKER, PaneInfo, SessionSpec
+from .tmux_protocol import PANE_FORMAT, ControlParser, Notification, Reply, command_line, parse_pane
 
 log = structlog.get_logger()
 
 CONTROL_SESSION: Final = "__ctl"
-SESSION_PREFIX: Final = "sa-"
 
 # The server's own configuration, so that a user's ~/.tmux.conf cannot change how agent
 # panes behave. remain-on-exit off: an agent's exit closes its window at once, and the
@@ -40,50 +39,10 @@ set -g status off
 set -g default-terminal screen-256color
 """
 
-_PANE_FORMAT: Final = "|".join(
-    ["#{session_id}", "#{window_id}", "#{pane_id}", "#{pane_pid}", "#{pane_dead}",
-     "#{" + AGENT_MARKER + "}", "#{" + TASK_MARKER + "}", "#{session_name}"]
-)
 _NOTIFICATIONS_THAT_CHANGE: Final = frozenset(
-    {b"%sessions-changed", b"%unlinked-window-close", b"%window-close", b"%session-changed", b"%exit"}
+    {"%sessions-changed", "%unlinked-window-close", "%window-close", "%session-changed", "%exit"}
 )
 _SESSION_GONE: Final = ("can't find session", "no such session", "can't find pane", "can't find window")
-_AGENT_FROM_NAME = re.compile(r"sa-(" + AGENT_ID_PATTERN.removeprefix("^").removesuffix(r"\Z") + r")\Z")
-_AGENT_RE = re.compile(AGENT_ID_PATTERN)
-_TASK_RE = re.compile(TASK_ID_PATTERN)
-
-
-def quote(arg: str) -> str:
-    """Quote one argument for tmux's command parser: single quotes, which tmux takes
-    literally (no ``$``, ``~``, ``\\`` or ``;`` processing). Newlines cannot be carried on
-    one control-mode line, so they (and NUL) are refused, never silently altered."""
-    if any(c in arg for c in "\n\r\0"):
-        raise TmuxError("arguments passed to tmux cannot contain newlines or NUL")
-    return "'" + arg.replace("'", "'\\''") + "'"
-
-
-def command_line(args: list[str]) -> bytes:
-    return (" ".join(quote(a) for a in args) + "\n").encode()
-
-
-def parse_pane(line: str) -> PaneInfo | None:
-    """One row of ``list-panes -F _PANE_FORMAT``; None for a row that is not well formed."""
-    fields = line.split("|", 7)
-    if len(fields) != 8:
-        return None
-    session_id, window_id, pane_id, pid, dead, agent_id, task_id, name = fields
-    if not pid.isdigit():
-        return None
-    if not _AGENT_RE.match(agent_id):
-        # The marker is set just after the session is created; a session named for an
-        # agent on our private server is ours too (the daemon may have died in between).
-        m = _AGENT_FROM_NAME.match(name)
-        agent_id = m.group(1) if m else ""
-    return PaneInfo(
-        session_id=session_id, session_name=name, window_id=window_id, pane_id=pane_id,
-        pane_pid=int(pid), pane_dead=dead == "1",
-        agent_id=agent_id or None, task_id=task_id if _TASK_RE.match(task_id) else None,
-    )
 
 
 class _Pending:
@@ -103,9 +62,9 @@ class ControlModeTmux:
     ``run`` starts the server if it is not running (with our own config file), attaches
     the control client to a keeper session ``__ctl``, and restarts both whenever either
     dies. Commands go one per line; replies come back in order as ``%begin N`` ..
-    ``%end N`` blocks, matched by their command number because a command's output may
-    itself contain a line that starts with ``%end``. Every other ``%`` line is a
-    notification: the ones that mean "something changed" wake :meth:`wait_changed`.
+    ``%end N`` blocks, the n-th block answering the n-th command (the framing, and its
+    parser, are in :mod:`.tmux_protocol`). Every other ``%`` line is a notification: the
+    ones that mean "something changed" wake :meth:`wait_changed`.
 
     A command that does not answer within ``command_timeout`` raises ``TmuxError`` and
     the client is restarted (its replies could no longer be matched).
@@ -123,7 +82,6 @@ class ControlModeTmux:
         self._connected = trio.Event()
         self._broken: trio.Event | None = None
         self._changed = trio.Event()
-        self.restarts = 0
 
     @property
     def base_argv(self) -> list[str]:
@@ -158,7 +116,6 @@ class ControlModeTmux:
                 log.warning("tmux_unavailable", error=str(e))
             ready()
             self._disconnect()
-            self.restarts += 1
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -278,29 +235,24 @@ class ControlModeTmux:
         self._changed.set()
 
     async def _reader(self, proc: trio.Process, broken: trio.Event) -> None:
+        """Feed the client's stdout to a :class:`ControlParser`: each reply resolves the
+        oldest pending command (tmux answers in order); a notification that something
+        changed wakes :meth:`wait_changed`. Sets ``broken`` when the stream ends."""
         assert proc.stdout is not None
-        buf = b""
-        current: _Pending | None = None
-        number = b""
+        parser = ControlParser()
         try:
             async for chunk in proc.stdout:
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if current is not None:
-                        if line.startswith((b"%end ", b"%error ")) and line.split(b" ")[2:3] == [number]:
-                            current.ok = line.startswith(b"%end ")
-                            current.done.set()
-                            current = None
-                        else:
-                            current.lines.append(line.decode(errors="replace"))
-                    elif line.startswith(b"%begin "):
-                        number = line.split(b" ")[2:3][0] if len(line.split(b" ")) > 2 else b""
-                        current = self._pending.popleft() if self._pending else _Pending()
-                    elif line.split(b" ", 1)[0] in _NOTIFICATIONS_THAT_CHANGE:
-                        self._changed.set()
-                        if line.startswith(b"%exit"):
-                            log.warning("tmux_exit", detail=line.decode(errors="replace"))
+                for item in parser.feed(chunk):
+                    match item:
+                        case Reply(ok=ok, lines=lines):
+                            # A block no command waits for (tmux answered more than we asked) is dropped.
+                            pending = self._pending.popleft() if self._pending else _Pending()
+                            pending.ok, pending.lines = ok, lines
+                            pending.done.set()
+                        case Notification(name=name, args=args) if name in _NOTIFICATIONS_THAT_CHANGE:
+                            self._changed.set()
+                            if name == "%exit":
+                                log.warning("tmux_exit", detail=f"{name} {args}".rstrip())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         broken.set()
@@ -382,7 +334,7 @@ class ControlModeTmux:
         return True
 
     async def list_panes(self) -> list[PaneInfo]:
-        lines = await self._command(["list-panes", "-a", "-F", _PANE_FORMAT])
+        lines = await self._command(["list-panes", "-a", "-F", PANE_FORMAT])
         panes: dict[str, PaneInfo] = {}
         for line in lines:
             pane = parse_pane(line)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clients.client import Client, DaemonNotRunning
+from supervisord_agents.clients.client import Client, DaemonNotRunning
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ class DaemonProcess:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with self.client() as c:
-                    c.call("daemon.health")
+                    c.request("daemon.health")
                 return
             except (DaemonNotRunning, ConnectionError):
                 if time.monotonic() > deadline:
@@ -110,7 +110,7 @@ class DaemonProcess:
 
     def call(self, method: str, **params: Any) -> Any:
         with self.client() as c:
-            return c.call(method, **params)
+            return c.request(method, **params)
 
     def agentctl(self, *args: str, input: str | None = None, timeout: float = 60,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -178,7 +178,7 @@ class DaemonProcess:
 
     def wait_state(self, agent_id: str, timeout: float = 30) -> dict[str, Any]:
         with self.client() as c:
-            result = c.call("agent.wait", agent_ids=[agent_id], timeout=timeout)
+            result = c.request("agent.wait", agent_ids=[agent_id], timeout=timeout)
         assert result["done"], f"agent {agent_id} still live after {timeout} s: {result}"
         agent: dict[str, Any] = self.call("agent.get", agent_id=agent_id)
         return agent

@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from supervisord_agents.actor import Actor, Hub
+from supervisord_agents.actor import Actor, Hub, Mailbox
+from supervisord_agents.commands import Effect
 from supervisord_agents.errors import StorageError, UnknownTask
 from supervisord_agents.model import Severity, Task
 from supervisord_agents.registry import CreateTask, Registry, ReportFinding
@@ -32,6 +33,11 @@ class FlakyStore(Store):
         super().commit(batch)
 
 
+def no_effects(effects: list[Effect]) -> None:
+    """The effect runner of these tests: the commands here have no effects."""
+    assert effects == []
+
+
 def finding(message: str) -> ReportFinding:
     return ReportFinding(task_id=TASK.id, agent_id=None, type="note", severity=Severity.INFO, message=message)
 
@@ -39,7 +45,7 @@ def finding(message: str) -> ReportFinding:
 async def start_actor(nursery: trio.Nursery, path: Path) -> tuple[Actor, FlakyStore]:
     store = FlakyStore(path / "db.sqlite3")
     store.open()
-    actor = Actor(Registry(), store, Hub())
+    actor = Actor(Registry(), store, Hub(), Mailbox(), no_effects)
     await nursery.start(actor.run)
     return actor, store
 
@@ -47,8 +53,8 @@ async def start_actor(nursery: trio.Nursery, path: Path) -> tuple[Actor, FlakySt
 async def test_a_reply_means_the_change_is_on_disk(tmp_path: Path, nursery: trio.Nursery) -> None:
     """When submit returns, a fresh connection to the database already sees the change."""
     actor, _ = await start_actor(nursery, tmp_path)
-    await actor.submit(CreateTask(TASK))
-    result = await actor.submit(finding("hello"))
+    await actor.mailbox.submit(CreateTask(TASK))
+    result = await actor.mailbox.submit(finding("hello"))
     fresh = Store(tmp_path / "db.sqlite3")
     fresh.open()
     loaded = fresh.load()
@@ -59,10 +65,10 @@ async def test_a_reply_means_the_change_is_on_disk(tmp_path: Path, nursery: trio
 async def test_concurrent_commands_are_group_committed(tmp_path: Path, nursery: trio.Nursery) -> None:
     """Commands that arrive while a commit runs share the next transaction."""
     actor, store = await start_actor(nursery, tmp_path)
-    await actor.submit(CreateTask(TASK))
+    await actor.mailbox.submit(CreateTask(TASK))
     async with trio.open_nursery() as n:
         for i in range(200):
-            n.start_soon(actor.submit, finding(f"m{i}"))
+            n.start_soon(actor.mailbox.submit, finding(f"m{i}"))
     assert sum(store.batches[1:]) == 200
     assert len(store.batches) - 1 < 200  # fewer transactions than commands
     assert len(actor.registry.findings) == 200
@@ -71,12 +77,12 @@ async def test_concurrent_commands_are_group_committed(tmp_path: Path, nursery: 
 async def test_a_refused_command_does_not_disturb_its_batch(tmp_path: Path, nursery: trio.Nursery) -> None:
     """One bad command in a batch fails alone; the others in the same batch commit."""
     actor, _ = await start_actor(nursery, tmp_path)
-    await actor.submit(CreateTask(TASK))
+    await actor.mailbox.submit(CreateTask(TASK))
     results: dict[str, object] = {}
 
     async def submit(name: str, command: ReportFinding) -> None:
         try:
-            results[name] = await actor.submit(command)
+            results[name] = await actor.mailbox.submit(command)
         except UnknownTask as e:
             results[name] = e
 
@@ -93,14 +99,14 @@ async def test_a_refused_command_does_not_disturb_its_batch(tmp_path: Path, nurs
 async def test_storage_failure_rolls_back_memory(tmp_path: Path, nursery: trio.Nursery) -> None:
     """A failed commit fails its callers and leaves memory as on disk; writing resumes afterwards."""
     actor, store = await start_actor(nursery, tmp_path)
-    await actor.submit(CreateTask(TASK))
+    await actor.mailbox.submit(CreateTask(TASK))
     seq_before = actor.registry.last_seq
     store.fail = True
     with pytest.raises(StorageError):
-        await actor.submit(finding("lost"))
+        await actor.mailbox.submit(finding("lost"))
     assert actor.registry.findings == [] and actor.registry.last_seq == seq_before
     store.fail = False
-    done = await actor.submit(finding("kept"))
+    done = await actor.mailbox.submit(finding("kept"))
     assert done.seq == seq_before + 1
     assert [f.message for f in store.load().findings] == ["kept"]
 
@@ -109,12 +115,12 @@ async def test_subscribers_see_only_committed_events(tmp_path: Path, nursery: tr
     """Events reach subscribers after their commit, never for a batch that failed."""
     actor, store = await start_actor(nursery, tmp_path)
     with actor.hub.subscribe() as sub:
-        await actor.submit(CreateTask(TASK))
+        await actor.mailbox.submit(CreateTask(TASK))
         store.fail = True
         with pytest.raises(StorageError):
-            await actor.submit(finding("lost"))
+            await actor.mailbox.submit(finding("lost"))
         store.fail = False
-        await actor.submit(finding("kept"))
+        await actor.mailbox.submit(finding("kept"))
         kinds = [(await sub.receive.receive()).kind for _ in range(2)]
     assert [k.value for k in kinds] == ["task_created", "finding"]
 
@@ -123,9 +129,9 @@ async def test_a_slow_subscriber_is_cut_off_not_buffered(tmp_path: Path, nursery
     """A subscriber that never reads is disconnected once its bounded buffer fills."""
     actor, _ = await start_actor(nursery, tmp_path)
     sub = actor.hub.subscribe(size=5)
-    await actor.submit(CreateTask(TASK))
+    await actor.mailbox.submit(CreateTask(TASK))
     for i in range(10):
-        await actor.submit(finding(f"m{i}"))
+        await actor.mailbox.submit(finding(f"m{i}"))
     assert sub.overflowed and actor.hub.subscribers == 0
 
 
@@ -133,11 +139,11 @@ async def test_close_drains_the_mailbox(tmp_path: Path) -> None:
     """After close, queued commands still commit and run returns."""
     store = FlakyStore(tmp_path / "db.sqlite3")
     store.open()
-    actor = Actor(Registry(), store, Hub())
+    actor = Actor(Registry(), store, Hub(), Mailbox(), no_effects)
     async with trio.open_nursery() as n:
         await n.start(actor.run)
-        await actor.submit(CreateTask(TASK))
-        n.start_soon(actor.submit, finding("queued"))
+        await actor.mailbox.submit(CreateTask(TASK))
+        n.start_soon(actor.mailbox.submit, finding("queued"))
         await trio.testing.wait_all_tasks_blocked()  # the submit has reached the mailbox
-        actor.close()
+        actor.mailbox.close()
     assert [f.message for f in store.load().findings] == ["queued"]

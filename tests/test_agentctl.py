@@ -39,6 +39,21 @@ def test_not_running_is_one_clear_line_and_exit_3() -> None:
         base.rmdir()
 
 
+def test_agentctl_imports_neither_trio_nor_mcp_nor_libtmux() -> None:
+    """agentctl starts fast: none of its modules pulls in trio, mcp or libtmux."""
+    probe = ("import sys, supervisord_agents.clients.agentctl; "
+             "print(sorted(m for m in ('trio', 'mcp', 'libtmux', 'anyio') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert ok(result).strip() == "[]"
+
+
+def test_runs_as_a_module() -> None:
+    """`python -m supervisord_agents.clients.agentctl` is agentctl."""
+    result = subprocess.run([sys.executable, "-m", "supervisord_agents.clients.agentctl", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert "task" in ok(result) and "peek" in result.stdout
+
+
 def test_socket_flag_picks_the_daemon(daemon: DaemonProcess) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISORD_AGENTS_")}
     result = subprocess.run([str(BIN / "agentctl"), "--socket", str(daemon.socket), "health", "--json"],
@@ -61,6 +76,23 @@ def test_task_verbs(daemon: DaemonProcess) -> None:
     assert "review the parser" in ok(daemon.agentctl("status"))
     ok(daemon.agentctl("task", "close", task_id))
     assert js(daemon.agentctl("task", "show", task_id, "--json"))["task"]["state"] == "closed"
+
+
+def test_task_create_leaves_limits_not_given_to_the_config() -> None:
+    """`--max-cost` alone sets the budget and nothing else: the other limits are the
+    daemon's configured [limits] (a configured max_depth of 3 stays 3, not a built-in 5)."""
+    d = DaemonProcess()
+    (d.base / "config.toml").write_text("[limits]\nmax_depth = 3\n")
+    try:
+        d.start()
+        task = js(d.agentctl("task", "create", "x", "--max-cost", "5", "--json"))
+        assert task["limits"]["max_depth"] == 3
+        assert task["limits"]["max_cost_usd"] == 5
+        assert task["limits"]["max_concurrent"] == 20  # not configured: the daemon's built-in value
+        given = js(d.agentctl("task", "create", "y", "--max-depth", "2", "--json"))
+        assert given["limits"]["max_depth"] == 2 and given["limits"]["max_cost_usd"] is None
+    finally:
+        d.close()
 
 
 def test_agent_verbs_and_exit_codes(daemon: DaemonProcess) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import trio
 
 from supervisord_agents import api as api_module
 from supervisord_agents.api import Caller
-from supervisord_agents.config import load_config
+from supervisord_agents.config import Settings, load_config
 from supervisord_agents.daemon import Daemon
 from supervisord_agents.errors import DuplicateAgent, LimitExceeded, SpawnFailed
 from supervisord_agents.files import AgentFiles
@@ -33,12 +34,12 @@ class InProcess:
         self.caller = Caller(pid=os.getpid(), uid=os.getuid())
 
     async def call(self, method: str, **params: Any) -> Any:
-        decoded = msgspec.convert(params, METHODS[method])
-        result = await self.daemon.api.call(method, decoded, self.caller)
+        decoded = msgspec.convert(params, METHODS[method].params)
+        result = await self.daemon.api.call(METHODS[method], decoded, self.caller)
         return msgspec.to_builtins(result)
 
     def files(self, agent: dict[str, Any]) -> AgentFiles:
-        return AgentFiles(self.daemon.config.state_dir, agent["task_id"], agent["id"])
+        return AgentFiles(self.daemon.settings.current.state_dir, agent["task_id"], agent["id"])
 
     async def eventually(self, agent_id: str, state: str) -> dict[str, Any]:
         with trio.fail_after(30):
@@ -48,7 +49,7 @@ class InProcess:
 
     async def task(self, **params: Any) -> str:
         params.setdefault("description", "t")
-        params.setdefault("cwd", str(self.daemon.config.state_dir.parent))
+        params.setdefault("cwd", str(self.daemon.settings.current.state_dir.parent))
         return str((await self.call("task.create", **params))["id"])
 
     async def spawn(self, task_id: str, type: str = "worker", **params: Any) -> dict[str, Any]:
@@ -66,9 +67,8 @@ async def rig(monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery) -> AsyncIt
            "SUPERVISORD_AGENTS_KILL_GRACE": "0", "SUPERVISORD_AGENTS_GLOBAL_MAX_CONCURRENT": "5000"}
     config = load_config(None, environ=env)
     config.state_dir.mkdir(mode=0o700)
-    daemon = Daemon(config, None)
     fake = FakeTmux()
-    daemon.backend = daemon.effects.backend = daemon.reconciler.backend = fake  # type: ignore[assignment]
+    daemon = Daemon(Settings(config), backend=fake)
     sock = bind_socket(config.socket_path)
     done = trio.Event()
 
@@ -80,7 +80,7 @@ async def rig(monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery) -> AsyncIt
 
     nursery.start_soon(run)
     with trio.fail_after(30):
-        while daemon.server.accepted == 0 and not daemon.reconciler.passes:
+        while daemon.server.stats.accepted == 0 and not daemon.reconciler.passes:
             await trio.sleep(0.005)
     try:
         yield InProcess(daemon, fake)
@@ -241,3 +241,111 @@ async def test_an_agent_past_its_timeout_is_killed(rig: InProcess) -> None:
     killed = await rig.eventually(agent["id"], "killed")
     assert killed["kill_reason"] == "timed out after 0.3 s"
     assert killed["tmux"]["session_id"] in rig.fake.killed
+
+
+# --- one launch path: a refused or cancelled spawn leaves nothing behind -----------------
+
+
+def agent_dirs(rig: InProcess, task_id: str) -> list[str]:
+    agents = rig.daemon.settings.current.state_dir / "tasks" / task_id / "agents"
+    return sorted(p.name for p in agents.iterdir()) if agents.exists() else []
+
+
+async def test_a_refused_spawn_leaves_no_files(rig: InProcess) -> None:
+    """A spawn the registry refuses (a limit) leaves no agent, no folder and no launch record."""
+    task_id = await rig.task(limits={"max_total": 1})
+    first = await rig.spawn(task_id, "one")
+    with pytest.raises(LimitExceeded):
+        await rig.spawn(task_id, "two")
+    assert agent_dirs(rig, task_id) == [first["id"]]
+    assert [a["id"] for a in await rig.call("agent.list", task_id=task_id)] == [first["id"]]
+    assert not rig.files(first).launch.exists()  # handed over when the session started
+
+
+@pytest.mark.parametrize("point", ["prepare", "submit"])
+async def test_a_spawn_cancelled_before_admission_leaves_nothing(
+    rig: InProcess, monkeypatch: pytest.MonkeyPatch, point: str,
+) -> None:
+    """Cancelled at the launch's write or at the mailbox, a spawn leaves no agent and no files."""
+    task_id = await rig.task()
+    daemon = rig.daemon
+    target = daemon.launcher if point == "prepare" else daemon.mailbox
+    original = getattr(target, point)
+    with trio.CancelScope() as scope:
+
+        async def cancelled_here(*args: Any) -> Any:
+            if point == "prepare" or type(args[0]).__name__ == "SpawnAgent":
+                scope.cancel()
+            return await original(*args)
+
+        monkeypatch.setattr(target, point, cancelled_here)
+        await rig.spawn(task_id)
+    assert scope.cancelled_caught
+    monkeypatch.setattr(target, point, original)
+    assert await rig.call("agent.list", task_id=task_id) == []
+    assert agent_dirs(rig, task_id) == []
+    assert daemon.api._minting == set()
+    assert not rig.fake.specs
+
+
+async def test_a_spawn_cancelled_after_admission_still_starts(rig: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled once the actor admitted it, the spawn's caller is gone but the agent starts as decided,
+    with its launch handed over (nothing left waiting on disk)."""
+    task_id = await rig.task()
+    mailbox = rig.daemon.mailbox
+    original = mailbox.submit
+    with trio.CancelScope() as scope:
+
+        async def cancel_after(command: Any) -> Any:
+            result = await original(command)
+            if type(command).__name__ == "SpawnAgent":
+                scope.cancel()  # the next await (waiting for the start) is cancelled
+            return result
+
+        monkeypatch.setattr(mailbox, "submit", cancel_after)
+        await rig.spawn(task_id)
+    assert scope.cancelled_caught
+    (agent,) = await rig.call("agent.list", task_id=task_id)
+    running = await rig.eventually(agent["id"], "running")
+    assert agent_dirs(rig, task_id) == [running["id"]] and not rig.files(running).launch.exists()
+    assert rig.files(running).prompt.exists()
+
+
+async def test_limits_not_given_come_from_the_config(rig: InProcess) -> None:
+    """A task created with one limit takes every other from the daemon's configured [limits]."""
+    configured = rig.daemon.settings.current.limits
+    task = await rig.call("task.create", description="t", limits={"max_cost_usd": 5.0})
+    assert task["limits"] == {**msgspec.to_builtins(configured), "max_cost_usd": 5.0}
+
+
+async def test_an_agent_admitted_during_a_reconcile_pass_is_not_lost(
+    rig: InProcess, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass that runs while an admission is being committed (the registry shows the agent
+    ``starting``, its start has not begun) leaves that agent alone: it is not "lost"."""
+    task_id = await rig.task()
+    store = rig.daemon.store
+    original = store.commit
+    in_commit, gate = threading.Event(), threading.Event()
+
+    def slow_commit(batch: Any) -> None:
+        if any(e.state == "starting" for e in batch.events):
+            in_commit.set()
+            gate.wait(10)
+        original(batch)
+
+    monkeypatch.setattr(store, "commit", slow_commit)
+    reports = []
+
+    async def reconcile_pass() -> None:
+        reports.append(await rig.daemon.reconciler.reconcile())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.spawn, task_id)
+        await trio.to_thread.run_sync(in_commit.wait, 10)
+        nursery.start_soon(reconcile_pass)
+        await trio.sleep(0.2)
+        gate.set()
+    assert reports[0].ended == []
+    (agent,) = await rig.call("agent.list", task_id=task_id)
+    assert agent["state"] == "running"

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 
-from clients.client import Client
+from supervisord_agents.clients.client import Client
 from supervisord_agents.errors import SupervisorError
 from tests.harness import DaemonProcess
 
@@ -22,7 +22,7 @@ def _writer(daemon: DaemonProcess, task_id: str, name: str, acked: list[str], st
         with Client(daemon.socket, timeout=10) as c:
             while not stop.is_set():
                 message = f"{name}-{i}"
-                c.call("agent.finding", task_id=task_id, type="note", message=message)
+                c.request("agent.finding", task_id=task_id, type="note", message=message)
                 acked.append(message)  # only after the reply: the daemon said it is committed
                 i += 1
     except (SupervisorError, OSError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.client import Client
+from supervisord_agents.clients.client import Client
 from supervisord_agents.errors import Forbidden, InvalidParams, LimitExceeded, NotFound, UnknownMethod
 from tests.harness import DaemonProcess
 
@@ -71,20 +71,20 @@ def test_events_replay_then_live(daemon: DaemonProcess) -> None:
     with daemon.client(timeout=10) as c:
         stream = c.events(since=0)
         first = [next(stream) for _ in range(2)]
-        assert [e["kind"] for e in first] == ["task_created", "finding"]
+        assert [e.kind for e in first] == ["task_created", "finding"]
         daemon.call("agent.finding", task_id=task_id, type="note", message="after")
         live = next(stream)
-    assert live["kind"] == "finding" and live["data"]["message"] == "after"
-    assert [e["seq"] for e in first] + [live["seq"]] == [1, 2, 3]
+    assert live.kind == "finding" and live.data["message"] == "after"
+    assert [e.seq for e in first] + [live.seq] == [1, 2, 3]
 
 
 def test_unknown_ids_are_not_found(daemon: DaemonProcess) -> None:
     """Well-formed ids that do not exist give not_found, for tasks and agents."""
     with daemon.client() as c:
         with pytest.raises(NotFound):
-            c.call("task.get", task_id="TASK-20260101-000000-00000000")
+            c.request("task.get", task_id="TASK-20260101-000000-00000000")
         with pytest.raises(NotFound):
-            c.call("agent.get", agent_id="worker-000000-abcdef")
+            c.request("agent.get", agent_id="worker-000000-abcdef")
 
 
 @pytest.mark.parametrize("bad", ["a/b", "..", ".", "a:b", "a;b", "a'b", 'a"b', "$(touch x)", "a\nb", "a\n", "A", ""])
@@ -93,9 +93,9 @@ def test_hostile_names_are_refused_before_anything_happens(daemon: DaemonProcess
     task_id = daemon.create_task()
     with daemon.client() as c:
         with pytest.raises(InvalidParams):
-            c.call("agent.spawn", task_id=task_id, type=bad, argv=["true"])
+            c.request("agent.spawn", task_id=task_id, type=bad, argv=["true"])
         with pytest.raises(InvalidParams):
-            c.call("agent.get", agent_id=bad)
+            c.request("agent.get", agent_id=bad)
     assert daemon.call("agent.list") == []
     assert daemon.call("daemon.health")["last_seq"] == 1  # only the task_created event
 
@@ -107,7 +107,8 @@ BAD_LIMITS = [{"max_concurrent": -1}, {"max_total": 10**12}, {"max_depth": 0}, {
 def test_bad_limits_are_refused(daemon: DaemonProcess, limits: dict[str, object]) -> None:
     """Negative, huge or mistyped limits give invalid_params and create no task."""
     with daemon.client() as c, pytest.raises(InvalidParams):
-        c.call("task.create", description="x", limits={"max_concurrent": 1, "max_total": 1, "max_depth": 1, **limits})
+        c.request("task.create", description="x",
+                  limits={"max_concurrent": 1, "max_total": 1, "max_depth": 1, **limits})
     assert daemon.call("task.list") == []
 
 
@@ -159,7 +160,7 @@ def test_pipelined_requests_on_one_connection(daemon: DaemonProcess) -> None:
     task_id = daemon.create_task()
     with daemon.client() as c:
         ids = [c.send("agent.finding", {"task_id": task_id, "type": "note", "message": f"p{i}"}) for i in range(500)]
-        results = [c.call("daemon.health")]
+        results = [c.request("daemon.health")]
     assert len(ids) == 500 and results[0]["last_seq"] == 501
 
 
@@ -236,7 +237,7 @@ def test_agent_identity_is_enforced(daemon: DaemonProcess) -> None:
 def test_unknown_method_from_the_client_library(daemon: DaemonProcess) -> None:
     """The client library turns an unknown_method reply into UnknownMethod."""
     with daemon.client() as c, pytest.raises(UnknownMethod):
-        c.call("agent.teleport")
+        c.request("agent.teleport")
 
 
 def test_stop_exits_cleanly(daemon: DaemonProcess) -> None:

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients.client import Client
+from supervisord_agents.clients.client import Client
 from supervisord_agents.errors import IllegalTransition, SupervisorError
 from supervisord_agents.protocol import METHODS
 from supervisord_agents.tmux import AGENT_MARKER
@@ -140,12 +140,12 @@ class Load:
         self.requests += 1
         if action < 0.5:
             message = f"w{worker}-{n}"
-            c.call("agent.finding", task_id=self.task, type="note", message=message)
+            c.request("agent.finding", task_id=self.task, type="note", message=message)
             with self.lock:
                 self.findings.add(message)
         elif action < 0.6 and len(mine) < 2:
             queue = rng.random() < 0.5
-            agent = c.call("agent.spawn", task_id=self.narrow if queue else self.task, type=f"w{worker}-{n}",
+            agent = c.request("agent.spawn", task_id=self.narrow if queue else self.task, type=f"w{worker}-{n}",
                            argv=["sleep", str(rng.choice([0.2, 1, 30]))], queue=queue)
             with self.lock:
                 self.spawned.add(agent["id"])
@@ -153,17 +153,17 @@ class Load:
             mine.append(agent["id"])
         elif action < 0.8 and mine:
             try:
-                agent = c.call("agent.progress", agent_id=mine[-1], message=f"p{n}", percent=n % 100)
+                agent = c.request("agent.progress", agent_id=mine[-1], message=f"p{n}", percent=n % 100)
             except IllegalTransition:
                 return  # queued (not started yet) or already ended
             with self.lock:
                 self.progress[agent["id"]] = n % 100
         elif action < 0.9 and mine:
-            killed = c.call("agent.kill", agent_id=mine.pop(0), reason="load")
+            killed = c.request("agent.kill", agent_id=mine.pop(0), reason="load")
             with self.lock:
                 self.killed.add(killed["id"])
         elif mine:
-            c.call("agent.wait", agent_ids=[mine[0]], timeout=0.05)
+            c.request("agent.wait", agent_ids=[mine[0]], timeout=0.05)
 
 
 def test_crash_anywhere_loses_nothing_acknowledged() -> None:
@@ -399,7 +399,7 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=20,
 )
-FIELDS = {name: [f.name for f in msgspec.structs.fields(cls)] for name, cls in METHODS.items()}
+FIELDS = {name: [f.name for f in msgspec.structs.fields(cls)] for name, m in METHODS.items() for cls in [m.params]}
 MUTATING = sorted(m for m in METHODS if m not in ("hello", "daemon.stop", "daemon.reconcile", "events.subscribe",
                                                   "agent.wait"))
 

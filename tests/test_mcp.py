@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trio
 
+from supervisord_agents.model import AgentState, Priority, Severity, TaskState
+from supervisord_agents.protocol import OutputFormat
 from tests.harness import BIN, FAKE_AGENT, DaemonProcess
 
 mcp = pytest.importorskip("mcp")
@@ -60,6 +62,50 @@ async def test_every_tool_is_listed_with_a_description(daemon: DaemonProcess) ->
     assert set(tools) == TOOLS
     for t in tools.values():
         assert t.description and len(t.description) > 40, t.name
+
+
+def allowed(schema: dict[str, Any], parameter: str) -> list[str]:
+    """The values a tool's input schema allows for one parameter (through $ref and anyOf)."""
+    prop = schema["properties"][parameter]
+    for option in [prop, *prop.get("anyOf", [])]:
+        if "$ref" in option:
+            option = schema["$defs"][option["$ref"].rsplit("/", 1)[1]]
+        if "enum" in option:
+            return list(option["enum"])
+    raise AssertionError(f"{parameter}: no enum in {prop}")
+
+
+async def test_enum_parameters_show_their_values(daemon: DaemonProcess) -> None:
+    """States, severities, priorities and formats are offered as the model's enums' values."""
+    async with shim(daemon) as session:
+        schemas = {t.name: t.input_schema for t in (await session.list_tools()).tools}
+    expected = [
+        ("create_task", "priority", Priority), ("list_tasks", "state", TaskState),
+        ("list_agents", "state", AgentState), ("get_agent_output", "format", OutputFormat),
+        ("report_finding", "severity", Severity), ("list_findings", "severity", Severity),
+    ]
+    for name, parameter, enum in expected:
+        assert allowed(schemas[name], parameter) == [m.value for m in enum], (name, parameter)
+
+
+@pytest.fixture
+def configured() -> Iterator[DaemonProcess]:
+    """A daemon whose config file sets one limit: max_depth = 3."""
+    d = DaemonProcess()
+    (d.base / "config.toml").write_text("[limits]\nmax_depth = 3\n")
+    try:
+        yield d.start()
+    finally:
+        d.close()
+
+
+async def test_create_task_leaves_limits_not_given_to_the_config(configured: DaemonProcess) -> None:
+    """A budget alone sets only the budget: max_depth stays the configured 3."""
+    async with shim(configured) as session:
+        task = await tool(session, "create_task", description="t", working_directory=str(configured.base),
+                          max_cost_usd=2.5)
+    assert task["limits"]["max_depth"] == 3 and task["limits"]["max_cost_usd"] == 2.5
+    assert task["limits"]["max_concurrent"] == 20
 
 
 async def test_an_orchestration_end_to_end(daemon: DaemonProcess) -> None:

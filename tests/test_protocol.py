@@ -192,7 +192,7 @@ def test_every_method_has_minimal_params_here() -> None:
 def test_minimal_params_decode_into_the_method_struct(method: str) -> None:
     """Each method's minimal params decode into exactly that method's Struct, carrying the given values."""
     params = decode(line(method, MINIMAL[method], id=42))
-    assert type(params) is METHODS[method]
+    assert type(params) is METHODS[method].params
     for field, value in MINIMAL[method].items():
         assert getattr(params, field) == value
 
@@ -205,7 +205,7 @@ def test_omitted_params_mean_an_empty_object(method: str) -> None:
         error = refused(raw, InvalidParams)
         assert "missing required field" in error.message
     else:
-        assert type(decode(raw)) is METHODS[method]
+        assert type(decode(raw)) is METHODS[method].params
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -566,7 +566,7 @@ def test_timeout_beyond_float_range_is_refused() -> None:
 def test_bounds_are_inclusive(method: str, params: dict[str, Any]) -> None:
     """The edge values of every bounded number are accepted."""
     decoded = decode(line(method, params))
-    assert type(decoded) is METHODS[method]
+    assert type(decoded) is METHODS[method].params
 
 
 # --- error replies ----------------------------------------------------------------------
@@ -619,4 +619,4 @@ def test_stable_error_codes() -> None:
 
 def test_request_struct_default_params() -> None:
     """A Request built in code without params carries an empty object."""
-    assert decode_params(Request(id=1, method="daemon.health")) == METHODS["daemon.health"]()
+    assert decode_params(Request(id=1, method="daemon.health")) == METHODS["daemon.health"].params()

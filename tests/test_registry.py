@@ -29,7 +29,7 @@ from supervisord_agents.model import (
     ACTIVE_STATES,
     Agent,
     AgentState,
-    Cleanup,
+    CleanupRecord,
     Counts,
     DecidedBy,
     Exit,
@@ -43,12 +43,12 @@ from supervisord_agents.registry import (
     AGENT_COMMANDS,
     TRANSITIONS,
     Adopt,
-    CleanUp,
+    Applied,
+    CleanUpAgent,
     CloseTask,
     CreateTask,
     EventKind,
     Exited,
-    Outcome,
     RecordCleanup,
     Registry,
     ReportFinding,
@@ -56,8 +56,8 @@ from supervisord_agents.registry import (
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
-    SpawnFailed,
     Started,
+    StartFailed,
     StartSession,
     StopAgent,
     terminal_state,
@@ -130,7 +130,7 @@ class World:
         self.now = T0
         self._n = itertools.count(1)
 
-    def apply(self, command: Struct) -> Outcome:
+    def apply(self, command: Struct) -> Applied:
         self.now += 1.0
         return self.reg.apply(command, self.now)  # type: ignore[arg-type]
 
@@ -159,7 +159,7 @@ class World:
 EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
     (S.STARTING, Started): S.RUNNING,
     (S.STARTING, Adopt): S.RUNNING,
-    (S.STARTING, SpawnFailed): S.FAILED,
+    (S.STARTING, StartFailed): S.FAILED,
     (S.STARTING, ReportProgress): S.STARTING,
     (S.STARTING, RequestKill): S.STOPPING,
     (S.STARTING, Exited): S.COMPLETED,
@@ -168,7 +168,7 @@ EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
     (S.RUNNING, Exited): S.COMPLETED,
     (S.STOPPING, Started): S.STOPPING,
     (S.STOPPING, Adopt): S.STOPPING,
-    (S.STOPPING, SpawnFailed): S.FAILED,
+    (S.STOPPING, StartFailed): S.FAILED,
     (S.STOPPING, ReportProgress): S.STOPPING,
     (S.STOPPING, RequestKill): S.STOPPING,
     (S.STOPPING, Exited): S.KILLED,
@@ -209,11 +209,11 @@ def command_for(cls: type[Struct], agent_id: str) -> Struct:
     commands: dict[type[Struct], Struct] = {
         Started: Started(agent_id, tmux_ids(9)),
         Adopt: Adopt(agent_id, tmux_ids(9)),
-        SpawnFailed: SpawnFailed(agent_id, "tmux said no"),
+        StartFailed: StartFailed(agent_id, "tmux said no"),
         ReportProgress: ReportProgress(agent_id=agent_id, activity="working", message="half way", percent=50),
         RequestKill: RequestKill(agent_id=agent_id, reason="enough"),
         Exited: Exited(agent_id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)),
-        RecordCleanup: RecordCleanup(agent_id, Cleanup(ok=True, at=T0)),
+        RecordCleanup: RecordCleanup(agent_id, CleanupRecord(ok=True, at=T0)),
     }
     return commands[cls]
 
@@ -344,7 +344,7 @@ def test_global_cap_counts_live_agents_of_all_tasks() -> None:
     ended = w.spawn(b, "x")
     error = assert_refused(w.reg, SpawnAgent(agent_row(b, "y", 900)), LimitExceeded)
     assert error.data == {"limit": "global_max_concurrent", "value": 3}
-    w.apply(SpawnFailed(ended.id, "no tmux"))
+    w.apply(StartFailed(ended.id, "no tmux"))
     assert w.spawn(b, "y").state is S.STARTING
 
 
@@ -363,7 +363,7 @@ def test_a_spawn_that_asks_to_queue_waits_for_a_slot_and_starts_when_one_frees()
     promoted = w.reg.agent(first.id)
     assert promoted.state is S.STARTING and w.reg.agent(second.id).state is S.QUEUED  # oldest first
     assert [e.agent_id for e in ended.events] == [running[0].id, first.id]
-    assert ended.effects == [CleanUp(w.reg.agent(running[0].id)), StartSession(promoted)]
+    assert ended.effects == [CleanUpAgent(w.reg.agent(running[0].id)), StartSession(promoted)]
     assert w.reg.counts(task.id) == Counts(active=2, queued=1, completed=1, spawned=4)
 
 
@@ -391,7 +391,7 @@ def test_a_queued_agent_killed_before_it_starts_ends_at_once() -> None:
     outcome = w.apply(RequestKill(agent_id=queued.id, reason="changed my mind"))
     killed = w.reg.agent(queued.id)
     assert killed.state is S.KILLED and killed.exit == Exit(decided_by=DecidedBy.KILL, reason="changed my mind")
-    assert outcome.effects == [CleanUp(killed)]
+    assert outcome.effects == [CleanUpAgent(killed)]
     assert w.reg.counts(task.id) == Counts(active=1, killed=1, spawned=2)
 
 
@@ -476,7 +476,7 @@ def test_ended_parent_is_refused(end: str) -> None:
     task = w.task()
     parent = w.spawn(task, "lead")
     if end == "spawn_failed":
-        w.apply(SpawnFailed(parent.id, "boom"))
+        w.apply(StartFailed(parent.id, "boom"))
     elif end == "vanished":
         w.exit(parent, Exit(decided_by=DecidedBy.SESSION_VANISHED))
     else:
@@ -528,7 +528,7 @@ def test_counts_are_derived_per_task_and_globally() -> None:
     w.apply(RequestKill(agent_id=killed.id))
     w.exit(killed)
     w.exit(w.run(a, "ghost"), Exit(decided_by=DecidedBy.SESSION_VANISHED))
-    w.apply(SpawnFailed(w.spawn(a, "nostart").id, "boom"))
+    w.apply(StartFailed(w.spawn(a, "nostart").id, "boom"))
     w.run(a, "live")
     w.spawn(b, "x")
     stopping = w.run(b, "y")
@@ -568,10 +568,10 @@ def test_kill_while_starting_then_spawn_failed_ends_failed() -> None:
     task = w.task()
     agent = w.spawn(task)
     w.apply(RequestKill(agent_id=agent.id))
-    outcome = w.apply(SpawnFailed(agent.id, "no such cwd"))
+    outcome = w.apply(StartFailed(agent.id, "no such cwd"))
     assert outcome.result.state is S.FAILED
     assert outcome.result.exit == Exit(decided_by=DecidedBy.SPAWN_ERROR, reason="no such cwd")
-    assert outcome.effects == [CleanUp(outcome.result)]
+    assert outcome.effects == [CleanUpAgent(outcome.result)]
 
 
 def test_kill_running_agent_stops_it_and_a_second_kill_reissues() -> None:
@@ -607,7 +607,7 @@ def test_exit_while_stopping_is_killed(exit: Exit) -> None:
     outcome = w.apply(Exited(agent.id, exit))
     assert outcome.result.state is S.KILLED
     assert outcome.result.exit == exit and outcome.result.ended_at == w.now
-    assert outcome.effects == [CleanUp(outcome.result)]
+    assert outcome.effects == [CleanUpAgent(outcome.result)]
 
 
 @pytest.mark.parametrize(
@@ -655,7 +655,7 @@ def test_exited_running_agent_ends_in_mapped_state(exit: Exit, expected: AgentSt
     outcome = w.apply(Exited(agent.id, exit))
     assert outcome.result.state is expected
     assert outcome.result.exit == exit
-    assert outcome.effects == [CleanUp(outcome.result)]
+    assert outcome.effects == [CleanUpAgent(outcome.result)]
     assert w.reg.agent_for_session("$4") is None
     assert w.reg.live_of_type(task.id, "worker") is None
 
@@ -717,16 +717,16 @@ def test_uncleaned_lists_terminal_agents_until_cleanup_succeeds() -> None:
     task = w.task()
     live = w.run(task, "live")
     done = w.exit(w.run(task, "done"))
-    failed = w.apply(SpawnFailed(w.spawn(task, "nostart").id, "boom")).result
+    failed = w.apply(StartFailed(w.spawn(task, "nostart").id, "boom")).result
     assert {a.id for a in w.reg.uncleaned()} == {done.id, failed.id}
     assert live.id not in {a.id for a in w.reg.uncleaned()}
 
-    outcome = w.apply(RecordCleanup(done.id, Cleanup(ok=False, at=w.now, error="rm failed")))
+    outcome = w.apply(RecordCleanup(done.id, CleanupRecord(ok=False, at=w.now, error="rm failed")))
     assert [e.kind for e in outcome.events] == [EventKind.CLEANUP]
     assert {a.id for a in w.reg.uncleaned()} == {done.id, failed.id}
     assert w.reg.agent(done.id).state is S.COMPLETED
 
-    record = Cleanup(ok=True, at=w.now, archive="/x.tar.gz", attempts=2)
+    record = CleanupRecord(ok=True, at=w.now, archive="/x.tar.gz", attempts=2)
     w.apply(RecordCleanup(done.id, record))
     assert {a.id for a in w.reg.uncleaned()} == {failed.id}
     assert w.reg.agent(done.id).cleanup == record
@@ -817,7 +817,7 @@ def test_events_carry_strictly_increasing_sequence_numbers() -> None:
         w.apply(RequestKill(agent_id="a-000000-000001")),
         w.apply(RequestKill(agent_id="a-000000-000001")),
         w.apply(Exited("a-000000-000001", Exit(decided_by=DecidedBy.EXIT_STATUS, code=0))),
-        w.apply(RecordCleanup("a-000000-000001", Cleanup(ok=True, at=0.0))),
+        w.apply(RecordCleanup("a-000000-000001", CleanupRecord(ok=True, at=0.0))),
         w.apply(CloseTask(task.id)),
     ]:
         seqs.extend(e.seq for e in outcome.events)
@@ -848,7 +848,7 @@ def test_load_rebuilds_identical_counts_and_indexes() -> None:
     w.exit(gone, Exit(decided_by=DecidedBy.SESSION_VANISHED))
     w.run(b, "reuse", session=7)
     cleaned = w.exit(w.run(b, "cleaned"))
-    w.apply(RecordCleanup(cleaned.id, Cleanup(ok=True, at=w.now)))
+    w.apply(RecordCleanup(cleaned.id, CleanupRecord(ok=True, at=w.now)))
     w.apply(_finding(a, kid, "bug", Severity.HIGH))
     w.apply(_finding(b, None, "note"))
     w.apply(CloseTask(b.id))

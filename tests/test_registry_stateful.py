@@ -28,7 +28,7 @@ from supervisord_agents.model import (
     TERMINAL_STATES,
     Agent,
     AgentState,
-    Cleanup,
+    CleanupRecord,
     DecidedBy,
     Exit,
     Limits,
@@ -39,10 +39,10 @@ from supervisord_agents.model import (
 )
 from supervisord_agents.registry import (
     Adopt,
+    Applied,
     CloseTask,
     CreateTask,
     Exited,
-    Outcome,
     RecordCleanup,
     Registry,
     ReportFinding,
@@ -50,8 +50,8 @@ from supervisord_agents.registry import (
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
-    SpawnFailed,
     Started,
+    StartFailed,
 )
 from tests.test_registry import T0, recount, snapshot
 
@@ -95,7 +95,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     # -- plumbing ------------------------------------------------------------------
 
-    def apply(self, command: Struct) -> Outcome | None:
+    def apply(self, command: Struct) -> Applied | None:
         """Apply a command; a refusal must change nothing, a success must number its events from last_seq + 1."""
         before = snapshot(self.reg)
         self.now += 1.0
@@ -176,7 +176,7 @@ class RegistryMachine(RuleBasedStateMachine):
     @has_agents
     @rule(aim=aim, i=pick)
     def spawn_failed(self, aim: str, i: int) -> None:
-        self.apply(SpawnFailed(self.agent_id(aim, i, [S.STARTING, S.STOPPING]), "no"))
+        self.apply(StartFailed(self.agent_id(aim, i, [S.STARTING, S.STOPPING]), "no"))
 
     @has_agents
     @rule(aim=aim, i=pick, percent=st.none() | st.integers(0, 100), activity=st.none() | st.sampled_from(["a", "b"]))
@@ -198,7 +198,7 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(aim=aim, i=pick, ok=st.booleans())
     def cleanup(self, aim: str, i: int, ok: bool) -> None:
         agent_id = self.agent_id(aim, i, TERMINAL_STATES)
-        self.apply(RecordCleanup(agent_id, Cleanup(ok=ok, at=self.now)))
+        self.apply(RecordCleanup(agent_id, CleanupRecord(ok=ok, at=self.now)))
 
     @rule(aim=aim, i=pick, by=st.none() | st.tuples(aim, pick), severity=st.sampled_from(Severity))
     def finding(self, aim: str, i: int, by: tuple[str, int] | None, severity: Severity) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from clients import service_files
 from supervisord_agents import service
+from supervisord_agents.clients import service_files
 from supervisord_agents.files import AgentFiles, read_start
 from tests.harness import BIN, ROOT, DaemonProcess, alive, eventually
 

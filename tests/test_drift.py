@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from msgspec import structs
 
+from supervisord_agents.drift import Plan, diff, ids_of
 from supervisord_agents.model import Agent, AgentState, DecidedBy, Exit
-from supervisord_agents.reconcile import Plan, diff, ids_of
 from supervisord_agents.tmux import PaneInfo
 from tests.test_registry import agent_row, task_row, tmux_ids
 

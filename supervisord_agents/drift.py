@@ -1,8 +1,8 @@
-"""Reconciliation, the pure part: compare the registry with one listing of tmux.
+"""Drift, the pure half of reconciliation: compare the registry with one listing of tmux.
 
 :func:`diff` takes the live agents as they were *before* the listing was taken, the
 listing, and the agents whose start is in flight, and returns a :class:`Plan`. It does
-no I/O: the reconciler (``reconciler.py``) lists tmux, calls this, and turns the plan
+no I/O: the reconciler (``reconciler.py``, the loop) lists tmux, calls this, and turns the plan
 into commands for the actor and calls to tmux.
 
 The rules:

@@ -1,0 +1,158 @@
+"""agentctl's command line: every verb, its arguments and the function that runs it.
+
+A verb that talks to the daemon sets ``func`` (a :data:`.verbs.Verb`); one that works
+locally sets ``local``. The choices of states, severities, priorities and formats are
+the values of the model's and the protocol's enums, so the CLI accepts exactly what the
+daemon does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from enum import StrEnum
+from typing import Any
+
+from supervisord_agents.model import AgentState, Priority, Severity, TaskState
+from supervisord_agents.protocol import OutputFormat
+
+from . import verbs
+from .service_verb import Action, cmd_service
+
+
+def values(enum: type[StrEnum]) -> list[str]:
+    """The values of a StrEnum, for argparse's ``choices``."""
+    return [member.value for member in enum]
+
+
+def _global_options(p: argparse.ArgumentParser, *, after_verb: bool) -> argparse.ArgumentParser:
+    # The global options are accepted before and after the verb. After it they default
+    # to SUPPRESS, so that a verb's parser never overwrites a value given before the verb.
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_verb else value
+
+    p.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+    p.add_argument("--socket", default=default(None),
+                   help="the daemon's socket (default: $SUPERVISORD_AGENTS_SOCKET or the runtime dir)")
+    p.add_argument("--wait", type=float, default=default(0.0), metavar="SECONDS",
+                   help="if the daemon is not up yet, keep trying to connect for this long")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options(argparse.ArgumentParser(add_help=False), after_verb=True)
+    parser = _global_options(
+        argparse.ArgumentParser(prog="agentctl", description="Control the supervisord-agents daemon."),
+        after_verb=False,
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, func: verbs.Verb, help: str, within: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = within.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    verb("status", verbs.cmd_status, "open tasks and their agents, with counts")
+    p = verb("tasks", verbs.cmd_tasks, "list tasks")
+    p.add_argument("--state", choices=values(TaskState))
+
+    task = sub.add_parser("task", help="create, show or close a task", parents=[common])
+    task_sub = task.add_subparsers(dest="task_verb", required=True, metavar="ACTION")
+    p = verb("create", verbs.cmd_task_create, "create a task", task_sub)
+    p.add_argument("description")
+    p.add_argument("--priority", default=Priority.P2, choices=values(Priority))
+    p.add_argument("--cwd", default=".", help="working directory for the task's agents (default: here)")
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--max-total", type=int)
+    p.add_argument("--max-depth", type=int)
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="a budget: no more spawns once the task's ended agents cost this much")
+    p.add_argument("--background")
+    p.add_argument("--deliverable", action="append")
+    p.add_argument("--criterion", action="append", help="a success criterion")
+    p.add_argument("--constraint", action="append")
+    p.add_argument("--file", action="append", help="a relevant file")
+    p = verb("show", verbs.cmd_task_show, "one task's status", task_sub)
+    p.add_argument("task")
+    p = verb("close", verbs.cmd_task_close, "close a task to new agents", task_sub)
+    p.add_argument("task")
+
+    p = verb("agents", verbs.cmd_agents, "list agents")
+    p.add_argument("--task")
+    p.add_argument("--state", choices=values(AgentState))
+    p = verb("show", verbs.cmd_show, "one agent in detail")
+    p.add_argument("agent")
+    p = verb("progress", verbs.cmd_progress, "report progress (inside an agent: for itself)")
+    p.add_argument("message")
+    p.add_argument("--percent", type=int)
+    p.add_argument("--activity")
+    p.add_argument("--agent", help="the agent (default: the calling agent)")
+    p = verb("finding", verbs.cmd_finding, "report a finding (inside an agent: for itself)")
+    p.add_argument("message")
+    p.add_argument("--type", default="note")
+    p.add_argument("--severity", default=Severity.INFO, choices=values(Severity))
+    p.add_argument("--data", help="a JSON object")
+    p.add_argument("--agent")
+    p.add_argument("--task")
+    p = verb("findings", verbs.cmd_findings, "list findings")
+    p.add_argument("--task")
+    p.add_argument("--agent")
+    p.add_argument("--type")
+    p.add_argument("--severity", choices=values(Severity))
+    p.add_argument("--since", type=int, default=0, help="only findings after this sequence number")
+    p.add_argument("--limit", type=int, default=100)
+    p = verb("events", verbs.cmd_events, "the event log (replay, then --follow for live)")
+    p.add_argument("--since", type=int)
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--task")
+    p.add_argument("--agent")
+
+    verb("health", verbs.cmd_health, "daemon health, and the registry against tmux")
+    p = verb("repair", verbs.cmd_repair, "reconcile the registry with tmux now")
+    p.add_argument("--dry-run", action="store_true", help="show what would be done")
+    p.add_argument("--kill-orphans", action="store_true", help="also kill sessions that have no agent record")
+    verb("stop", verbs.cmd_stop, "stop the daemon (agents keep running)")
+
+    p = verb("spawn", verbs.cmd_spawn, "start an agent")
+    p.add_argument("--task")
+    p.add_argument("--type", required=True)
+    p.add_argument("--provider", default="command")
+    p.add_argument("--model")
+    p.add_argument("--parent")
+    p.add_argument("--cwd")
+    p.add_argument("--timeout", type=float, help="kill the agent after this many seconds (from its start)")
+    p.add_argument("--queue", action="store_true",
+                   help="over a concurrency limit, wait as 'queued' for a free slot instead of failing")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--prompt")
+    group.add_argument("--prompt-file", help="a file with the prompt, or - for stdin")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- the command to run (provider 'command')")
+    p = verb("kill", verbs.cmd_kill, "stop an agent")
+    p.add_argument("agent")
+    p.add_argument("--tree", action="store_true", help="also its descendants")
+    p.add_argument("--reason", default="killed with agentctl")
+    p = verb("wait", verbs.cmd_wait, "wait for agents to end (exit 0 if all completed)")
+    p.add_argument("agents", nargs="+")
+    p.add_argument("--any", action="store_true")
+    p.add_argument("--timeout", type=float)
+    p = verb("logs", verbs.cmd_logs, "an agent's output")
+    p.add_argument("agent")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--tail", type=int)
+    p.add_argument("--regex")
+    p.add_argument("--format", default=OutputFormat.TEXT, choices=values(OutputFormat))
+    p.add_argument("--max-bytes", type=int, default=1 << 20)
+    p = verb("peek", verbs.cmd_peek, "the agent's screen")
+    p.add_argument("agent")
+    p.add_argument("--lines", type=int, default=0, help="also this many lines of history")
+    p = verb("attach", verbs.cmd_attach, "attach your terminal to the agent's tmux session")
+    p.add_argument("agent")
+
+    p = sub.add_parser("service", parents=[common], help="install, remove or check the systemd/launchd files",
+                       description="Write (install), remove (uninstall) or check (status) the user service files "
+                                   "that run the daemon under systemd (Linux) or launchd (macOS).")
+    p.set_defaults(local=cmd_service)
+    p.add_argument("action", choices=values(Action))
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
+    p.add_argument("--platform", choices=["linux", "darwin"], help="default: this machine's")
+    p.add_argument("--executable", help="the daemon to run (default: the installed supervisord-agents)")
+    return parser

@@ -1,0 +1,342 @@
+"""agentctl's verbs: one ``cmd_*`` function per verb, each given the parsed arguments and a
+connected :class:`Client`.
+
+A verb calls the daemon through the protocol's method declarations, so it works with
+the typed results (``Task``, ``list[Agent]``, ``Health``) and the model's enums. It
+writes its output (one JSON line with ``--json``, text otherwise) and returns; an
+outcome that is not success is raised as a :class:`SupervisorError`, which the entry
+point turns into an exit code in one place (``agentctl.exit_code_for``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from supervisord_agents.errors import InvalidParams, SupervisorError, Timeout
+from supervisord_agents.model import AgentState, TaskContext, TaskState
+from supervisord_agents.protocol import (
+    AGENT_FINDING,
+    AGENT_GET,
+    AGENT_KILL,
+    AGENT_LIST,
+    AGENT_OUTPUT,
+    AGENT_PEEK,
+    AGENT_PROGRESS,
+    AGENT_SPAWN,
+    AGENT_WAIT,
+    DAEMON_HEALTH,
+    DAEMON_RECONCILE,
+    DAEMON_STOP,
+    FINDINGS_LIST,
+    TASK_CLOSE,
+    TASK_CREATE,
+    TASK_GET,
+    TASK_LIST,
+    Headroom,
+    LimitsGiven,
+)
+
+from .client import Client
+from .render import AGENT_HEADERS, agent_rows, ago, clock, counts_cell, emit_json, indent, table, to_json
+
+#: A verb that talks to the daemon.
+Verb = Callable[[argparse.Namespace, Client], None]
+
+#: The states in which an agent has a tmux session one can attach to.
+ATTACHABLE: Final = frozenset({AgentState.RUNNING, AgentState.STOPPING})
+
+
+class AgentFailed(SupervisorError):
+    """An agent that ``agentctl wait`` waited on ended other than completed."""
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace, c: Client) -> None:
+    tasks = c.call(TASK_LIST, state=TaskState.OPEN)
+    statuses = [c.call(TASK_GET, task_id=t.task.id) for t in tasks]
+    health = c.call(DAEMON_HEALTH)
+    if args.json:
+        emit_json({"tasks": statuses, "health": health})
+        return
+    out(f"daemon pid {health.pid}  up {ago(time.time() - health.uptime)}  "
+        f"tmux {'ok' if health.tmux_healthy else 'DOWN'}  agents: {counts_cell(health.counts)}\n\n")
+    if not statuses:
+        out("no open tasks\n")
+    for s in statuses:
+        t = s.task
+        out(f"{t.id}  {t.priority}  {counts_cell(s.counts)}\n  {t.description[:100]}\n")
+        if s.agents:
+            out(indent(table(agent_rows(s.agents), AGENT_HEADERS)))
+        out("\n")
+
+
+def cmd_tasks(args: argparse.Namespace, c: Client) -> None:
+    tasks = c.call(TASK_LIST, state=args.state)
+    if args.json:
+        emit_json(tasks)
+        return
+    rows = [[s.task.id, s.task.state, s.task.priority, counts_cell(s.counts), s.task.description[:60]]
+            for s in tasks]
+    out(table(rows, ["TASK", "STATE", "PRI", "AGENTS", "DESCRIPTION"]))
+
+
+def cmd_task_create(args: argparse.Namespace, c: Client) -> None:
+    # Only the limits given go to the daemon, which takes the others from its configured
+    # [limits]: filling in defaults here would silently override the operator's config.
+    given = {"max_concurrent": args.max_concurrent, "max_total": args.max_total, "max_depth": args.max_depth,
+             "max_cost_usd": args.max_cost}
+    limits = LimitsGiven(**{k: v for k, v in given.items() if v is not None})
+    context = TaskContext(background=args.background or "", deliverables=args.deliverable or [],
+                          success_criteria=args.criterion or [], constraints=args.constraint or [],
+                          relevant_files=args.file or [])
+    task = c.call(TASK_CREATE, description=args.description, priority=args.priority,
+                  cwd=str(Path(args.cwd).resolve()), context=context, limits=limits)
+    emit_json(task) if args.json else out(f"{task.id}\n")
+
+
+def _cost_line(h: Headroom) -> str:
+    if h.cost_left_usd is not None:
+        return f"; spent ${h.cost_usd:.4f}, ${h.cost_left_usd:.4f} of the budget left"
+    return f"; spent ${h.cost_usd:.4f}" if h.cost_usd else ""
+
+
+def cmd_task_show(args: argparse.Namespace, c: Client) -> None:
+    status = c.call(TASK_GET, task_id=args.task)
+    if args.json:
+        emit_json(status)
+        return
+    t, h = status.task, status.headroom
+    out(f"{t.id}  {t.state}  {t.priority}\n{t.description}\n"
+        f"agents: {counts_cell(status.counts)}; room for {h.concurrent_left} more concurrent, "
+        f"{h.total_left} more in total; max depth {h.max_depth}{_cost_line(h)}\n\n")
+    out(table(agent_rows(status.agents), AGENT_HEADERS))
+    for f in status.latest_findings:
+        out(f"finding #{f.seq} [{f.severity}] {f.type}: {f.message[:100]}\n")
+
+
+def cmd_task_close(args: argparse.Namespace, c: Client) -> None:
+    task = c.call(TASK_CLOSE, task_id=args.task)
+    emit_json(task) if args.json else out(f"{task.id} closed\n")
+
+
+# --- agents -----------------------------------------------------------------------------
+
+
+def cmd_agents(args: argparse.Namespace, c: Client) -> None:
+    agents = c.call(AGENT_LIST, task_id=args.task, state=args.state)
+    emit_json(agents) if args.json else out(table(agent_rows(agents), AGENT_HEADERS))
+
+
+def cmd_show(args: argparse.Namespace, c: Client) -> None:
+    agent = c.call(AGENT_GET, agent_id=args.agent)
+    if args.json:
+        emit_json(agent)
+        return
+    for key in ("id", "task_id", "type", "parent", "depth", "provider", "model", "state", "activity",
+                "progress", "message", "kill_reason"):
+        if (value := getattr(agent, key)) not in (None, ""):
+            out(f"{key:<12} {value}\n")
+    out(f"{'argv':<12} {' '.join(agent.argv)}\n")
+    for key in ("created_at", "started_at", "ended_at", "updated_at"):
+        if ts := getattr(agent, key):
+            out(f"{key:<12} {clock(ts)}\n")
+    for key in ("exit", "tmux", "cleanup"):
+        if (record := getattr(agent, key)) is not None:
+            out(f"{key:<12} {to_json(record)}\n")
+
+
+def cmd_spawn(args: argparse.Namespace, c: Client) -> None:
+    prompt = args.prompt or ""
+    if args.prompt_file:
+        prompt = sys.stdin.read() if args.prompt_file == "-" else Path(args.prompt_file).read_text()
+    argv = list(args.argv or [])
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    agent = c.call(AGENT_SPAWN, task_id=args.task, type=args.type, provider=args.provider, model=args.model,
+                   prompt=prompt, parent=args.parent, cwd=str(Path(args.cwd).resolve()) if args.cwd else None,
+                   argv=argv, timeout=args.timeout, queue=args.queue)
+    if args.json:
+        emit_json(agent)
+    else:
+        out(f"{agent.id} queued\n" if agent.state is AgentState.QUEUED else f"{agent.id}\n")
+
+
+def cmd_kill(args: argparse.Namespace, c: Client) -> None:
+    agent = c.call(AGENT_KILL, agent_id=args.agent, reason=args.reason, tree=args.tree)
+    emit_json(agent) if args.json else out(f"{agent.id} {agent.state}\n")
+
+
+def cmd_wait(args: argparse.Namespace, c: Client) -> None:
+    """Wait; succeed only if every agent (with ``--any``: every one that ended) completed."""
+    result = c.call(AGENT_WAIT, agent_ids=args.agents, any=args.any, timeout=args.timeout)
+    if args.json:
+        emit_json(result)
+    else:
+        for a in result.agents:
+            exit = a.exit or {}
+            out(f"{a.agent_id} {a.state} code={exit.get('code')} signal={exit.get('signal')}\n")
+    if not result.done:
+        live = [a.agent_id for a in result.agents if a.state.live]
+        raise Timeout(f"still live after {args.timeout} s: {' '.join(live)}")
+    relevant = [a for a in result.agents if a.state.terminal] if args.any else result.agents
+    failed = [f"{a.agent_id} {a.state}" for a in relevant if a.state is not AgentState.COMPLETED]
+    if failed or not relevant:
+        raise AgentFailed(f"did not complete: {', '.join(failed)}")
+
+
+def cmd_progress(args: argparse.Namespace, c: Client) -> None:
+    agent = c.call(AGENT_PROGRESS, agent_id=args.agent, message=args.message, percent=args.percent,
+                   activity=args.activity)
+    if args.json:
+        emit_json(agent)
+
+
+def cmd_logs(args: argparse.Namespace, c: Client) -> None:
+    result = c.call(AGENT_OUTPUT, agent_id=args.agent, tail=args.tail, format=args.format, regex=args.regex,
+                    max_bytes=args.max_bytes)
+    if args.json and not args.follow:
+        emit_json(result)
+        return
+    out(result.output)
+    if result.note:
+        sys.stderr.write(f"({result.note})\n")
+    offset = result.offset
+    while args.follow:
+        agent = c.call(AGENT_GET, agent_id=args.agent)
+        chunk = c.call(AGENT_OUTPUT, agent_id=args.agent, offset=offset, format=args.format)
+        out(chunk.output)
+        sys.stdout.flush()
+        offset = chunk.offset
+        if agent.state.terminal and not chunk.output:
+            break
+        if not chunk.output:
+            c.call(AGENT_WAIT, agent_ids=[args.agent], timeout=0.5)
+
+
+def cmd_peek(args: argparse.Namespace, c: Client) -> None:
+    """The agent's pane as it is on screen, as the daemon captures it."""
+    screen = c.call(AGENT_PEEK, agent_id=args.agent, lines=args.lines)
+    # tmux pads the screen with blank lines to the pane's height: show only what is written.
+    emit_json(screen) if args.json else out(screen.screen.rstrip("\n") + "\n")
+
+
+def cmd_attach(args: argparse.Namespace, c: Client) -> None:
+    agent = c.call(AGENT_GET, agent_id=args.agent)
+    if agent.tmux is None or agent.state not in ATTACHABLE:
+        raise InvalidParams(f"agent {args.agent} has no live session ({agent.state})")
+    # The daemon's private tmux server listens beside its control socket.
+    tmux_socket = str(Path(c.call(DAEMON_HEALTH).socket).with_name("tmux.sock"))
+    argv = ["tmux", "-S", tmux_socket, "attach-session", "-t", agent.tmux.session_id]
+    os.execvp("tmux", argv)  # noqa: S606 - agentctl becomes tmux; an argv, no shell
+
+
+# --- findings and events ----------------------------------------------------------------
+
+
+def cmd_finding(args: argparse.Namespace, c: Client) -> None:
+    data: Any = msgspec.json.decode(args.data) if args.data else None
+    finding = c.call(AGENT_FINDING, agent_id=args.agent, task_id=args.task, type=args.type,
+                     severity=args.severity, message=args.message, data=data)
+    emit_json(finding) if args.json else out(f"finding #{finding.seq}\n")
+
+
+def cmd_findings(args: argparse.Namespace, c: Client) -> None:
+    findings = c.call(FINDINGS_LIST, task_id=args.task, agent_id=args.agent, type=args.type,
+                      severity=args.severity, since=args.since, limit=args.limit)
+    if args.json:
+        emit_json(findings)
+        return
+    rows = [[f.seq, f.severity, f.type, f.agent_id or "", f.message[:80]] for f in findings]
+    out(table(rows, ["SEQ", "SEVERITY", "TYPE", "AGENT", "MESSAGE"]))
+
+
+def cmd_events(args: argparse.Namespace, c: Client) -> None:
+    """Replay the event log after ``--since``; without ``--follow``, stop at the last event
+    there was when the command started."""
+    since = args.since if args.since is not None else 0
+    last = 0
+    if not args.follow:
+        last = c.call(DAEMON_HEALTH).last_seq
+        if last <= since:
+            return
+    for event in c.events(since=since, task_id=args.task, agent_id=args.agent):
+        if args.json:
+            emit_json(event)
+        else:
+            detail = event.data.get("message") if isinstance(event.data, dict) else ""
+            who = event.agent_id or event.task_id
+            out(f"{event.seq:>6} {clock(event.at, seconds_only=True)} {event.kind:<12} {who} "
+                f"{event.state or ''} {detail or ''}".rstrip() + "\n")
+        sys.stdout.flush()
+        if not args.follow and event.seq >= last:
+            return
+
+
+# --- the daemon -------------------------------------------------------------------------
+
+
+def cmd_health(args: argparse.Namespace, c: Client) -> None:
+    health = c.call(DAEMON_HEALTH)
+    report = c.call(DAEMON_RECONCILE, dry_run=True)
+    if args.json:
+        emit_json({"daemon": health, "reconcile": report})
+        return
+    g = health.counts
+    tmux = "healthy" if report.tmux_healthy else f"UNHEALTHY: {report.error}"
+    out(f"daemon    pid {health.pid}, version {health.version}, up {health.uptime:.0f}s\n"
+        f"state     {health.state_dir} (events up to #{health.last_seq}, {health.actor.commits} commits)\n"
+        f"socket    {health.socket} ({health.connections} connections)\n"
+        f"tmux      {tmux}, {report.sessions} sessions\n"
+        f"registry  {g.active} live agents, {g.completed} completed, {g.failed} failed, "
+        f"{g.killed} killed, {g.lost} lost\n"
+        f"drift     {len(report.ended)} live without a session, {len(report.adopted)} to adopt, "
+        f"{len(report.orphans)} orphan sessions, {len(report.killed_again)} sessions of ended agents\n")
+
+
+#: What ``repair`` says for each list of a ReconcileReport.
+REPAIRS: Final = (
+    ("ended", "mark ended (zombie: live without a session)"),
+    ("adopted", "adopt session"),
+    ("killed_again", "kill session of an ended agent"),
+    ("orphans", "orphan session (no record)"),
+    ("orphans_killed", "kill orphan session"),
+    ("cleanups_retried", "retry cleanup"),
+)
+
+
+def cmd_repair(args: argparse.Namespace, c: Client) -> None:
+    report = c.call(DAEMON_RECONCILE, dry_run=args.dry_run, kill_orphans=args.kill_orphans)
+    if args.json:
+        emit_json(report)
+        return
+    verb = "would" if args.dry_run else "did"
+    lines = [f"tmux: {'healthy' if report.tmux_healthy else 'UNHEALTHY: ' + report.error}"]
+    for key, label in REPAIRS:
+        items: list[str] = getattr(report, key)
+        # Orphans are only reported: what is done to them is in orphans_killed.
+        lines.extend(f"{label}: {item}" if key == "orphans" else f"{verb} {label}: {item}" for item in items)
+    if report.orphans and not args.kill_orphans:
+        lines.append("(orphans are kept; pass --kill-orphans to kill them)")
+    if len(lines) == 1:
+        lines.append("nothing to repair")
+    out("\n".join(lines) + "\n")
+
+
+def cmd_stop(args: argparse.Namespace, c: Client) -> None:
+    result = c.call(DAEMON_STOP)
+    emit_json(result) if args.json else out("daemon stopping\n")
+

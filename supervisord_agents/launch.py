@@ -1,0 +1,97 @@
+"""The launch of an agent: what its start needs that the registry does not keep.
+
+A spawn mints an identity token and composes the prompt. Both are secrets (the token
+is the agent's identity; the prompt may carry the user's code), so they never enter the
+registry, the database or the event log. :class:`Launcher` alone carries them from the
+spawn request to the agent's session, by one path for every agent, queued or not:
+
+1. ``prepare`` (by ``agent.spawn``, before the agent is submitted for admission): the
+   launch is written, 0600, to ``launch.json`` in the agent's folder. It is on disk
+   before the actor can decide, so the start of an agent admitted a moment later, or
+   of a queued agent promoted after a daemon restart, always finds it.
+2. ``hand_over`` (by the effect that starts the session): the prompt and MCP config are
+   written where the runner and the agent read them, ``launch.json`` is removed, and
+   the token comes back for the session's environment.
+3. ``withdraw`` (a spawn that was refused, or cancelled before the actor took it): the
+   agent's folder is removed, shielded from cancellation, so nothing is left behind.
+   Cleanup after an agent ended removes what is left of it (:meth:`AgentFiles.remove_secrets`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import trio
+from msgspec import Struct
+
+from .files import AgentFiles
+from .model import Agent
+from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
+
+
+class Launch(Struct, frozen=True):
+    """The secret half of a spawn."""
+
+    token: str
+    prompt: str
+    stream_json: bool
+    mcp_shim: str | None = None  # write an MCP config naming this shim (providers that take one)
+
+    def identity_env(self, agent: Agent, socket_path: Path) -> dict[str, str]:
+        """How the agent finds the daemon and says who it is."""
+        return {
+            ENV_AGENT_ID: agent.id,
+            ENV_TASK_ID: agent.task_id,
+            ENV_SOCKET: str(socket_path),
+            ENV_TOKEN: self.token,
+        }
+
+
+_encode: Final = msgspec.json.Encoder().encode
+_decode: Final = msgspec.json.Decoder(Launch).decode
+
+
+def mcp_config(shim: str, env: dict[str, str]) -> bytes:
+    """An MCP client config that starts the shim with the agent's identity, so that an
+    agent's report tools work without a supervisor of its own."""
+    server = {"type": "stdio", "command": shim, "args": [], "env": env}
+    return msgspec.json.encode({"mcpServers": {"supervisord-agents": server}})
+
+
+class Launcher:
+    """Owns every launch from the spawn request to the session (see the module doc)."""
+
+    def __init__(self, state_dir: Path, socket_path: Path) -> None:
+        self.state_dir = state_dir
+        self.socket_path = socket_path
+
+    def files(self, agent: Agent) -> AgentFiles:
+        return AgentFiles(self.state_dir, agent.task_id, agent.id)
+
+    async def prepare(self, agent: Agent, launch: Launch) -> None:
+        """Persist the launch of an agent about to be submitted. Raises OSError."""
+        await trio.to_thread.run_sync(self.files(agent).save_launch, _encode(launch))
+
+    async def withdraw(self, agent: Agent) -> None:
+        """Remove what ``prepare`` wrote for an agent that was never admitted."""
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self.files(agent).forget)
+
+    async def hand_over(self, agent: Agent) -> Launch | None:
+        """Write the agent's prompt (and MCP config) and take its launch record; None if
+        there is none (its folder was lost). Raises OSError."""
+        return await trio.to_thread.run_sync(self._hand_over, self.files(agent), agent)
+
+    def _hand_over(self, files: AgentFiles, agent: Agent) -> Launch | None:
+        try:
+            launch = _decode(files.launch.read_bytes())
+        except (FileNotFoundError, msgspec.DecodeError):
+            return None
+        mcp = None
+        if launch.mcp_shim is not None:
+            mcp = mcp_config(launch.mcp_shim, launch.identity_env(agent, self.socket_path))
+        files.create(launch.prompt, mcp)
+        files.launch.unlink()
+        return launch
