@@ -107,7 +107,7 @@ def bench_reads(quick: bool) -> list[Row]:
             d.start()
             target = f"w{agents // 2}-000000-{agents // 2:06x}"
             with d.client() as c:
-                get = functools.partial(c.call, "agent.get", agent_id=target)
+                get = functools.partial(c.request, "agent.get", agent_id=target)
                 timed(get, 200)  # warm up
                 samples = timed(get, n)
             rows.append((f"`agent.get` round trip, {agents:,} agents stored",
@@ -358,8 +358,8 @@ def bench_status(quick: bool) -> list[Row]:
             d.start()
             with d.client() as c:
                 task = "TASK-20260101-000000-0000beef"
-                get = timed(functools.partial(c.call, "task.get", task_id=task), n)
-                listing = timed(functools.partial(c.call, "agent.list", task_id=task), n)
+                get = timed(functools.partial(c.request, "task.get", task_id=task), n)
+                listing = timed(functools.partial(c.request, "agent.list", task_id=task), n)
         finally:
             d.close()
         with tempfile.TemporaryDirectory() as tmp:
@@ -466,7 +466,7 @@ def bench_supervisord(quick: bool) -> list[Row]:
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i, spawn=spawn: spawn(type=f"p{i}"), range(procs)))
             with d.client() as c:
-                ours = timed(functools.partial(c.call, "agent.list", task_id=task), n)
+                ours = timed(functools.partial(c.request, "agent.list", task_id=task), n)
             cli = timed(functools.partial(subprocess.run, [str(bin_dir / "agentctl"), "status"], env=d.env,
                                           capture_output=True), 5 if quick else 20)
             for a in d.call("agent.list", live=True):

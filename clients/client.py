@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from supervisord_agents.config import socket_path_from_env
-from supervisord_agents.errors import SupervisorError, Unavailable, from_code
+from supervisord_agents.config import load_config, socket_path_from_env
+from supervisord_agents.errors import Forbidden, InvalidParams, SupervisorError, Unavailable, from_code
 from supervisord_agents.model import Event
 from supervisord_agents.protocol import (
+    ENV_SOCKET,
     ENV_TOKEN,
     HELLO,
     PROTOCOL_VERSION,
@@ -39,9 +41,34 @@ MAX_REPLY: Final = 64 << 20  # the longest reply line this client reads
 
 
 def resolve_socket(explicit: str | Path | None = None) -> Path:
-    """The control socket: ``explicit``, else where the daemon puts it (environment, then
-    the runtime directory), resolved exactly as the daemon resolves it."""
-    return Path(explicit) if explicit else socket_path_from_env()
+    """The control socket: ``explicit``, else ``$SUPERVISORD_AGENTS_SOCKET`` (set in every
+    agent), else where the daemon binds it, resolved as the daemon resolves it (config
+    file, then environment, then the platform's runtime directory)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_SOCKET):
+        return Path(os.environ[ENV_SOCKET])
+    try:
+        return load_config().socket_path
+    except InvalidParams:
+        return socket_path_from_env()  # a broken config file is the daemon's to report
+
+
+def check_socket(path: Path) -> None:
+    """Refuse a socket that someone else could have put there: it must be ours, in a
+    folder that is ours and that nobody else can write (with ``XDG_RUNTIME_DIR`` unset the
+    runtime directory is under the shared temp folder, where another user can be first).
+    A missing socket is left to ``connect`` to report. Raises Forbidden."""
+    uid = os.getuid()
+    try:
+        folder, sock = path.parent.stat(), path.lstat()
+    except FileNotFoundError:
+        return
+    if folder.st_uid != uid or folder.st_mode & 0o022:
+        raise Forbidden(f"refusing {path}: its folder is owned by uid {folder.st_uid} or writable by others "
+                        f"(mode {stat.S_IMODE(folder.st_mode):o}); someone else could have put it there")
+    if sock.st_uid != uid:
+        raise Forbidden(f"refusing {path}: it belongs to uid {sock.st_uid}, not to you (uid {uid})")
 
 
 class DaemonNotRunning(Unavailable):
@@ -87,6 +114,7 @@ class Client:
         timeout: float | None = None, client: str = "python", hello: bool = True,
     ) -> None:
         self.socket_path = resolve_socket(socket_path)
+        check_socket(self.socket_path)
         self.token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)

@@ -40,7 +40,9 @@ from supervisord_agents.protocol import (
     TASK_CREATE,
     TASK_GET,
     TASK_LIST,
+    Boundary,
     Headroom,
+    Health,
     LimitsGiven,
 )
 
@@ -304,7 +306,17 @@ def cmd_health(args: argparse.Namespace, c: Client) -> None:
         f"registry  {g.active} live agents, {g.completed} completed, {g.failed} failed, "
         f"{g.killed} killed, {g.lost} lost\n"
         f"drift     {len(report.ended)} live without a session, {len(report.adopted)} to adopt, "
-        f"{len(report.orphans)} orphan sessions, {len(report.killed_again)} sessions of ended agents\n")
+        f"{len(report.orphans)} orphan sessions, {len(report.killed_again)} sessions of ended agents, "
+        f"{len(report.foreign)} foreign\n"
+        f"agents    told apart by {_boundary(health)}\n")
+
+
+def _boundary(health: Health) -> str:
+    if health.boundary is Boundary.CGROUP:
+        missing = f"; no {', '.join(health.missing_controllers)} bounds here" if health.missing_controllers else ""
+        return f"their cgroups under {health.cgroup_root}{missing}"
+    weaker = "process ancestry" if health.boundary is Boundary.ANCESTRY else "tokens"
+    return f"{weaker} (WEAKER: {health.boundary_note})"
 
 
 #: What ``repair`` says for each list of a ReconcileReport.
@@ -314,6 +326,8 @@ REPAIRS: Final = (
     ("killed_again", "kill session of an ended agent"),
     ("orphans", "orphan session (no record)"),
     ("orphans_killed", "kill orphan session"),
+    ("foreign", "end foreign session or pane"),
+    ("restored", "restore tmux server setting"),
     ("cleanups_retried", "retry cleanup"),
 )
 

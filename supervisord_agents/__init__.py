@@ -26,6 +26,8 @@ Adapters (own I/O, run inside the daemon):
     files           where an agent's files live; the runner's records
     output          reading an agent's log: tail, offsets, bounded regex, summaries
     procs           processes by group and parentage (stop and verify, never by name)
+    cgroups         each agent in a cgroup of its own: who a peer is, kill all of it, usage
+    agent_sockets   a socket of its own for each sandboxed agent (and the runtime folder's rules)
     providers       argv and prompt for each kind of agent
     config          defaults, TOML file, environment; the settings in force
     logs            structlog set-up

@@ -10,9 +10,12 @@ Reads are answered from the in-memory registry (consistent: trio runs one task a
 time, and the actor replaces rows whole). Mutations are commands submitted to the
 actor's mailbox; they return once committed.
 
-Identity: a connection whose ``hello`` carried an agent's token acts as that agent. It
-may report only for itself, spawn only its own children (into its own task), and kill
-only its descendants; a method whose rule is ``OPERATOR`` refuses it outright.
+Identity comes from the kernel: a connection whose peer runs in an agent's cgroup (or,
+without cgroups, below an agent's runner) is that agent's, whatever it sends; any other
+peer of our uid is the operator. Tokens remain only where the kernel cannot tell (no
+``/proc``). Every method's :class:`~supervisord_agents.protocol.Rule` is enforced here,
+once, before its handler runs (:meth:`Api.scope`): an agent is refused with
+``forbidden`` naming the rule, or its params are narrowed to what the rule allows.
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from . import __version__
+from . import __version__, procs
 from .actor import Actor, Hub, Mailbox, Subscription
+from .cgroups import Cgroups
 from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
 from .config import Settings
 from .errors import Forbidden, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
 from .launch import Launch, Launcher
-from .model import Agent, AgentState, DecidedBy, Finding, Task
+from .model import LIVE_STATES, Agent, AgentState, DecidedBy, Finding, Task
 from .output import read_output
 from .protocol import (
     AGENT_FINDING,
@@ -67,6 +71,7 @@ from .protocol import (
     AgentListParams,
     AgentRef,
     Answer,
+    Boundary,
     FindingParams,
     FindingsListParams,
     Headroom,
@@ -187,7 +192,8 @@ class Api:
 
     def __init__(
         self, *, actor: Actor, store: Store, launcher: Launcher, backend: TmuxBackend, reconciler: Reconciler,
-        settings: Settings, connections: ConnectionStats, stop: Callable[[], None],
+        settings: Settings, connections: ConnectionStats, stop: Callable[[], None], cgroups: Cgroups | None,
+        boundary_note: str = "",
     ) -> None:
         self.actor = actor
         self.mailbox: Mailbox = actor.mailbox
@@ -200,14 +206,63 @@ class Api:
         self.settings = settings
         self.connections = connections
         self.stop_daemon = stop
+        self.cgroups = cgroups
+        self.boundary = Boundary.CGROUP if cgroups else Boundary.ANCESTRY if procs.HAVE_PROC else Boundary.TOKEN
+        self.boundary_note = boundary_note
         self.started_at = time.time()
         self._minting: set[str] = set()
 
     async def call(self, method: Method[Any, Any], params: Any, caller: Caller) -> Any:
         """Answer one request (a ``Stream`` for a streaming method). Raises SupervisorError."""
-        if method.rule is Rule.OPERATOR and caller.agent_id is not None:
-            raise Forbidden(f"{method.name}: {method.rule.value}", data={"method": method.name})
+        me = self._as_agent(caller)
+        if me is not None:
+            params = self.scope(method, params, me)
         return await _HANDLERS[method.name](self, params, caller)
+
+    def identify(self, pid: int | None) -> str | None:
+        """The agent a peer process runs in, by the kernel's account; None: the operator."""
+        if pid is None:
+            return None
+        if self.cgroups is not None:
+            return self.cgroups.agent_of(pid)
+        if self.boundary is Boundary.ANCESTRY:
+            runners = {a.tmux.pane_pid: a.id for a in self.registry.agents_in(LIVE_STATES) if a.tmux is not None}
+            return procs.ancestor_in(pid, runners)
+        return None
+
+    def scope(self, method: Method[P, R], params: P, me: Agent) -> P:
+        """An agent's params under its method's rule: narrowed to itself, its task or its
+        descendants, or refused. Raises Forbidden naming the rule."""
+        rule = method.rule
+
+        def refuse(detail: str = "") -> Forbidden:
+            return Forbidden(f"{method.name}: {rule.value}{detail}",
+                             data={"method": method.name, "rule": rule.name.lower(), "agent_id": me.id})
+
+        def narrow(field: str, mine: str) -> dict[str, str]:
+            given = getattr(params, field, None)
+            if given not in (None, mine):
+                raise refuse(f" ({field} {given} is not {mine})")
+            return {field: mine}
+
+        if rule is Rule.ANYONE:
+            return params
+        if rule is Rule.OPERATOR:
+            raise refuse()
+        if rule is Rule.SELF:
+            changes = narrow("agent_id", me.id)
+            if hasattr(params, "task_id"):
+                changes |= narrow("task_id", me.task_id)
+            return msgspec.structs.replace(params, **changes)
+        if rule is Rule.CHILDREN:
+            return msgspec.structs.replace(params, **narrow("task_id", me.task_id), **narrow("parent", me.id))
+        if rule is Rule.OWN_TASK:
+            return msgspec.structs.replace(params, **narrow("task_id", me.task_id))
+        targets = getattr(params, "agent_ids", None) or [getattr(params, "agent_id")]  # noqa: B009
+        for target in targets:
+            if target != me.id and not self._is_descendant(target, me.id):
+                raise refuse(f" ({target} is not one of them)")
+        return params
 
     # -- session -------------------------------------------------------------------
 
@@ -223,18 +278,20 @@ class Api:
             agent = self.registry.agent_for_token(hash_token(params.token))
             if agent is None:
                 raise Forbidden("unknown identity token")
+            if caller.agent_id not in (None, agent.id):  # the kernel says who this is
+                raise Forbidden(f"this connection is agent {caller.agent_id}'s; a token cannot make it another's")
             if agent.state.terminal:
                 raise Forbidden(f"agent {agent.id} has ended ({agent.state}); its token is no longer valid")
             caller.agent_id = agent.id
         return HelloResult(protocol=PROTOCOL_VERSION, version=__version__, pid=os.getpid(), agent_id=caller.agent_id)
 
     def _as_agent(self, caller: Caller) -> Agent | None:
-        """The calling agent, re-checked on every call: a finished agent's token stops working."""
+        """The calling agent, re-checked on every call: an agent that has ended can do nothing."""
         if caller.agent_id is None:
             return None
         agent = self.registry.agent(caller.agent_id)
         if agent.state.terminal:
-            raise Forbidden(f"agent {agent.id} has ended ({agent.state}); its token is no longer valid")
+            raise Forbidden(f"agent {agent.id} has ended ({agent.state}); it can do nothing more")
         return agent
 
     # -- tasks ---------------------------------------------------------------------
@@ -245,7 +302,8 @@ class Api:
         task_id = self._mint(lambda: f"TASK-{_stamp(now, '%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}", self.registry.tasks)
         task = Task(
             id=task_id, description=params.description, priority=params.priority, cwd=params.cwd,
-            context=params.context, limits=params.limits.over(self.settings.current.limits), created_at=now,
+            context=params.context, limits=params.limits.over(self.settings.current.limits), sandbox=params.sandbox,
+            created_at=now,
         )
         try:
             result: Task = await self.mailbox.submit(CreateTask(task))
@@ -296,8 +354,9 @@ class Api:
         Returns at once, ``queued``, when ``queue`` was asked for and no slot is free.
         Raises LimitExceeded/DuplicateAgent (refused: nothing is left of it), SpawnFailed
         (admitted, but its session did not start)."""
-        task_id, parent = self._spawn_scope(params, caller)
-        agent, launch = self._prepare(params, task_id, parent)
+        if params.task_id is None:
+            raise InvalidParams("task_id is required")
+        agent, launch = self._prepare(params, params.task_id, params.parent)
         try:
             await self.launcher.prepare(agent, launch)
             admitted: Agent = await self.mailbox.submit(SpawnAgent(agent, queue=params.queue))
@@ -314,19 +373,6 @@ class Api:
                 and current.exit.decided_by is DecidedBy.SPAWN_ERROR:
             raise SpawnFailed(f"agent {current.id} did not start: {current.exit.reason}", data={"agent_id": current.id})
         return current
-
-    def _spawn_scope(self, params: SpawnParams, caller: Caller) -> tuple[str, str | None]:
-        """The task and parent of a spawn: an agent spawns only its own children, into its own task."""
-        me = self._as_agent(caller)
-        if me is None:
-            if params.task_id is None:
-                raise InvalidParams("task_id is required")
-            return params.task_id, params.parent
-        if params.task_id not in (None, me.task_id):
-            raise Forbidden(f"agent {me.id} may spawn only into its own task {me.task_id}")
-        if params.parent not in (None, me.id):
-            raise Forbidden(f"agent {me.id} may spawn only its own children")
-        return me.task_id, me.id
 
     def _prepare(self, params: SpawnParams, task_id: str, parent: str | None) -> tuple[Agent, Launch]:
         """The agent to submit, and its launch (minted token, composed prompt)."""
@@ -350,10 +396,14 @@ class Api:
         except BaseException:
             self._minting.discard(agent_id)
             raise
-        token = secrets.token_urlsafe(32)
+        # A token only where the kernel cannot tell agents apart: elsewhere one agent could
+        # read another's (its environment, its MCP config) and be taken for it.
+        token = secrets.token_urlsafe(32) if self.boundary is Boundary.TOKEN else ""
         agent = Agent(
             id=agent_id, task_id=task.id, type=params.type, parent=parent, depth=depth, provider=params.provider,
-            model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token), timeout=params.timeout,
+            model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token) if token else "",
+            timeout=params.timeout, resources=task.limits.resources.over(provider.resources),
+            sandbox=task.sandbox or provider.sandbox,
             created_at=now, updated_at=now,
         )
         launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task),
@@ -381,17 +431,16 @@ class Api:
 
     @handles(AGENT_PROGRESS)
     async def agent_progress(self, params: ProgressParams, caller: Caller) -> Agent:
-        agent_id = self._reporter(params.agent_id, caller)
-        assert agent_id is not None  # required=True
-        command = ReportProgress(agent_id=agent_id, activity=params.activity, message=params.message,
+        if params.agent_id is None:
+            raise InvalidParams("agent_id is required (inside an agent it is the agent itself)")
+        command = ReportProgress(agent_id=params.agent_id, activity=params.activity, message=params.message,
                                  percent=params.percent)
         result: Agent = await self.mailbox.submit(command)
         return result
 
     @handles(AGENT_FINDING)
     async def agent_finding(self, params: FindingParams, caller: Caller) -> Finding:
-        agent_id = self._reporter(params.agent_id, caller, required=False)
-        task_id = params.task_id
+        agent_id, task_id = params.agent_id, params.task_id
         if agent_id is not None:
             agent_task = self.registry.agent(agent_id).task_id
             if task_id not in (None, agent_task):
@@ -404,23 +453,9 @@ class Api:
         result: Finding = await self.mailbox.submit(command)
         return result
 
-    def _reporter(self, agent_id: str | None, caller: Caller, *, required: bool = True) -> str | None:
-        """Whom a report is for: the caller's own identity; an agent may report only for itself."""
-        me = self._as_agent(caller)
-        if me is not None:
-            if agent_id not in (None, me.id):
-                raise Forbidden(f"agent {me.id} may report only for itself, not for {agent_id}")
-            return me.id
-        if agent_id is None and required:
-            raise InvalidParams("agent_id is required (or call with an agent's identity token)")
-        return agent_id
-
     @handles(AGENT_KILL)
     async def agent_kill(self, params: KillParams, caller: Caller) -> Agent:
-        me = self._as_agent(caller)
         target = self.registry.agent(params.agent_id)
-        if me is not None and not self._is_descendant(target.id, me.id):
-            raise Forbidden(f"agent {me.id} may kill only its own descendants")
         await self.mailbox.submit(RequestKill(agent_id=target.id, reason=params.reason, tree=params.tree))
         if params.tree:
             for child in self._live_descendants(target.id):
@@ -437,7 +472,7 @@ class Api:
     def _is_descendant(self, agent_id: str, ancestor: str) -> bool:
         current: str | None = agent_id
         while current is not None:
-            current = self.registry.agent(current).parent
+            current = self.registry.agent(current).parent  # raises UnknownAgent for an unknown id
             if current == ancestor:
                 return True
         return False
@@ -560,6 +595,10 @@ class Api:
             tmux_healthy=self.backend.healthy,
             tmux_sessions=None if last is None else last.sessions,
             last_reconcile_error=None if last is None else last.error,
+            boundary=self.boundary,
+            boundary_note=self.boundary_note,
+            cgroup_root=None if self.cgroups is None else str(self.cgroups.base),
+            missing_controllers=[] if self.cgroups is None else self.cgroups.missing_controllers,
         )
 
     @handles(DAEMON_STOP)

@@ -95,6 +95,13 @@ class RecordCleanup(Struct, frozen=True):
     cleanup: CleanupRecord
 
 
+class ReportDrift(Struct, frozen=True):
+    """Something changed behind the daemon's back (its tmux server's hooks or options, a
+    foreign session or pane) and was undone: recorded in the event log, no state change."""
+
+    what: list[str]
+
+
 Command = (
     CreateTask
     | CloseTask
@@ -108,6 +115,7 @@ Command = (
     | Exited
     | RecordCleanup
     | SetGlobalLimit
+    | ReportDrift
 )
 
 # --- effects -------------------------------------------------------------
@@ -146,6 +154,6 @@ class Applied(Struct, frozen=True):
 
 __all__ = [
     "Adopt", "Applied", "CleanUpAgent", "CloseTask", "Command", "CreateTask", "Effect", "Event", "EventKind",
-    "Exited", "RecordCleanup", "ReportFinding", "ReportProgress", "RequestKill", "SetGlobalLimit", "SpawnAgent",
-    "StartFailed", "StartSession", "Started", "StopAgent",
+    "Exited", "RecordCleanup", "ReportDrift", "ReportFinding", "ReportProgress", "RequestKill", "SetGlobalLimit",
+    "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent",
 ]

@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .errors import InvalidParams
-from .model import Limits
+from .model import Limits, Resources, Sandbox
 
 ENV_PREFIX: Final = "SUPERVISORD_AGENTS_"
 APP: Final = "supervisord-agents"
@@ -44,6 +44,9 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     tmux_command_timeout: Annotated[float, Meta(gt=0)] = 5.0
     tmux: str = "tmux"
     python: str = ""  # interpreter that runs the runner; empty: the daemon's own
+    #: Where agents' cgroups go: "" finds one (a delegated cgroup, else beside our own),
+    #: a path uses that cgroup2 folder, "off" runs without (identity by process ancestry).
+    cgroup_root: str = ""
 
 
 class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,6 +56,8 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     model_flag: list[str] = msgspec.field(default_factory=lambda: ["--model"])
     stream_json: bool = False  # stdout is stream-json with a final ``result`` event
     mcp_config_flag: list[str] = []  # e.g. ["--mcp-config"] for claude, when the shim exists
+    resources: Resources = Resources()  # bounds of each agent's cgroup (a task's limits may override)
+    sandbox: Sandbox = Sandbox.NONE  # a task's sandbox setting overrides it
 
 
 def _default_providers() -> dict[str, Provider]:

@@ -17,6 +17,7 @@ import gc
 import os
 import signal
 import socket
+import stat
 import sys
 from pathlib import Path
 from typing import Final, TextIO
@@ -26,13 +27,17 @@ import trio
 
 from . import __version__, service
 from .actor import Actor, Hub, Mailbox
+from .agent_sockets import AgentSockets
 from .api import Api, ConnectionStats
+from .cgroups import setup as setup_cgroups
 from .commands import SetGlobalLimit
 from .config import Settings, dump_config, load_config
 from .effects import Effects
-from .errors import SupervisorError
+from .errors import SupervisorError, Unavailable
+from .files import tighten
 from .launch import Launcher
 from .logs import configure_logging
+from .model import AgentState, Sandbox
 from .protocol import EXIT_ALREADY_RUNNING
 from .reconciler import Reconciler
 from .registry import Registry
@@ -59,7 +64,7 @@ def acquire_instance_lock(state_dir: Path) -> TextIO:
     dies, so a stale lock file never blocks a restart. Raises AlreadyRunning."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / "daemon.lock"
-    handle = open(path, "a+")  # noqa: SIM115 - held open until exit on purpose
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -76,6 +81,19 @@ def acquire_instance_lock(state_dir: Path) -> TextIO:
     return handle
 
 
+def claim_state_dir(state_dir: Path) -> None:
+    """The state directory, ours and private: made 0700, or refused if another uid owns
+    it; anything in it that others could read is tightened, with a warning (the
+    database holds every agent's prompt-derived state). Raises Unavailable."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = state_dir.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise Unavailable(f"{state_dir} is not a directory owned by uid {os.getuid()}; refusing to use it")
+    tightened = tighten(state_dir)
+    if tightened:
+        log.warning("state_dir_tightened", count=len(tightened), paths=tightened[:20])
+
+
 class Daemon:
     """One daemon: its parts, each given what it works with when it is made, and their
     lifecycle. Collaborators come first (the mailbox before the actor that reads it),
@@ -84,6 +102,8 @@ class Daemon:
     def __init__(self, settings: Settings, *, backend: TmuxBackend | None = None) -> None:
         config = settings.current
         self.settings = settings
+        # Before tmux starts: a delegated daemon moves into its leaf, and the server it forks follows.
+        self.cgroups, boundary_note = setup_cgroups(config.daemon.cgroup_root, str(config.state_dir))
         self.store = Store(config.db_path)
         self.registry = Registry(global_max_concurrent=config.daemon.global_max_concurrent)
         self.hub = Hub()
@@ -95,7 +115,8 @@ class Daemon:
             command_timeout=config.daemon.tmux_command_timeout,
         )
         self.launcher = Launcher(config.state_dir, config.socket_path)
-        self.effects = Effects(self.mailbox, self.backend, self.launcher, settings)
+        self.agent_sockets = AgentSockets(config.runtime_dir)
+        self.effects = Effects(self.mailbox, self.backend, self.launcher, settings, self.cgroups, self.agent_sockets)
         self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects)
         self.reconciler = Reconciler(self.actor, self.backend, self.effects, settings)
         self.stopping = trio.Event()
@@ -103,8 +124,9 @@ class Daemon:
         self.api = Api(
             actor=self.actor, store=self.store, launcher=self.launcher, backend=self.backend,
             reconciler=self.reconciler, settings=settings, connections=connections, stop=self.stopping.set,
+            cgroups=self.cgroups, boundary_note=boundary_note,
         )
-        self.server = Server(self.api, settings, connections)
+        self.server = Server(self.api, settings, connections, self.agent_sockets)
 
     async def run(self, sockets: list[socket.socket]) -> None:
         try:
@@ -121,6 +143,9 @@ class Daemon:
         # them (tens of thousands of objects) on every full collection.
         gc.freeze()
         log.info("state_loaded", tasks=len(loaded.tasks), agents=len(loaded.agents), last_seq=loaded.last_seq)
+        for agent in self.registry.agents_in([AgentState.STARTING, AgentState.RUNNING, AgentState.STOPPING]):
+            if agent.sandbox is Sandbox.BWRAP:  # its sandbox still sees the folder: serve its socket again
+                self.agent_sockets.open(agent.id)
         actor_done = trio.Event()
 
         async def run_actor(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -139,7 +164,12 @@ class Daemon:
             server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
             nursery.start_soon(self._signals)
             service.notify("READY=1")
-            log.info("serving", socket=str(self.settings.current.socket_path), pid=os.getpid(), version=__version__)
+            log.info("serving", socket=str(self.settings.current.socket_path), pid=os.getpid(), version=__version__,
+                     boundary=self.api.boundary.value, cgroup_root=str(self.cgroups.base) if self.cgroups else None)
+            if self.cgroups is None:
+                log.warning("weaker_boundary", boundary=self.api.boundary.value, reason=self.api.boundary_note)
+            elif self.cgroups.missing_controllers:
+                log.warning("resource_bounds_unavailable", missing=self.cgroups.missing_controllers)
             await self.stopping.wait()
             log.info("stopping")
             service.notify("STOPPING=1")
@@ -199,10 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     configure_logging(config.daemon.log_level)
     try:
+        claim_state_dir(config.state_dir)
         lock = acquire_instance_lock(config.state_dir)
     except AlreadyRunning as e:
         sys.stderr.write(f"supervisord-agents: {e.message}\n")
         return EXIT_ALREADY_RUNNING
+    except (Unavailable, OSError) as e:
+        sys.stderr.write(f"supervisord-agents: {getattr(e, 'message', None) or e}\n")
+        return EXIT_ERROR
     try:
         prepare_runtime_dir(config.runtime_dir)
         sockets = service.activated_sockets() or [bind_socket(config.socket_path)]

@@ -19,7 +19,11 @@ The rules:
 - a running agent past its wall-clock timeout (counted from its start, not from its
   time in the queue) is overdue: the reconciler kills it;
 - a queued agent has no session yet, and none is looked for;
-- sessions without our marker are never touched.
+- our private server holds nothing but the keeper session and one pane per agent
+  session: a session without our marker, a second pane or window in an agent's session
+  or in the keeper's, and a session whose marker names a live agent that runs in
+  another session (a forged marker) are foreign, and are ended. Whatever runs there
+  was started through tmux, outside any agent's cgroup.
 
 Taking the live agents before the listing matters: an agent that starts while the
 listing is in flight is not in the snapshot, so it can never be mistaken for gone.
@@ -32,7 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 from msgspec import Struct
 
 from .model import Agent, AgentState, TmuxIds
-from .tmux import PaneInfo
+from .tmux import KEEPER_SESSION, PaneInfo
 
 
 class Plan(Struct, frozen=True, kw_only=True):
@@ -41,10 +45,13 @@ class Plan(Struct, frozen=True, kw_only=True):
     kill_again: list[PaneInfo] = []  # sessions of terminal agents
     orphans: list[PaneInfo] = []  # marker sessions with no agent record
     overdue: list[Agent] = []  # running agents past their timeout
+    foreign_sessions: list[PaneInfo] = []  # sessions that are no agent's (first pane of each)
+    foreign_panes: list[PaneInfo] = []  # panes beside an agent's own (or the keeper's)
 
     @property
     def empty(self) -> bool:
-        return not (self.gone or self.adopt or self.kill_again or self.orphans or self.overdue)
+        return not (self.gone or self.adopt or self.kill_again or self.orphans or self.overdue
+                    or self.foreign_sessions or self.foreign_panes)
 
 
 def ids_of(pane: PaneInfo) -> TmuxIds:
@@ -62,16 +69,34 @@ def diff(
     by_agent: dict[str, PaneInfo] = {}
     kill_again: list[PaneInfo] = []
     orphans: list[PaneInfo] = []
+    foreign_sessions: list[PaneInfo] = []
+    foreign_panes: list[PaneInfo] = []
+    sessions: dict[str, list[PaneInfo]] = {}
     for pane in panes:
+        sessions.setdefault(pane.session_id, []).append(pane)
+    for session in sessions.values():
+        session.sort(key=_pane_number)
+        pane, others = session[0], session[1:]
+        if pane.session_name == KEEPER_SESSION:
+            foreign_panes += others
+            continue
         if pane.agent_id is None:
-            continue  # not ours
+            foreign_sessions.append(pane)
+            continue
         agent = agents_now.get(pane.agent_id)
+        if agent is not None and agent.tmux is not None:
+            if agent.state.live and agent.tmux.session_id != pane.session_id:
+                foreign_sessions.append(pane)  # a forged marker: the agent runs elsewhere
+                continue
+            own = [p for p in session if p.pane_id == agent.tmux.pane_id]
+            pane, others = (own[0], [p for p in session if p is not own[0]]) if own else (pane, others)
+        foreign_panes += others
         if agent is None:
             orphans.append(pane)
         elif agent.state.terminal:
             kill_again.append(pane)
         elif not pane.pane_dead:
-            by_agent[pane.agent_id] = pane
+            by_agent[agent.id] = pane
     gone: list[Agent] = []
     adopt: list[tuple[Agent, TmuxIds]] = []
     overdue: list[Agent] = []
@@ -79,8 +104,8 @@ def diff(
         if before.id in starting:
             continue
         now = agents_now[before.id]
-        if now.state.terminal or now.state is AgentState.QUEUED:
-            continue  # a queued agent has no session yet
+        if now.state.terminal or AgentState.QUEUED in (before.state, now.state):
+            continue  # a queued agent has no session yet (nor one that left the queue during the listing)
         live_pane = by_agent.get(before.id)
         if live_pane is None:
             gone.append(now)
@@ -89,4 +114,11 @@ def diff(
         elif (at is not None and now.timeout is not None and now.state is AgentState.RUNNING
               and at >= (now.started_at or now.created_at) + now.timeout):
             overdue.append(now)
-    return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans, overdue=overdue)
+    return Plan(gone=gone, adopt=adopt, kill_again=kill_again, orphans=orphans, overdue=overdue,
+                foreign_sessions=foreign_sessions, foreign_panes=foreign_panes)
+
+
+def _pane_number(pane: PaneInfo) -> int:
+    """tmux numbers panes in creation order: ``%12``."""
+    digits = pane.pane_id.lstrip("%")
+    return int(digits) if digits.isdigit() else 1 << 62

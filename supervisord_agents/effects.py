@@ -10,23 +10,27 @@ by reconciliation at start.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 import trio
 
 from . import procs
 from .actor import Mailbox
+from .agent_sockets import AgentSockets
+from .cgroups import Cgroups
 from .commands import CleanUpAgent, Effect, Exited, RecordCleanup, Started, StartFailed, StartSession, StopAgent
 from .config import Settings
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import AgentFiles, StartRecord, read_exit, read_start
 from .launch import Launcher
-from .model import Agent, CleanupRecord, DecidedBy, Exit
+from .model import Agent, CleanupRecord, DecidedBy, Exit, Sandbox
 from .tmux import SessionSpec, TmuxBackend
 
 log = structlog.get_logger()
@@ -38,8 +42,13 @@ class Effects:
     It knows which agents it has in hand (a start or a stop in flight, a cleanup
     running): the reconciler asks, and leaves those alone."""
 
-    def __init__(self, mailbox: Mailbox, backend: TmuxBackend, launcher: Launcher, settings: Settings) -> None:
+    def __init__(
+        self, mailbox: Mailbox, backend: TmuxBackend, launcher: Launcher, settings: Settings, cgroups: Cgroups | None,
+        agent_sockets: AgentSockets,
+    ) -> None:
         self.mailbox = mailbox
+        self.cgroups = cgroups
+        self.agent_sockets = agent_sockets
         self.backend = backend
         self.launcher = launcher
         self.settings = settings
@@ -107,11 +116,17 @@ class Effects:
             cwd = agent.cwd or str(Path.home())
             if not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
                 raise TmuxError(f"working directory {cwd} does not exist")
+            if self.cgroups is not None:
+                self.cgroups.create(agent.id, agent.resources)
+            socket_path, sandbox = self.launcher.socket_path, []
+            if agent.sandbox is Sandbox.BWRAP:
+                sandbox = self.sandbox_argv(cwd, self.agent_sockets.open(agent.id))
+                socket_path = self.agent_sockets.path(agent.id)
             spec = SessionSpec(
                 name=f"sa-{agent.id}",
-                argv=self.runner_argv(files, agent, stream_json=launch.stream_json),
+                argv=self.runner_argv(files, agent, stream_json=launch.stream_json, sandbox=sandbox),
                 cwd=cwd,
-                env={**launch.identity_env(agent, self.launcher.socket_path), "PATH": _agent_path()},
+                env={**launch.identity_env(agent, socket_path), "PATH": _agent_path()},
                 agent_id=agent.id,
                 task_id=agent.task_id,
             )
@@ -125,20 +140,41 @@ class Effects:
         finally:
             self._starting.discard(agent.id)
 
-    def runner_argv(self, files: AgentFiles, agent: Agent, *, stream_json: bool) -> list[str]:
+    def sandbox_argv(self, cwd: str, reporting: Path) -> list[str]:
+        """bubblewrap around the agent: the file system read-only but for its working
+        directory and a private /tmp; the daemon's state and runtime folders (its database,
+        the other agents' files, the control and tmux sockets) hidden, but for the agent's
+        own socket folder; its own pid namespace and session (no TIOCSTI into the pane).
+        Raises TmuxError when bubblewrap is missing."""
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            raise TmuxError("sandbox 'bwrap' asked for, but bubblewrap is not installed (apt-get install bubblewrap)")
+        config = self.settings.current
+        argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--ro-bind", "/", "/",
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", cwd, cwd]
+        for hidden in (config.state_dir, config.runtime_dir):
+            argv += ["--tmpfs", str(hidden)]
+        return [*argv, "--bind", str(reporting), str(reporting), "--chdir", cwd, "--"]
+
+    def runner_argv(self, files: AgentFiles, agent: Agent, *, stream_json: bool,
+                    sandbox: list[str] | None = None) -> list[str]:
         daemon = self.settings.current.daemon
         argv = [daemon.python or sys.executable, "-m", "supervisord_agents.runner", "--status", str(files.status),
                 "--record", str(files.record), "--log", str(files.log),
                 "--log-max", str(daemon.log_max_bytes), "--prompt", str(files.prompt)]
+        if self.cgroups is not None:
+            argv += ["--cgroup", str(self.cgroups.agent_dir(agent.id)), "--cgroup-mount", str(self.cgroups.mount)]
         if stream_json:
             argv.append("--stream-json")
-        return [*argv, "--", *agent.argv]
+        return [*argv, "--", *(sandbox or []), *agent.argv]
 
     # -- stop ----------------------------------------------------------------------
 
     async def stop(self, agent: Agent, tree: bool) -> None:
-        """SIGTERM the agent's process group, SIGKILL after the grace period, kill the
-        session, verify nothing of the group remains; then report the exit."""
+        """SIGTERM every process of the agent, SIGKILL what is left after the grace
+        period, kill the session, verify that nothing of it remains; then report the exit.
+        "Every process" is its cgroup where it has one, else its process group (and with
+        ``tree``, whatever is below its runner)."""
         try:
             await self._stop(agent, tree)
         finally:
@@ -151,7 +187,10 @@ class Effects:
         # The runner's start record names the agent's group; without one (the runner
         # never got that far) the runner itself, the pane's process, leads its own group.
         pgid = start.pgid if start is not None else (agent.tmux.pane_pid if agent.tmux is not None else None)
-        if pgid is not None:
+        if self.cgroups is not None and self.cgroups.populated(agent.id):
+            if not await self.end_all(agent, grace=self.settings.current.daemon.kill_grace):
+                survivors = self.cgroups.pids(agent.id)
+        elif pgid is not None:
             # The runner is the agent's subreaper (Linux): every descendant, even one that
             # left the group with setsid, is below it.
             extra = procs.descendants(start.runner_pid) if tree and start is not None else []
@@ -171,7 +210,40 @@ class Effects:
             exit = Exit(decided_by=DecidedBy.KILL, reason=agent.kill_reason)
         if survivors:
             log.error("kill_left_processes", agent_id=agent.id, pids=survivors)
-        await self._report(Exited(agent.id, exit))
+        await self._report(Exited(agent.id, self.with_usage(agent, exit)))
+
+    async def end_all(self, agent: Agent, *, grace: float = 0.0) -> bool:
+        """End every process in the agent's cgroup: SIGTERM and up to ``grace`` seconds to
+        go, then ``cgroup.kill``. True once the cgroup is empty (no process of the agent
+        escapes it: not by setsid, double fork, closed pipes or a killed runner)."""
+        cgroups = self.cgroups
+        if cgroups is None:
+            return True
+        if grace > 0:
+            cgroups.signal(agent.id)
+            if await self._emptied(agent.id, grace):
+                return True
+        cgroups.kill(agent.id)
+        return await self._emptied(agent.id, 5.0)
+
+    async def _emptied(self, agent_id: str, timeout: float) -> bool:
+        assert self.cgroups is not None
+        with trio.move_on_after(timeout):
+            while self.cgroups.populated(agent_id):
+                await trio.sleep(0.01)
+            return True
+        return False
+
+    def with_usage(self, agent: Agent, exit: Exit) -> Exit:
+        """The exit with what the agent's cgroup says it used (all its processes), where known."""
+        if self.cgroups is None:
+            return exit
+        usage = self.cgroups.usage(agent.id)
+        return msgspec.structs.replace(
+            exit,
+            cpu_seconds=usage.cpu_seconds if usage.cpu_seconds is not None else exit.cpu_seconds,
+            memory_peak_kb=usage.memory_peak_kb if usage.memory_peak_kb is not None else exit.memory_peak_kb,
+        )
 
     async def _start_record(self, files: AgentFiles, agent: Agent) -> StartRecord | None:
         """The runner's start record, waiting a moment for a runner that has only just
@@ -193,6 +265,12 @@ class Effects:
         try:
             if agent.tmux is not None:
                 await self.backend.kill_session(agent.tmux.session_id)
+            if agent.sandbox is Sandbox.BWRAP:
+                self.agent_sockets.close(agent.id)
+            if self.cgroups is not None:
+                if not await self.end_all(agent):
+                    raise OSError(f"processes of agent {agent.id} outlive cgroup.kill: {self.cgroups.pids(agent.id)}")
+                self.cgroups.remove(agent.id)
             archive = await trio.to_thread.run_sync(self._clean_files, files)
             record = CleanupRecord(ok=True, at=time.time(), archive=archive, attempts=attempts)
         except (SupervisorError, OSError) as e:

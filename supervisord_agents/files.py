@@ -20,6 +20,7 @@ import gzip
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import msgspec
@@ -50,10 +51,13 @@ class AgentFiles:
 
     def create(self, prompt: str, mcp_config: bytes | None = None) -> None:
         """Make the agent's folder and write its prompt file (and MCP config), 0600."""
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._make_dirs()
         _write_private(self.prompt, prompt.encode())
         if mcp_config is not None:
             _write_private(self.mcp_config, mcp_config)
+
+    def _make_dirs(self) -> None:
+        private_dirs(self.task_dir.parent, self.task_dir, self.dir.parent, self.dir)
 
     def log_segments(self) -> list[tuple[int, Path]]:
         """The live log as (offset of its first byte, path), oldest first: the files the
@@ -81,9 +85,9 @@ class AgentFiles:
         byte (non-zero when the log was rotated): see :meth:`archive_start`."""
         segments = self.log_segments()
         if segments and not self.archive.exists():
-            self.archive.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dirs(self.task_dir.parent, self.task_dir, self.archive.parent)
             tmp = self.archive.with_suffix(".tmp")
-            with tmp.open("wb") as raw, gzip.GzipFile(
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as raw, gzip.GzipFile(
                 filename=f"{self.log.name}.{segments[0][0]}", mode="wb", fileobj=raw, compresslevel=6,
             ) as dst:
                 for _, path in segments:
@@ -109,7 +113,7 @@ class AgentFiles:
 
     def save_launch(self, data: bytes) -> None:
         """Keep what a queued agent's start needs across a daemon restart (0600)."""
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._make_dirs()
         _write_private(self.launch, data)
 
     def forget(self) -> None:
@@ -123,6 +127,35 @@ class AgentFiles:
         self.prompt.unlink(missing_ok=True)
         self.mcp_config.unlink(missing_ok=True)
         self.launch.unlink(missing_ok=True)
+
+
+def private_dirs(*paths: Path) -> None:
+    """Make each folder, in order, 0700 (``mkdir(parents=True)`` would make parents 0755)."""
+    for path in paths:
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def tighten(root: Path) -> list[str]:
+    """Make the state directory private to us, whatever an older version or a hand left
+    there: the folder and every folder down to each task's (0700) and the files at its
+    top (0600: the database, its WAL, the lock). What lies in a private folder is out of
+    others' reach, so the walk stops there and start-up stays quick with a long history.
+    Returns what was changed."""
+    changed = []
+    tasks = root / "tasks"
+    levels = [root, *root.glob("*"), *tasks.glob("*"), *tasks.glob("*/agents"), *tasks.glob("*/archive")]
+    for path in levels:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        want = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & want)
+            changed.append(str(path))
+    return changed
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -197,6 +230,8 @@ def exit_from_status(record: StatusRecord) -> Exit:
         cost_usd=result.cost_usd,
         turns=result.turns,
         session_id=result.session_id,
+        cpu_seconds=None if record.rusage is None else round(record.rusage.utime + record.rusage.stime, 3),
+        memory_peak_kb=None if record.rusage is None else record.rusage.maxrss_kb,
     )
 
 

@@ -34,19 +34,18 @@ from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
 class Launch(Struct, frozen=True):
     """The secret half of a spawn."""
 
-    token: str
+    token: str  # empty where the kernel tells agents apart (their identity is not a secret to keep)
     prompt: str
     stream_json: bool
     mcp_shim: str | None = None  # write an MCP config naming this shim (providers that take one)
 
     def identity_env(self, agent: Agent, socket_path: Path) -> dict[str, str]:
-        """How the agent finds the daemon and says who it is."""
-        return {
-            ENV_AGENT_ID: agent.id,
-            ENV_TASK_ID: agent.task_id,
-            ENV_SOCKET: str(socket_path),
-            ENV_TOKEN: self.token,
-        }
+        """How the agent finds the daemon, and what it is told of itself. Who it is, the
+        daemon learns from the kernel; the token is there only where the kernel cannot tell."""
+        env = {ENV_AGENT_ID: agent.id, ENV_TASK_ID: agent.task_id, ENV_SOCKET: str(socket_path)}
+        if self.token:
+            env[ENV_TOKEN] = self.token
+        return env
 
 
 _encode: Final = msgspec.json.Encoder().encode

@@ -89,6 +89,13 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class Sandbox(StrEnum):
+    """What an agent runs in, beyond its cgroup."""
+
+    NONE = "none"
+    BWRAP = "bwrap"  # bubblewrap: the working directory writable, the rest read-only, the daemon's files hidden
+
+
 class DecidedBy(StrEnum):
     """What decided an agent's terminal state."""
 
@@ -102,6 +109,22 @@ class DecidedBy(StrEnum):
 # --- limits and specs ---------------------------------------------------------------
 
 
+class Resources(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Bounds for one agent's cgroup, applied where the controller is available."""
+
+    memory_max_mb: Annotated[int, Meta(ge=1, le=1 << 30)] | None = None
+    pids_max: Annotated[int, Meta(ge=1, le=1 << 22)] | None = None
+    cpu_max: Annotated[float, Meta(gt=0, le=4096)] | None = None  # cores
+
+    def over(self, base: Resources) -> Resources:
+        """These bounds, each taken from ``base`` where not set here."""
+        return Resources(
+            memory_max_mb=self.memory_max_mb if self.memory_max_mb is not None else base.memory_max_mb,
+            pids_max=self.pids_max if self.pids_max is not None else base.pids_max,
+            cpu_max=self.cpu_max if self.cpu_max is not None else base.cpu_max,
+        )
+
+
 class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Anti-spiral limits of one task, checked atomically when a spawn is admitted."""
 
@@ -111,6 +134,8 @@ class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: A budget: no spawn once the task's ended agents have cost this much (USD, from their
     #: final stream-json results). None: no budget.
     max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None = None
+    #: Bounds of each agent's cgroup (over the provider's); None: the provider's, or none.
+    resources: Resources = Resources()
 
 
 class TaskContext(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -130,6 +155,7 @@ class Task(Struct, frozen=True, kw_only=True):
     cwd: AbsPath | None = None
     context: TaskContext = TaskContext()
     limits: Limits = Limits()
+    sandbox: Sandbox | None = None  # None: each provider's own setting
     state: TaskState = TaskState.OPEN
     created_at: float
     closed_at: float | None = None
@@ -155,6 +181,8 @@ class Exit(Struct, frozen=True, kw_only=True, omit_defaults=True):
     cost_usd: float | None = None
     turns: int | None = None
     session_id: str | None = None
+    cpu_seconds: float | None = None  # CPU time of all the agent's processes (its cgroup, else its rusage)
+    memory_peak_kb: int | None = None  # its cgroup's memory.peak, else the largest process's max RSS
 
 
 class CleanupRecord(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -185,6 +213,8 @@ class Agent(Struct, frozen=True, kw_only=True):
     tmux: TmuxIds | None = None
     token_hash: str = ""
     timeout: float | None = None  # seconds from creation; the reconciler kills it after that
+    resources: Resources = Resources()  # its cgroup's bounds, decided at spawn
+    sandbox: Sandbox = Sandbox.NONE
     kill_reason: str = ""
     cleanup: CleanupRecord | None = None
     created_at: float
@@ -223,6 +253,7 @@ class EventKind(StrEnum):
     PROGRESS = "progress"  # data: {"activity", "message", "percent"}
     FINDING = "finding"  # data: the finding
     CLEANUP = "cleanup"  # data: the cleanup record
+    DRIFT = "drift"  # data: {"what": [...]}: what the daemon found changed behind its back and undid
 
 
 class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -21,18 +21,20 @@ class Proc(Struct, frozen=True):
     pid: int
     ppid: int
     pgid: int
+    sid: int = 0
 
 
 def snapshot() -> list[Proc]:
     """Every live (non-zombie) process this user can see."""
     if sys.platform.startswith("linux"):
         return list(_proc_linux())
-    out = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,pgid=,stat="], capture_output=True, text=True, check=False)
+    out = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,pgid=,sess=,stat="], capture_output=True, text=True,
+                         check=False)
     procs = []
     for line in out.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 4 and not parts[3].startswith("Z"):
-            procs.append(Proc(int(parts[0]), int(parts[1]), int(parts[2])))
+        if len(parts) == 5 and not parts[4].startswith("Z"):
+            procs.append(Proc(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])))
     return procs
 
 
@@ -47,7 +49,26 @@ def _proc_linux() -> Iterable[Proc]:
         except (OSError, IndexError):
             continue  # exited while we looked
         if fields[0] != b"Z":
-            yield Proc(int(name), int(fields[1]), int(fields[2]))
+            yield Proc(int(name), int(fields[1]), int(fields[2]), int(fields[3]))
+
+
+HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+
+
+def ancestor_in(pid: int, candidates: dict[int, str], max_hops: int = 64) -> str | None:
+    """The value of the nearest ancestor of ``pid`` (itself included) found in
+    ``candidates`` (pid -> name), walking parents through ``/proc``; None if none is."""
+    for _ in range(max_hops):
+        if pid in candidates:
+            return candidates[pid]
+        if pid <= 1:
+            return None
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+    return None
 
 
 def alive(pid: int) -> bool:
@@ -67,6 +88,13 @@ def alive(pid: int) -> bool:
     return True
 
 
+def left_behind(runner_pid: int, pgid: int | None) -> list[int]:
+    """Live processes of an agent whose runner is gone, as far as process ids can tell:
+    its group (when the runner recorded it) and the pane's session, which the runner led
+    (a process that left both with ``setsid`` is lost to this; cgroups are exact)."""
+    return [p.pid for p in snapshot() if p.pid > 1 and (p.sid == runner_pid or (pgid is not None and p.pgid == pgid))]
+
+
 def descendants(pid: int, procs: list[Proc] | None = None) -> list[int]:
     """Every live descendant of ``pid`` (whatever its group or session)."""
     children: dict[int, list[int]] = {}
@@ -79,6 +107,14 @@ def descendants(pid: int, procs: list[Proc] | None = None) -> list[int]:
         found.append(child)
         stack.extend(children.get(child, []))
     return found
+
+
+def signal_all(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class KillReport(Struct, frozen=True, kw_only=True):

@@ -50,6 +50,8 @@ from .model import (
     Name,
     Percent,
     Priority,
+    Resources,
+    Sandbox,
     Seq,
     Severity,
     ShortText,
@@ -132,6 +134,7 @@ class LimitsGiven(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_
     max_total: Annotated[int, Meta(ge=1, le=100_000)] | UnsetType = UNSET
     max_depth: Annotated[int, Meta(ge=1, le=50)] | UnsetType = UNSET
     max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None | UnsetType = UNSET
+    resources: Resources | UnsetType = UNSET
 
     def over(self, base: Limits) -> Limits:
         """``base`` with the limits given here put over it."""
@@ -145,6 +148,7 @@ class TaskCreateParams(Params, frozen=True, kw_only=True):
     cwd: AbsPath | None = None
     context: TaskContext = TaskContext()
     limits: LimitsGiven = LimitsGiven()
+    sandbox: Sandbox | None = None  # run its agents under bubblewrap; None: as each provider says
 
 
 class TaskRef(Params, frozen=True, kw_only=True):
@@ -335,7 +339,17 @@ class ReconcileReport(Struct, kw_only=True):
     orphans_killed: list[str] = []
     cleanups_retried: list[str] = []
     timed_out: list[str] = []  # running agents past their wall-clock timeout (killed)
+    foreign: list[str] = []  # sessions and panes on our server that were no agent's (ended)
+    restored: list[str] = []  # the server's hooks and options that had been changed (put back)
     error: str = ""
+
+
+class Boundary(StrEnum):
+    """How the daemon tells an agent's connections from the operator's."""
+
+    CGROUP = "cgroup"  # each agent in a cgroup of its own: exact, and ends every process of it
+    ANCESTRY = "ancestry"  # no writable cgroup: below the agent's runner (its subreaper), weaker
+    TOKEN = "token"  # no /proc: the token in the agent's environment, weakest
 
 
 class ActorStats(Struct, kw_only=True):
@@ -366,6 +380,10 @@ class Health(Struct, kw_only=True):
     tmux_healthy: bool
     tmux_sessions: int | None = None
     last_reconcile_error: str | None = None
+    boundary: Boundary = Boundary.TOKEN
+    boundary_note: str = ""  # why the boundary is weaker than cgroups, when it is
+    cgroup_root: str | None = None
+    missing_controllers: list[str] = []  # agents' resource bounds that cannot be applied here
 
 
 # --- the method table ----------------------------------------------------------------
@@ -383,11 +401,17 @@ class Answer(StrEnum):
 
 
 class Rule(StrEnum):
-    """Who may call a method. The operator (a peer of our uid that is not an agent) may
-    call every method; an agent's connection is held to the method's rule."""
+    """Who may call a method. The operator (a peer of our uid that runs in no agent) may
+    call every method; a connection from inside an agent is held to its method's rule,
+    and a refusal (``forbidden``) states the rule in these words. An agent's params are
+    scoped by its rule: what it leaves out is filled in with itself or its task."""
 
-    ANYONE = "operator or agent; an agent reports, spawns and kills only as itself"
-    OPERATOR = "only the operator, never an agent"
+    ANYONE = "anyone may"
+    OPERATOR = "only the operator may, never an agent"
+    SELF = "an agent may do this only for itself"
+    CHILDREN = "an agent may spawn only children of its own, into its own task"
+    DESCENDANTS = "an agent may do this only to itself and its own descendants"
+    OWN_TASK = "an agent may see only its own task"
 
 
 class Method(Generic[P, R]):
@@ -397,7 +421,7 @@ class Method(Generic[P, R]):
     __slots__ = ("answer", "doc", "name", "params", "result", "rule")
 
     def __init__(self, name: str, params: type[P], result: Any, doc: str, *,
-                 rule: Rule = Rule.ANYONE, answer: Answer = Answer.INLINE) -> None:
+                 rule: Rule, answer: Answer = Answer.INLINE) -> None:
         self.name = name
         self.params = params
         self.result: type[R] = result  # a type, or a generic alias such as list[Agent]
@@ -410,45 +434,48 @@ class Method(Generic[P, R]):
 
 
 HELLO: Final = Method[HelloParams, HelloResult](
-    "hello", HelloParams, HelloResult, "open a session: protocol version, client name, an agent's token")
+    "hello", HelloParams, HelloResult, "open a session: protocol version, client name, an agent's token",
+    rule=Rule.ANYONE)
 TASK_CREATE: Final = Method[TaskCreateParams, Task](
-    "task.create", TaskCreateParams, Task, "create a task (limits not given come from the daemon's config)")
+    "task.create", TaskCreateParams, Task, "create a task (limits not given come from the daemon's config)",
+    rule=Rule.OPERATOR)
 TASK_GET: Final = Method[TaskRef, TaskStatus](
-    "task.get", TaskRef, TaskStatus, "one task's status: counts, headroom, agents, latest findings")
+    "task.get", TaskRef, TaskStatus, "one task's status: counts, headroom, agents, latest findings", rule=Rule.OWN_TASK)
 TASK_LIST: Final = Method[TaskListParams, list[TaskSummary]](
-    "task.list", TaskListParams, list[TaskSummary], "tasks with their counts")
+    "task.list", TaskListParams, list[TaskSummary], "tasks with their counts", rule=Rule.OPERATOR)
 TASK_CLOSE: Final = Method[TaskRef, Task](
-    "task.close", TaskRef, Task, "close a task to new agents")
+    "task.close", TaskRef, Task, "close a task to new agents", rule=Rule.OPERATOR)
 AGENT_SPAWN: Final = Method[SpawnParams, Agent](
     "agent.spawn", SpawnParams, Agent, "admit and start an agent; returns once it runs (or is queued)",
-    answer=Answer.BACKGROUND)
+    rule=Rule.CHILDREN, answer=Answer.BACKGROUND)
 AGENT_GET: Final = Method[AgentRef, Agent](
-    "agent.get", AgentRef, Agent, "one agent")
+    "agent.get", AgentRef, Agent, "one agent", rule=Rule.DESCENDANTS)
 AGENT_LIST: Final = Method[AgentListParams, list[Agent]](
-    "agent.list", AgentListParams, list[Agent], "agents, by task and state")
+    "agent.list", AgentListParams, list[Agent], "agents, by task and state", rule=Rule.OPERATOR)
 AGENT_PROGRESS: Final = Method[ProgressParams, Agent](
-    "agent.progress", ProgressParams, Agent, "report an agent's activity, message and percent")
+    "agent.progress", ProgressParams, Agent, "report an agent's activity, message and percent", rule=Rule.SELF)
 AGENT_FINDING: Final = Method[FindingParams, Finding](
-    "agent.finding", FindingParams, Finding, "record a finding for a task")
+    "agent.finding", FindingParams, Finding, "record a finding for a task", rule=Rule.SELF)
 AGENT_KILL: Final = Method[KillParams, Agent](
     "agent.kill", KillParams, Agent, "stop an agent (and with tree, its descendants); returns it ended",
-    answer=Answer.BACKGROUND)
+    rule=Rule.DESCENDANTS, answer=Answer.BACKGROUND)
 AGENT_WAIT: Final = Method[WaitParams, WaitResult](
     "agent.wait", WaitParams, WaitResult, "wait until all (or any) of the agents have ended",
-    answer=Answer.BACKGROUND)
+    rule=Rule.DESCENDANTS, answer=Answer.BACKGROUND)
 AGENT_OUTPUT: Final = Method[OutputParams, OutputResult](
-    "agent.output", OutputParams, OutputResult, "an agent's output: tail, offset, regex, format")
+    "agent.output", OutputParams, OutputResult, "an agent's output: tail, offset, regex, format", rule=Rule.DESCENDANTS)
 AGENT_PEEK: Final = Method[PeekParams, Screen](
-    "agent.peek", PeekParams, Screen, "an agent's screen as it is now")
+    "agent.peek", PeekParams, Screen, "an agent's screen as it is now", rule=Rule.DESCENDANTS)
 FINDINGS_LIST: Final = Method[FindingsListParams, list[Finding]](
-    "findings.list", FindingsListParams, list[Finding], "findings after a sequence number, filtered")
+    "findings.list", FindingsListParams, list[Finding], "findings after a sequence number, filtered",
+    rule=Rule.OWN_TASK)
 EVENTS_SUBSCRIBE: Final = Method[SubscribeParams, Subscribed](
     "events.subscribe", SubscribeParams, Subscribed, "replay the event log after a sequence number, then follow it",
-    answer=Answer.STREAM)
+    rule=Rule.OPERATOR, answer=Answer.STREAM)
 DAEMON_HEALTH: Final = Method[NoParams, Health](
-    "daemon.health", NoParams, Health, "the daemon's health and counts")
+    "daemon.health", NoParams, Health, "the daemon's health and counts", rule=Rule.OPERATOR)
 DAEMON_RECONCILE: Final = Method[ReconcileParams, ReconcileReport](
-    "daemon.reconcile", ReconcileParams, ReconcileReport, "reconcile the registry with tmux now")
+    "daemon.reconcile", ReconcileParams, ReconcileReport, "reconcile the registry with tmux now", rule=Rule.OPERATOR)
 DAEMON_STOP: Final = Method[NoParams, Stopping](
     "daemon.stop", NoParams, Stopping, "stop the daemon (agents keep running)", rule=Rule.OPERATOR)
 

@@ -9,21 +9,23 @@ are only hints. It also retries cleanups that failed.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import structlog
 import trio
 
+from . import procs
 from .actor import Actor
-from .commands import Adopt, Exited, RequestKill
+from .commands import Adopt, Exited, ReportDrift, RequestKill
 from .config import Settings
 from .drift import Plan, diff
 from .effects import Effects
 from .errors import IllegalTransition, SupervisorError, TmuxError
-from .files import read_exit
-from .model import LIVE_STATES, AgentState, DecidedBy, Exit
+from .files import read_exit, read_start
+from .model import LIVE_STATES, Agent, AgentState, DecidedBy, Exit
 from .protocol import ReconcileReport as Report
-from .tmux import TmuxBackend
+from .tmux import KEEPER_SESSION, TmuxBackend
 
 log = structlog.get_logger()
 
@@ -67,7 +69,13 @@ class Reconciler:
                 self.last = report
                 return report
             plan = diff(live_before, self.registry.agents, panes, starting, at=time.time())
-            report = Report(dry_run=dry_run, tmux_healthy=True, sessions=len(panes))
+            sessions = {p.session_id for p in panes if p.session_name != KEEPER_SESSION}
+            report = Report(dry_run=dry_run, tmux_healthy=True, sessions=len(sessions))
+            if not dry_run:
+                try:
+                    report.restored = await self.backend.enforce_config()
+                except TmuxError as e:
+                    log.warning("tmux_enforce_failed", error=e.message)
             await self._carry_out(plan, report, dry_run=dry_run, kill_orphans=kill_orphans)
             self.passes += 1
             self.last = report
@@ -78,13 +86,13 @@ class Reconciler:
 
     async def _carry_out(self, plan: Plan, report: Report, *, dry_run: bool, kill_orphans: bool) -> None:
         for agent in plan.gone:
-            report.ended.append(agent.id)
             if dry_run:
+                report.ended.append(agent.id)
                 continue
-            exit = read_exit(self.effects.files(agent)) or Exit(
-                decided_by=DecidedBy.SESSION_VANISHED, reason="session gone without an exit record"
-            )
-            await self._submit(Exited(agent.id, exit))
+            exit = await self._exit_of_gone(agent)
+            if exit is not None:
+                report.ended.append(agent.id)
+                await self._submit(Exited(agent.id, exit))
         for agent, ids in plan.adopt:
             report.adopted.append(agent.id)
             if not dry_run:
@@ -98,6 +106,17 @@ class Reconciler:
             if kill_orphans and not dry_run:
                 await self._kill(pane.session_id)
                 report.orphans_killed.append(pane.session_id)
+        for pane in plan.foreign_sessions:
+            report.foreign.append(f"session {pane.session_id} ({pane.session_name})")
+            if not dry_run:
+                await self._kill(pane.session_id)
+        for pane in plan.foreign_panes:
+            report.foreign.append(f"pane {pane.pane_id} in session {pane.session_id} ({pane.session_name})")
+            if not dry_run:
+                await self._kill_pane(pane.pane_id)
+        if not dry_run and (report.foreign or report.restored):
+            log.warning("tmux_drift", foreign=report.foreign, restored=report.restored)
+            await self._submit(ReportDrift([*report.foreign, *(f"restored {r}" for r in report.restored)]))
         for agent in plan.overdue:
             report.timed_out.append(agent.id)
             if not dry_run:
@@ -109,19 +128,51 @@ class Reconciler:
             if not dry_run:
                 self.effects.clean_up(agent)
 
+    async def _exit_of_gone(self, agent: Agent) -> Exit | None:
+        """How an agent whose session vanished ended; None while processes of it still run.
+
+        Its slot is freed only once nothing of it runs: a runner killed by its own agent
+        (``kill -9 $PPID``) takes the session with it and leaves the agent running, which
+        the agent's cgroup still holds. Without cgroups, its process group is ended."""
+        files = self.effects.files(agent)
+        exit = read_exit(files)
+        orphaned = False
+        if self.effects.cgroups is not None:
+            orphaned = self.effects.cgroups.populated(agent.id)
+            if orphaned and not await self.effects.end_all(agent):
+                log.error("agent_outlives_kill", agent_id=agent.id, pids=self.effects.cgroups.pids(agent.id))
+                return None  # still live, still holding its slot: the next pass tries again
+        elif exit is None and agent.tmux is not None:
+            start = read_start(files)
+            pids = procs.left_behind(agent.tmux.pane_pid, None if start is None else start.pgid)
+            if pids:
+                orphaned = True
+                procs.signal_all(pids, signal.SIGKILL)
+        if exit is None:
+            reason = ("runner killed: its agent's processes were still running and were ended" if orphaned
+                      else "session gone without an exit record")
+            exit = Exit(decided_by=DecidedBy.SESSION_VANISHED, reason=reason)
+        return self.effects.with_usage(agent, exit)
+
     async def resume_stops(self) -> None:
         """At start: re-issue the stop of every agent that was being stopped when the
         previous daemon ended (its kill was committed, its effect was lost)."""
         for agent in list(self.registry.agents_in([AgentState.STOPPING])):
             await self._submit(RequestKill(agent_id=agent.id, reason=agent.kill_reason or "kill requested"))
 
-    async def _submit(self, command: Exited | Adopt | RequestKill) -> None:
+    async def _submit(self, command: Exited | Adopt | RequestKill | ReportDrift) -> None:
         try:
             await self.mailbox.submit(command)
         except IllegalTransition:
             pass  # changed meanwhile (an effect reported first)
         except SupervisorError as e:
             log.warning("reconcile_command_failed", command=type(command).__name__, error=e.message)
+
+    async def _kill_pane(self, pane_id: str) -> None:
+        try:
+            await self.backend.kill_pane(pane_id)
+        except TmuxError as e:
+            log.warning("reconcile_kill_failed", pane_id=pane_id, error=e.message)
 
     async def _kill(self, session_id: str) -> None:
         try:

@@ -60,6 +60,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     EventKind,
     Exited,
     RecordCleanup,
+    ReportDrift,
     ReportFinding,
     ReportProgress,
     RequestKill,
@@ -262,6 +263,8 @@ class Registry:
                 return self._spawn(agent, now, queue=queue)
             case ReportFinding():
                 return self._finding(command, now)
+            case ReportDrift(what):
+                return Applied([self._event(now, EventKind.DRIFT, "", data={"what": what})], [], None)
             case SetGlobalLimit(limit):
                 self.global_max_concurrent = limit
                 events, effects = self._promote(now)

@@ -1,7 +1,7 @@
 """The runner: what an agent's tmux pane runs, around the agent itself.
 
     python -m supervisord_agents.runner --status S --record R --log L [--log-max BYTES] --prompt P
-                                        [--stream-json] -- argv...
+                                        [--cgroup DIR --cgroup-mount MOUNT] [--stream-json] -- argv...
 
 It starts the agent in a process group of its own with the prompt file on stdin, copies
 the agent's stdout and stderr both to the pane and to the log file (rotated past
@@ -11,6 +11,13 @@ atomically (write, fsync, rename): exit code or signal, start and end times, rus
 for stream-json providers, the final ``result`` event. tmux's "pane dead" is only the
 daemon's trigger to read that record; on tmux 3.3a the pane's own exit status is often
 lost.
+
+With ``--cgroup`` (Linux, cgroup v2) the agent is born in its own cgroup: the runner
+moves itself in, starts the agent, and moves itself back out, so that ending the cgroup
+(``cgroup.kill``) ends every process of the agent and never the runner, which must
+live to write the record. When the agent exits, whatever it left running is ended, by
+its cgroup where it has one, else by process group and parentage (the runner is the
+agent's subreaper), whether or not it closed its output first.
 
 Standard library only, and imports kept few, so that it starts fast. It never raises:
 whatever goes wrong is written into the status record (code 127 if the agent could not
@@ -35,7 +42,7 @@ _CHUNK = 1 << 16
 
 class Args:
     def __init__(self, argv: list[str]) -> None:
-        self.status = self.record = self.log = self.prompt = ""
+        self.status = self.record = self.log = self.prompt = self.cgroup = self.cgroup_mount = ""
         self.log_max = 0
         self.stream_json = False
         self.command: list[str] = []
@@ -47,8 +54,9 @@ class Args:
                 break
             if arg == "--stream-json":
                 self.stream_json = True
-            elif arg in ("--status", "--record", "--log", "--prompt") and i + 1 < len(argv):
-                setattr(self, arg[2:], argv[i + 1])
+            elif arg in ("--status", "--record", "--log", "--prompt", "--cgroup", "--cgroup-mount") \
+                    and i + 1 < len(argv):
+                setattr(self, arg[2:].replace("-", "_"), argv[i + 1])
                 i += 1
             elif arg == "--log-max" and i + 1 < len(argv) and argv[i + 1].isdigit():
                 self.log_max = int(argv[i + 1])
@@ -58,7 +66,7 @@ class Args:
             i += 1
         if not (self.status and self.command):
             raise SystemExit("usage: runner --status FILE [--record F] [--log F] [--log-max BYTES] [--prompt F]"
-                             " [--stream-json] -- argv")
+                             " [--cgroup DIR --cgroup-mount MOUNT] [--stream-json] -- argv")
 
 
 def write_atomic(path: str, data: dict[str, object]) -> None:
@@ -207,7 +215,7 @@ def spawn(args: Args, out_w: int, err_w: int) -> int:
         os.close(stdin_fd)
 
 
-def pump(pid: int, out_r: int, err_r: int, tee: Tee) -> tuple[int, Any]:
+def pump(pid: int, out_r: int, err_r: int, tee: Tee, leftovers: Leftovers) -> tuple[int, Any]:
     """Copy output until the agent has exited and its pipes are drained; reap it."""
     open_fds = {out_r, err_r}
     exited_at: float | None = None
@@ -234,11 +242,23 @@ def pump(pid: int, out_r: int, err_r: int, tee: Tee) -> tuple[int, Any]:
             # What the agent left running must not outlive it: a grandchild holding the
             # pipes would otherwise keep us waiting forever, and a leaked one would burn
             # memory and tokens.
-            _end_leftovers(pid)
+            leftovers.end(pid)
         elif exited_at is not None and not ready and time.monotonic() - exited_at > 1.0:
             break
     for fd in open_fds:
         os.close(fd)
+    if exited_at is None:
+        # The agent closed (or redirected) its output and still runs: wait for its exit,
+        # then end what it left, which no longer holds a pipe to keep us here.
+        while True:
+            try:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+        leftovers.end(pid)
     while True:
         try:
             _, status, rusage = os.wait4(pid, 0)
@@ -247,6 +267,14 @@ def pump(pid: int, out_r: int, err_r: int, tee: Tee) -> tuple[int, Any]:
             continue
     _reap_orphans()
     return status, rusage
+
+
+def _leave(home: str) -> bool:
+    try:
+        _write_file(os.path.join(home, "cgroup.procs"), "0")
+    except OSError:
+        return False
+    return True
 
 
 def _has_exited(pid: int) -> bool:
@@ -270,6 +298,51 @@ def become_subreaper() -> bool:
         return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         return False
+
+
+class Leftovers:
+    """Ends what an agent left running: its whole cgroup where it has one, else by group
+    and parentage (:func:`_end_leftovers`)."""
+
+    def __init__(self, cgroup: str) -> None:
+        self.cgroup = cgroup
+
+    def end(self, pgid: int) -> None:
+        if not self.cgroup:
+            _end_leftovers(pgid)
+            return
+        try:
+            _write_file(os.path.join(self.cgroup, "cgroup.kill"), "1")
+        except OSError:
+            _end_leftovers(pgid)
+            return
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and _populated(self.cgroup):
+            time.sleep(0.01)
+
+
+def _populated(cgroup: str) -> bool:
+    try:
+        with open(os.path.join(cgroup, "cgroup.events"), "rb") as f:
+            return b"populated 1" in f.read()
+    except OSError:
+        return False
+
+
+def _write_file(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def enter_cgroup(cgroup: str, mount: str) -> str:
+    """Move this process into ``cgroup``; return the cgroup it was in. Raises OSError."""
+    with open("/proc/self/cgroup") as f:
+        current = next((line[3:].strip() for line in f if line.startswith("0::")), "/")
+    _write_file(os.path.join(cgroup, "cgroup.procs"), "0")
+    return os.path.join(mount, current.lstrip("/"))
 
 
 def _end_leftovers(pgid: int) -> None:
@@ -379,8 +452,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     become_subreaper()
     try:
+        home = enter_cgroup(args.cgroup, args.cgroup_mount) if args.cgroup else ""
+    except OSError as e:
+        # Outside its cgroup the agent could not be told from the operator: it does not start.
+        message = f"cannot enter the agent's cgroup {args.cgroup}: {e.strerror or e}"
+        tee.write(f"supervisord-agents runner: {message}\n".encode(), from_stdout=False)
+        status.update(code=EXEC_FAILED, ended_at=time.time(), error=message)
+        write_atomic(args.status, status)
+        return EXEC_FAILED
+    try:
         pid = spawn(args, out_w, err_w)
     except OSError as e:
+        if home:
+            _leave(home)
         os.close(out_w)
         os.close(err_w)
         message = f"cannot start {args.command[0]!r}: {e.strerror or e}"
@@ -388,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         status.update(code=EXEC_FAILED, ended_at=time.time(), error=message)
         write_atomic(args.status, status)
         return EXEC_FAILED
+    if home and not _leave(home):
+        status["error"] = "could not leave the agent's cgroup: a kill of the agent ends the runner too"
     os.close(out_w)
     os.close(err_w)
     status.update(child_pid=pid, pgid=pid)
@@ -397,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "started_at": started})
         except OSError as e:
             status["error"] = f"cannot write start record: {e.strerror}"
-    wait_status, rusage = pump(pid, out_r, err_r, tee)
+    wait_status, rusage = pump(pid, out_r, err_r, tee, Leftovers(args.cgroup))
     if scanner is not None:
         scanner.close()
         status["result"] = scanner.result

@@ -20,9 +20,9 @@ on Linux, LOCAL_PEERCRED on macOS) must be the daemon's own.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
-import stat
 import struct
 import sys
 from pathlib import Path
@@ -32,6 +32,8 @@ import msgspec
 import structlog
 import trio
 
+from .agent_sockets import AgentSockets, listen_unix
+from .agent_sockets import prepare_runtime_dir as prepare_runtime_dir
 from .api import Api, Caller, ConnectionStats, Stream
 from .config import Settings
 from .errors import (
@@ -41,7 +43,6 @@ from .errors import (
     LimitExceeded,
     SupervisorError,
     TooLarge,
-    Unavailable,
 )
 from .protocol import (
     METHODS,
@@ -61,36 +62,12 @@ log = structlog.get_logger()
 MAX_BACKGROUND: Final = 64  # long requests in flight on one connection
 
 
-def prepare_runtime_dir(path: Path) -> None:
-    """Create the runtime directory 0700, or refuse one that others could enter."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise Unavailable(f"{path} is not a directory owned by uid {os.getuid()}")
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(path, 0o700)
-
-
 def bind_socket(path: Path) -> socket.socket:
-    """Bind and listen on ``path`` (0600), replacing a stale socket left by a dead daemon.
+    """Bind and listen on the control socket ``path`` (0600, in a 0700 folder).
 
     Only call this while holding the instance lock: then no live daemon owns the path.
     """
-    prepare_runtime_dir(path.parent)
-    try:
-        if stat.S_ISSOCK(path.lstat().st_mode):
-            path.unlink()
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(512)
-    return sock
+    return listen_unix(path)
 
 
 def peer_credentials(sock: trio.socket.SocketType) -> tuple[int | None, int]:
@@ -107,8 +84,9 @@ def peer_credentials(sock: trio.socket.SocketType) -> tuple[int | None, int]:
 class Server:
     """Serves the protocol on a Unix socket for one :class:`Api`."""
 
-    def __init__(self, api: Api, settings: Settings, stats: ConnectionStats) -> None:
+    def __init__(self, api: Api, settings: Settings, stats: ConnectionStats, agent_sockets: AgentSockets) -> None:
         self.api = api
+        self.agent_sockets = agent_sockets
         self.settings = settings
         self.stats = stats
         self.answering = 0  # requests being answered right now
@@ -127,10 +105,32 @@ class Server:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(trio.serve_listeners, self.handle, listeners)
+                    nursery.start_soon(self._serve_agent_sockets)
                     task_status.started(scope)
         finally:
             for listener in listeners:
                 listener.socket.close()
+
+    async def _serve_agent_sockets(self) -> None:
+        """Serve each sandboxed agent's own socket, as that agent, until it is closed."""
+        scopes: dict[str, trio.CancelScope] = {}
+
+        async def serve_one(agent_id: str, sock: socket.socket, scope: trio.CancelScope) -> None:
+            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            try:
+                with scope:
+                    await trio.serve_listeners(functools.partial(self.handle, agent_id=agent_id), [listener])
+            finally:
+                listener.socket.close()
+
+        async with trio.open_nursery() as nursery:
+            async for agent_id, sock in self.agent_sockets.opened:
+                old = scopes.pop(agent_id, None)
+                if old is not None:
+                    old.cancel()
+                if sock is not None:
+                    scopes[agent_id] = scope = trio.CancelScope()
+                    nursery.start_soon(serve_one, agent_id, sock, scope)
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no request is being answered, so that the
@@ -139,7 +139,8 @@ class Server:
             while self.answering:
                 await trio.sleep(0.005)
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: trio.SocketStream, agent_id: str | None = None) -> None:
+        """Serve one connection. ``agent_id``: it came in on that agent's own socket."""
         stats = self.stats
         stats.accepted += 1
         encoder = msgspec.json.Encoder()
@@ -160,7 +161,9 @@ class Server:
             return
         stats.open += 1
         try:
-            await Connection(self, stream, Caller(pid=pid, uid=uid)).run()
+            caller = Caller(pid=pid, uid=uid)
+            caller.agent_id = agent_id or self.api.identify(pid)
+            await Connection(self, stream, caller).run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except* Exception:

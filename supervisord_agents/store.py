@@ -15,6 +15,7 @@ at a time for writes; reads of the event log use their own connection.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,6 +92,8 @@ class Store:
     def open(self) -> None:
         """Open (creating or migrating) the database. Raises StorageError."""
         try:
+            # SQLite gives its -wal and -shm files the database file's mode: make it private first.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = self._connect()
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -101,7 +104,7 @@ class Store:
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._reader = self._connect()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StorageError(f"cannot open {self.path}: {e}") from e
 
     def _connect(self) -> sqlite3.Connection:

@@ -20,6 +20,8 @@ from .model import TmuxIds
 
 AGENT_MARKER: Final = "@sa_agent"
 TASK_MARKER: Final = "@sa_task"
+#: The session that keeps the private server alive and the daemon's control client attached.
+KEEPER_SESSION: Final = "__ctl"
 
 
 class SessionSpec(Struct, frozen=True, kw_only=True):
@@ -68,7 +70,17 @@ class TmuxBackend(Protocol):
         ...
 
     async def list_panes(self) -> list[PaneInfo]:
-        """One listing of every session on the server. Raises TmuxError."""
+        """One listing of every pane of every session on the server (the keeper's too).
+        Raises TmuxError."""
+        ...
+
+    async def kill_pane(self, pane_id: str) -> bool:
+        """Kill one pane by exact id; False if it no longer existed. Raises TmuxError."""
+        ...
+
+    async def enforce_config(self) -> list[str]:
+        """Restore the server's global options and hooks as the daemon set them; return
+        what had been changed. Raises TmuxError."""
         ...
 
     async def capture_pane(self, pane_id: str, lines: int) -> str:

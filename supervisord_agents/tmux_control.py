@@ -19,25 +19,28 @@ import trio
 
 from .errors import TmuxError
 from .model import TmuxIds
-from .tmux import AGENT_MARKER, TASK_MARKER, PaneInfo, SessionSpec
+from .tmux import AGENT_MARKER, KEEPER_SESSION, TASK_MARKER, PaneInfo, SessionSpec
 from .tmux_protocol import PANE_FORMAT, ControlParser, Notification, Reply, command_line, parse_pane
 
 log = structlog.get_logger()
 
-CONTROL_SESSION: Final = "__ctl"
+CONTROL_SESSION: Final = KEEPER_SESSION
 
 # The server's own configuration, so that a user's ~/.tmux.conf cannot change how agent
 # panes behave. remain-on-exit off: an agent's exit closes its window at once, and the
 # window-close notification is our trigger to read its status record.
-SERVER_CONFIG: Final = """\
-set -g remain-on-exit off
-set -g exit-empty off
-set -g exit-unattached off
-set -g destroy-unattached off
-set -g history-limit 10000
-set -g status off
-set -g default-terminal screen-256color
-"""
+# The daemon sets these and no hook; agents can reach the server, so each reconcile pass
+# checks that it is still so (enforce_config) and restores what was changed.
+SERVER_OPTIONS: Final = {
+    "remain-on-exit": "off",
+    "exit-empty": "off",
+    "exit-unattached": "off",
+    "destroy-unattached": "off",
+    "history-limit": "10000",
+    "status": "off",
+    "default-terminal": "screen-256color",
+}
+SERVER_CONFIG: Final = "".join(f"set -g {name} {value}\n" for name, value in SERVER_OPTIONS.items())
 
 _NOTIFICATIONS_THAT_CHANGE: Final = frozenset(
     {"%sessions-changed", "%unlinked-window-close", "%window-close", "%session-changed", "%exit"}
@@ -335,12 +338,39 @@ class ControlModeTmux:
 
     async def list_panes(self) -> list[PaneInfo]:
         lines = await self._command(["list-panes", "-a", "-F", PANE_FORMAT])
-        panes: dict[str, PaneInfo] = {}
-        for line in lines:
-            pane = parse_pane(line)
-            if pane is not None and pane.session_name != CONTROL_SESSION:
-                panes.setdefault(pane.session_id, pane)
-        return list(panes.values())
+        return [pane for pane in map(parse_pane, lines) if pane is not None]
+
+    async def kill_pane(self, pane_id: str) -> bool:
+        try:
+            await self._command(["kill-pane", "-t", pane_id])
+        except TmuxError as e:
+            if e.message.startswith(_SESSION_GONE):
+                return False
+            raise
+        return True
+
+    async def enforce_config(self) -> list[str]:
+        """Put back what was changed in the server's global hooks and options (anything
+        that can reach the socket can change them: a hook would run its command outside
+        any agent, at the next event). Returns what was restored. Raises TmuxError."""
+        names = list(SERVER_OPTIONS)
+        hooks, *values = await self._pipeline([["show-hooks", "-g"],
+                                               *(["show-options", "-g", "-v", name] for name in names)])
+        fixes: list[list[str]] = []
+        changed: list[str] = []
+        if not isinstance(hooks, TmuxError):
+            for hook in sorted({line.split("[", 1)[0] for line in hooks if "[" in line.split(" ", 1)[0]}):
+                fixes.append(["set-hook", "-gu", hook])
+                changed.append(f"hook {hook}")
+        for name, value in zip(names, values, strict=True):
+            if isinstance(value, TmuxError) or value != [SERVER_OPTIONS[name]]:
+                fixes.append(["set-option", "-g", name, SERVER_OPTIONS[name]])
+                changed.append(f"option {name}")
+        if fixes:
+            for result in await self._pipeline(fixes):
+                if isinstance(result, TmuxError):
+                    log.error("tmux_restore_failed", error=result.message)
+        return changed
 
     async def capture_pane(self, pane_id: str, lines: int) -> str:
         # Through the CLI rather than the control client: a pane's text is the agent's to

@@ -56,6 +56,17 @@ class FakeTmux:
             raise TmuxError("tmux is not available")
         return list(self.sessions.values())
 
+    async def kill_pane(self, pane_id: str) -> bool:
+        for sid, pane in list(self.sessions.items()):
+            if pane.pane_id == pane_id:
+                del self.sessions[sid]
+                self._changed.set()
+                return True
+        return False
+
+    async def enforce_config(self) -> list[str]:
+        return []
+
     async def capture_pane(self, pane_id: str, lines: int) -> str:
         return f"screen of {pane_id}\n"
 

@@ -7,6 +7,7 @@ its socket, never by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -61,6 +62,7 @@ class DaemonProcess:
         self.tmux_socket = self.runtime_dir / "tmux.sock"
         self.settings = {"reconcile_interval": "0.5", "kill_grace": "2", **{k: str(v) for k, v in settings.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cgroup_root: Path | None = None  # the agents' cgroups, when the daemon has them
         self.log_path = self.base / "daemon.log"
 
     @property
@@ -98,7 +100,9 @@ class DaemonProcess:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with self.client() as c:
-                    c.request("daemon.health")
+                    health = c.request("daemon.health")
+                if health.get("cgroup_root"):
+                    self.cgroup_root = Path(health["cgroup_root"])
                 return
             except (DaemonNotRunning, ConnectionError):
                 if time.monotonic() > deadline:
@@ -160,7 +164,23 @@ class DaemonProcess:
     def close(self) -> None:
         self.stop()
         self.kill_tmux()
+        self.remove_cgroups()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def remove_cgroups(self) -> None:
+        """End whatever still runs in this daemon's agents' cgroups, and remove them (the
+        daemon keeps them across its own restarts, as it keeps the agents)."""
+        root = self.cgroup_root
+        if root is None or not root.is_dir():
+            return
+        for cgroup in sorted(p for p in root.glob("agents/*") if p.is_dir()):
+            with contextlib.suppress(OSError):
+                (cgroup / "cgroup.kill").write_text("1")
+            eventually(lambda c=cgroup: "populated 0" in (c / "cgroup.events").read_text(), 10, "cgroup empty")
+            cgroup.rmdir()
+        for leaf in (root / "agents", root / "daemon", root):
+            with contextlib.suppress(OSError):
+                leaf.rmdir()
 
     # -- helpers for tests -------------------------------------------------------------
 

@@ -149,13 +149,25 @@ def test_marker_session_without_a_record_is_an_orphan() -> None:
     assert plan.kill_again == [] and plan.gone == []
 
 
-def test_foreign_sessions_are_never_touched() -> None:
-    """Sessions without our marker appear nowhere in the plan, even when their tmux ids match an agent's."""
+def test_sessions_without_our_marker_are_foreign() -> None:
+    """Our server holds only agents' sessions: an unmarked session is foreign (ended), and does not
+    stand in for an agent whose own session is listed."""
     running = agent(1, S.RUNNING, tmux=1)
-    foreign = [pane(1, None), pane(2, None, dead=True)]
-    plan = plan_for([running], [*foreign, pane(3, running.id)])
-    assert plan.empty
-    assert plan_for([], foreign).empty
+    foreign = [pane(2, None), pane(3, None, dead=True)]
+    plan = plan_for([running], [pane(1, running.id), *foreign])
+    assert plan == Plan(foreign_sessions=foreign)
+
+
+def test_extra_panes_and_forged_markers_are_foreign() -> None:
+    """A second pane in an agent's session or in the keeper's, and a session whose marker names a live
+    agent running elsewhere, are foreign; the agent's own pane is kept, whatever its number."""
+    running = agent(1, S.RUNNING, tmux=2)
+    own = pane(2, running.id)
+    earlier = structs.replace(pane(1, running.id), session_id=own.session_id, window_id="@9")
+    keeper, keeper_extra = (structs.replace(pane(k, None), session_id="$0", session_name="__ctl") for k in (0, 4))
+    forged = pane(3, running.id)
+    plan = plan_for([running], [keeper, keeper_extra, earlier, own, forged])
+    assert plan == Plan(foreign_sessions=[forged], foreign_panes=[keeper_extra, earlier])
 
 
 def test_a_mixed_listing() -> None:
@@ -168,7 +180,8 @@ def test_a_mixed_listing() -> None:
     panes = [pane(1, running.id), pane(3, crashed.id), pane(5, done.id), pane(6, "ghost-000000-000006"), pane(7, None)]
     plan = plan_for([running, vanished, crashed, in_flight, done], panes, starting={in_flight.id})
     assert plan == Plan(
-        gone=[vanished], adopt=[(crashed, tmux_ids(3))], kill_again=[panes[2]], orphans=[panes[3]]
+        gone=[vanished], adopt=[(crashed, tmux_ids(3))], kill_again=[panes[2]], orphans=[panes[3]],
+        foreign_sessions=[panes[4]],
     )
 
 
@@ -191,3 +204,11 @@ def test_a_running_agent_past_its_timeout_is_overdue() -> None:
     registry = {a.id: a for a in (late, early)}
     assert diff([late, early], registry, panes, set(), at=110.0).overdue == [late]
     assert diff([late, early], registry, panes, set()).overdue == []
+
+
+def test_an_agent_promoted_from_the_queue_during_the_listing_is_not_gone() -> None:
+    """An agent queued when the listing began and starting now (a slot freed meanwhile) has no session in
+    that listing yet: it is not judged by it."""
+    queued = agent(1, S.QUEUED)
+    promoted = structs.replace(queued, state=S.STARTING)
+    assert plan_for([promoted], [], live_before=[queued]) == Plan()

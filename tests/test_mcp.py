@@ -191,31 +191,32 @@ async def test_errors_are_tool_errors_and_the_shim_keeps_serving(daemon: DaemonP
 
 
 async def test_an_agent_reports_through_the_shim_only_for_itself(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """From inside an agent (its MCP client starts the shim with the agent's environment), the tools
+    report for that agent, return its peers, spawn its children, and refuse to act for another."""
     task = daemon.create_task()
-    envs = {}
-    agents = {}
-    for name in ("alice", "bob"):
-        dump = tmp_path / f"{name}.json"
-        agents[name] = daemon.spawn_fake(task, name, "--dump-env", str(dump), "--sleep", "60")
-        with trio.fail_after(30):
-            while not dump.exists() or not dump.read_text():
-                await trio.sleep(0.02)
-        envs[name] = json.loads(dump.read_text())
-    identity = {k: v for k, v in envs["alice"].items() if k.startswith("SUPERVISORD_AGENTS_")}
-    async with shim(daemon, **identity) as session:
-        mine = await tool(session, "report_progress", message="reading the lexer", percent=20, activity="reading")
-        assert mine["agent"]["id"] == agents["alice"]["id"] and mine["agent"]["progress"] == 20
-        assert [p["id"] for p in mine["peers"]] == [agents["bob"]["id"]]
-        assert "forbidden" in await tool_error(session, "report_progress", message="x",
-                                               agent_id=agents["bob"]["id"])
-        finding = await tool(session, "report_finding", message="off by one", type="bug", severity="high")
-        assert finding["agent_id"] == agents["alice"]["id"]
-        child = await tool(session, "spawn_child_agent", type="helper", prompt="help", provider="command",
-                           argv=fake("--sleep", "60"))
-        assert child["parent"] == agents["alice"]["id"] and child["depth"] == 2
-        assert "forbidden" in await tool_error(session, "kill_agent", agent_id=agents["bob"]["id"])
-    daemon.call("agent.kill", agent_id=agents["alice"]["id"], tree=True)
-    daemon.call("agent.kill", agent_id=agents["bob"]["id"])
-    # A finished agent's token is refused.
-    async with shim(daemon, **identity) as session:
-        assert "forbidden" in await tool_error(session, "report_progress", message="late")
+    bob = daemon.spawn_fake(task, "bob", "--sleep", "60")
+    out = tmp_path / "mcp.json"
+    calls = [
+        ["report_progress", {"message": "reading the lexer", "percent": 20, "activity": "reading"}],
+        ["report_progress", {"message": "x", "agent_id": bob["id"]}],
+        ["report_finding", {"message": "off by one", "type": "bug", "severity": "high"}],
+        ["spawn_child_agent", {"type": "helper", "prompt": "help", "provider": "command",
+                               "argv": fake("--sleep", "60")}],
+        ["kill_agent", {"agent_id": bob["id"]}],
+    ]
+    alice = daemon.call("agent.spawn", task_id=task, type="alice",
+                        argv=[sys.executable, str(Path(__file__).with_name("mcp_probe.py")), str(out),
+                              json.dumps(calls)])
+    with trio.fail_after(60):
+        while not out.exists():
+            await trio.sleep(0.05)
+    mine, for_bob, finding, child, kill_bob = json.loads(out.read_text())
+    assert mine["ok"]["agent"]["id"] == alice["id"] and mine["ok"]["agent"]["progress"] == 20
+    assert [p["id"] for p in mine["ok"]["peers"]] == [bob["id"]]
+    assert "forbidden" in for_bob["error"] and "forbidden" in kill_bob["error"]
+    assert finding["ok"]["agent_id"] == alice["id"]
+    assert child["ok"]["parent"] == alice["id"] and child["ok"]["depth"] == 2
+    assert daemon.call("agent.get", agent_id=bob["id"])["state"] == "running"
+    daemon.call("agent.kill", agent_id=alice["id"], tree=True)
+    daemon.call("agent.kill", agent_id=bob["id"])
+

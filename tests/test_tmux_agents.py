@@ -303,8 +303,9 @@ def test_a_session_of_an_ended_agent_is_killed_again(fast: DaemonProcess) -> Non
     agent = fast.spawn_fake(task, "ended", "--exit", "0")
     fast.wait_state(agent["id"])
     server = libtmux.Server(socket_path=str(fast.tmux_socket))
-    stray = server.new_session(session_name="stray", attach=False, window_command="sleep 60")
-    stray.set_option(AGENT_MARKER, agent["id"])
+    # Made and marked in one server command: an unmarked session would be ended as foreign at once.
+    subprocess.run(["tmux", "-S", str(fast.tmux_socket), "new-session", "-d", "-s", "stray", "sleep 60", ";",
+                    "set-option", "-t", "=stray:", AGENT_MARKER, agent["id"]], check=True)
     eventually(lambda: not server.has_session("stray"), what="stray session killed")
 
 

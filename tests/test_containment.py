@@ -1,0 +1,349 @@
+"""Agents cannot act as the operator or escape supervision: each attack is made from inside
+a real agent of a real daemon, as a confused or prompt-injected agent would make it.
+
+The daemon runs with cgroups where this machine gives it a writable cgroup2 hierarchy
+(agents in cgroups of their own), and again with ``cgroup_root = "off"`` (identity by the
+runner's ancestry), so the weaker boundary is tested too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisord_agents.clients.client import Client, resolve_socket
+from supervisord_agents.config import default_runtime_dir, load_config
+from supervisord_agents.errors import Forbidden
+from tests.harness import BIN, FAKE_AGENT, DaemonProcess, alive, eventually, short_tmpdir
+
+PROBE = str(Path(__file__).with_name("agent_probe.py"))
+
+
+@pytest.fixture(params=["cgroup", "ancestry"])
+def boundary(request: pytest.FixtureRequest) -> Iterator[DaemonProcess]:
+    """A daemon with each way of telling agents apart."""
+    settings = {"cgroup_root": "off"} if request.param == "ancestry" else {}
+    d = DaemonProcess(kill_grace=1, **settings).start()
+    try:
+        health = d.call("daemon.health")
+        if request.param == "cgroup" and health["boundary"] != "cgroup":
+            pytest.skip(f"no writable cgroup2 hierarchy here: {health['boundary_note']}")
+        assert health["boundary"] == request.param
+        yield d
+    finally:
+        d.close()
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def probe(d: DaemonProcess, task: str, calls: list[list[Any]], type: str = "probe") -> list[dict[str, Any]]:
+    """Run ``calls`` from inside a new agent of ``task``; what each one got."""
+    out = d.base / f"{type}.json"
+    d.call("agent.spawn", task_id=task, type=type, argv=[sys.executable, PROBE, str(out), json.dumps(calls)])
+    results: list[dict[str, Any]] = eventually(lambda: read_json(out), 60, "the probe's results")
+    return results
+
+
+def sleeper(d: DaemonProcess, task: str, type: str) -> str:
+    return str(d.spawn_fake(task, type, "--sleep", "60")["id"])
+
+
+def outcome(result: dict[str, Any]) -> str:
+    return "ok" if "ok" in result else result["error"]
+
+
+def test_every_method_follows_its_rule_for_an_agent(boundary: DaemonProcess) -> None:
+    """Method by method, an agent is refused (forbidden, naming the rule) whatever reaches beyond itself,
+    its own descendants and its own task, and allowed what its rule allows: the kernel says who it is,
+    with no token in its environment."""
+    d = boundary
+    mine, other = d.create_task(), d.create_task()
+    sibling, stranger = sleeper(d, mine, "sibling"), sleeper(d, other, "stranger")
+    child_argv = [sys.executable, FAKE_AGENT, "--sleep", "60"]
+    calls: list[list[Any]] = [
+        ["hello", {}],
+        ["task.create", {"description": "mine now", "limits": {"max_concurrent": 1000}}],
+        ["task.get", {"task_id": other}],
+        ["task.list", {}],
+        ["task.close", {"task_id": mine}],
+        ["agent.spawn", {"task_id": other, "type": "intruder", "argv": child_argv}],
+        ["agent.spawn", {"type": "adopted", "argv": child_argv, "parent": sibling}],
+        ["agent.get", {"agent_id": sibling}],
+        ["agent.list", {}],
+        ["agent.progress", {"agent_id": sibling, "message": "done, all good"}],
+        ["agent.finding", {"agent_id": sibling, "type": "bug", "severity": "critical", "message": "fake"}],
+        ["agent.finding", {"task_id": other, "type": "bug", "message": "fake"}],
+        ["agent.kill", {"agent_id": sibling}],
+        ["agent.kill", {"agent_id": stranger}],
+        ["agent.wait", {"agent_ids": [stranger], "timeout": 0}],
+        ["agent.output", {"agent_id": stranger}],
+        ["agent.peek", {"agent_id": stranger}],
+        ["findings.list", {"task_id": other}],
+        ["events.subscribe", {"since": 0}],
+        ["daemon.health", {}],
+        ["daemon.reconcile", {"kill_orphans": True}],
+        ["daemon.stop", {}],
+        # What the rules allow:
+        ["task.get", {"task_id": mine}],
+        ["agent.progress", {"message": "working"}],
+        ["agent.finding", {"type": "note", "message": "mine"}],
+        ["findings.list", {}],
+        ["agent.spawn", {"type": "kid", "argv": child_argv}, "kid"],
+        ["agent.get", {"agent_id": "$kid"}],
+        ["agent.output", {"agent_id": "$kid"}],
+        ["agent.kill", {"agent_id": "$kid"}],
+    ]
+    results = probe(d, mine, calls)
+    refused, allowed = results[:22], results[22:]
+    assert [outcome(r) for r in refused] == ["ok"] + ["forbidden"] * 21, results
+    assert all(f"{call[0]}:" in r["message"] for call, r in zip(calls[1:22], refused[1:], strict=True))
+    assert [outcome(r) for r in allowed] == ["ok"] * 8, allowed
+    probe_id = results[26]["ok"]["parent"]
+    assert results[22]["ok"]["task"]["id"] == mine
+    assert {f["task_id"] for f in results[25]["ok"]} == {mine}
+    assert results[27]["ok"]["parent"] == probe_id and results[29]["ok"]["state"] == "killed"
+    # Nothing of the refused calls happened.
+    assert d.call("daemon.health")["ok"] is True
+    assert len(d.call("task.list")) == 2 and d.call("task.get", task_id=mine)["task"]["state"] == "open"
+    for agent_id in (sibling, stranger):
+        agent = d.call("agent.get", agent_id=agent_id)
+        assert agent["state"] == "running" and agent["message"] == ""
+    assert [f["message"] for f in d.call("findings.list")] == ["mine"]
+    assert [a["type"] for a in d.call("agent.list", task_id=other)] == ["stranger"]
+
+
+def test_agentctl_without_a_token_cannot_stop_the_daemon(boundary: DaemonProcess) -> None:
+    """``env -u SUPERVISORD_AGENTS_TOKEN agentctl stop`` inside an agent is refused (exit 1, forbidden);
+    the agent's own agentctl progress still works without any token."""
+    d = boundary
+    task = d.create_task()
+    out = d.base / "rc"
+    script = ("env -u SUPERVISORD_AGENTS_TOKEN agentctl stop 2>err; echo $? > rc.tmp; "
+              "env -u SUPERVISORD_AGENTS_TOKEN agentctl progress mine; echo $? >> rc.tmp; mv rc.tmp rc")
+    agent = d.call("agent.spawn", task_id=task, type="stopper", argv=["sh", "-c", script])
+    codes = eventually(lambda: out.exists() and out.read_text().split(), 60, "agentctl ran")
+    assert codes == ["1", "0"], (d.base / "err").read_text()
+    assert "forbidden" in (d.base / "err").read_text() or "operator" in (d.base / "err").read_text()
+    assert d.call("daemon.health")["ok"] is True
+    assert d.call("agent.get", agent_id=agent["id"])["message"] == "mine"
+
+
+def test_no_agent_holds_a_secret_another_could_steal(boundary: DaemonProcess) -> None:
+    """No identity token exists to be read from another agent's environment or files."""
+    d = boundary
+    task = d.create_task()
+    dump = d.base / "env.json"
+    agent = d.spawn_fake(task, "dumper", "--dump-env", str(dump), "--sleep", "60")
+    env = eventually(lambda: read_json(dump), 60, "the agent's environment")
+    assert "SUPERVISORD_AGENTS_TOKEN" not in env and env["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
+    folder = d.state_dir / "tasks" / task / "agents" / agent["id"]
+    assert not (folder / "launch.json").exists()
+
+
+def test_an_agent_that_kills_its_runner_is_ended_not_left_running(boundary: DaemonProcess) -> None:
+    """``kill -9 $PPID; exec sleep`` (the agent kills its runner) leaves no ghost: the agent is lost with
+    the reason "runner killed", its process is ended, and the next queued agent of a one-slot task starts
+    only once it is (limits count what really runs)."""
+    d = boundary
+    task = d.create_task(limits={"max_concurrent": 1})
+    agents = []
+    for n in range(3):
+        pidfile = d.base / f"ghost{n}.pid"
+        script = f"echo $$ > {pidfile}; kill -9 $PPID; exec sleep 900"
+        agents.append((d.call("agent.spawn", task_id=task, type=f"ghost{n}", argv=["sh", "-c", script], queue=True),
+                       pidfile))
+    seen_alive: list[int] = []
+    for agent, pidfile in agents:
+        pid = int(eventually(lambda p=pidfile: p.exists() and p.read_text().strip(), 60, "the agent started"))
+        seen_alive = [p for p in seen_alive if alive(p)]
+        assert seen_alive == [], "an earlier ghost still ran when the next one started"
+        seen_alive.append(pid)
+        ended = d.wait_state(agent["id"], timeout=60)
+        assert ended["state"] == "lost" and "runner killed" in ended["exit"]["reason"], ended
+        assert not alive(pid)
+
+
+def test_leftovers_are_ended_even_when_the_agent_closed_its_output(boundary: DaemonProcess) -> None:
+    """An agent that redirects its output and leaves a background child completes, and the child
+    does not outlive it."""
+    d = boundary
+    task = d.create_task()
+    pidfile = d.base / "child.pid"
+    script = f"exec >/dev/null 2>&1; sleep 900 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; sleep 0.3"
+    agent = d.call("agent.spawn", task_id=task, type="leaver", argv=["sh", "-c", script])
+    ended = d.wait_state(agent["id"], timeout=60)
+    assert ended["state"] == "completed"
+    child = int(pidfile.read_text())
+    eventually(lambda: not alive(child), 10, "the background child ended")
+
+
+def tmux_argv(d: DaemonProcess, *args: str) -> list[str]:
+    return ["tmux", "-S", str(d.tmux_socket), *args]
+
+
+def test_hooks_an_agent_sets_on_our_tmux_server_are_undone(boundary: DaemonProcess) -> None:
+    """A global hook set from inside an agent never runs: the next reconcile pass removes it and
+    records a drift event; the agent's pane has no TMUX variable to find the server by."""
+    d = boundary
+    task = d.create_task()
+    marker = d.base / "hook-ran"
+    dump = d.base / "env.json"
+    script = (f"{sys.executable} {FAKE_AGENT} --dump-env {dump}; "
+              f"tmux -S {d.tmux_socket} set-hook -g session-created 'run-shell \"touch {marker}\"'")
+    agent = d.call("agent.spawn", task_id=task, type="hooker", argv=["sh", "-c", script])
+    d.wait_state(agent["id"], timeout=60)
+    env = eventually(lambda: read_json(dump), 10, "the agent's environment")
+    assert "TMUX" not in env and "TMUX_PANE" not in env
+    eventually(lambda: "session-created" in json.dumps(d.call("daemon.reconcile")["restored"]) or
+               any(e.get("kind") == "drift" for e in _events(d)), 20, "the hook was found and removed")
+    d.spawn_fake(task, "next", "--sleep", "1")
+    time.sleep(0.5)
+    assert not marker.exists()
+    assert any(e["kind"] == "drift" and any("session-created" in w for w in e["data"]["what"]) for e in _events(d))
+
+
+def test_a_session_an_agent_creates_on_our_server_is_ended(boundary: DaemonProcess) -> None:
+    """A session without our marker (made by an agent through the tmux socket) is reported and ended,
+    with what ran in it; so is a window an agent opens beside its own pane."""
+    d = boundary
+    task = d.create_task()
+    pidfile, windowfile = d.base / "evil.pid", d.base / "window.pid"
+    script = (f"tmux -S {d.tmux_socket} new-session -d -s evil 'echo $$ > {pidfile}; exec sleep 900'; "
+              f"tmux -S {d.tmux_socket} new-window -d -t \"sa-$SUPERVISORD_AGENTS_AGENT_ID\" "
+              f"'echo $$ > {windowfile}; exec sleep 900'; sleep 30")
+    agent = d.call("agent.spawn", task_id=task, type="squatter", argv=["sh", "-c", script])
+    pids = [int(eventually(lambda f=f: f.exists() and f.read_text().strip(), 30, f"{f.name} ran"))
+            for f in (pidfile, windowfile)]
+    for pid in pids:
+        eventually(lambda p=pid: not alive(p), 30, "the foreign session's and window's processes ended")
+    drift = [w for e in _events(d) if e["kind"] == "drift" for w in e["data"]["what"]]
+    assert any("(evil)" in w for w in drift) and any(w.startswith("pane ") for w in drift), drift
+    assert d.call("agent.get", agent_id=agent["id"])["state"] == "running"  # its own pane was kept
+
+
+def _events(d: DaemonProcess) -> list[dict[str, Any]]:
+    last = d.call("daemon.health")["last_seq"]
+    out = []
+    with d.client(timeout=10) as c:
+        for event in c.events(since=0):
+            out.append({"kind": event.kind, "data": event.data, "seq": event.seq})
+            if event.seq >= last:
+                break
+    return out
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_state_directory_is_private_whatever_was_there() -> None:
+    """A pre-existing 0755 state directory is tightened to 0700, and the database, its WAL, the lock,
+    task folders and log archives are 0600/0700."""
+    d = DaemonProcess()
+    d.state_dir.mkdir(mode=0o755, parents=True)
+    os.chmod(d.state_dir, 0o755)
+    try:
+        d.start()
+        task = d.create_task()
+        agent = d.spawn_fake(task, "w")
+        d.wait_state(agent["id"])
+        eventually(lambda: d.call("agent.get", agent_id=agent["id"])["cleanup"], 30, "cleanup")
+        assert mode(d.state_dir) == 0o700
+        files = [p for p in d.state_dir.rglob("*")]
+        assert any(p.name == "state.sqlite3-wal" for p in files)
+        loose = {str(p.relative_to(d.state_dir)): oct(mode(p)) for p in files
+                 if mode(p) & 0o077}
+        assert loose == {}
+    finally:
+        d.close()
+
+
+def test_clients_refuse_a_socket_someone_else_could_have_placed() -> None:
+    """A socket in a folder others can write, or one that belongs to another uid, is refused before
+    anything (a token, a prompt) is sent to it; agentctl says so in one line."""
+    shared = short_tmpdir()
+    path = shared / "control.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen()
+        listener.setblocking(False)
+        os.chmod(shared, 0o777)
+        with pytest.raises(Forbidden, match="writable by others"):
+            Client(path)
+        result = subprocess.run([str(BIN / "agentctl"), "--socket", str(path), "status"], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode != 0 and "refusing" in result.stderr and result.stderr.count("\n") == 1
+        os.chmod(shared, 0o700)
+        os.chown(path, 65534, 65534)
+        with pytest.raises(Forbidden, match="uid 65534"):
+            Client(path)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody ever connected
+    finally:
+        listener.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_clients_find_the_socket_where_the_daemon_binds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit socket, a client reads the daemon's config file (its [paths] runtime_dir) and
+    environment, as the daemon does; with XDG_RUNTIME_DIR unset both use the same per-uid temp folder."""
+    base = short_tmpdir()
+    try:
+        (base / "config.toml").write_text(f'[paths]\nruntime_dir = "{base / "rt"}"\n')
+        for key in list(os.environ):
+            if key.startswith("SUPERVISORD_AGENTS_"):
+                monkeypatch.delenv(key)
+        monkeypatch.setenv("SUPERVISORD_AGENTS_CONFIG", str(base / "config.toml"))
+        assert resolve_socket() == base / "rt" / "control.sock"
+        monkeypatch.setenv("SUPERVISORD_AGENTS_CONFIG", str(base / "none.toml"))
+        (base / "none.toml").write_text("")
+        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+        assert resolve_socket() == load_config().socket_path == default_runtime_dir() / "control.sock"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)")
+def test_a_sandboxed_agent_reports_and_reaches_nothing_else(boundary: DaemonProcess) -> None:
+    """Under ``sandbox = "bwrap"`` an agent reports through its own socket, writes its working directory,
+    and cannot see the control socket, reach the tmux server or read another agent's files."""
+    d = boundary
+    neighbour_task = d.create_task()
+    neighbour = sleeper(d, neighbour_task, "neighbour")
+    secret = d.state_dir / "tasks" / neighbour_task / "agents" / neighbour / "prompt.txt"
+    assert secret.exists()
+    task = d.create_task(sandbox="bwrap")
+    out = d.base / "sandbox.txt"
+    script = "; ".join([
+        f"exec > {out}.tmp 2>&1",
+        'agentctl progress "inside the sandbox" && echo report=ok',
+        f"test -e {d.socket} && echo control=visible || echo control=hidden",
+        f"tmux -S {d.tmux_socket} ls >/dev/null 2>&1 && echo tmux=reachable || echo tmux=unreachable",
+        f"cat {secret} >/dev/null 2>&1 && echo neighbour=readable || echo neighbour=unreadable",
+        f"echo hi > {d.base}/written && echo cwd=writable",
+        f"mv {out}.tmp {out}",
+    ])
+    agent = d.call("agent.spawn", task_id=task, type="boxed", argv=["sh", "-c", script])
+    assert agent["sandbox"] == "bwrap"
+    ended = d.wait_state(agent["id"], timeout=60)
+    seen = dict(line.split("=", 1) for line in out.read_text().split() if "=" in line)
+    assert seen == {"report": "ok", "control": "hidden", "tmux": "unreachable", "neighbour": "unreadable",
+                    "cwd": "writable"}, out.read_text()
+    assert ended["state"] == "completed" and ended["message"] == "inside the sandbox"
