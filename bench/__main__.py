@@ -10,6 +10,7 @@ because the machine is slow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -33,9 +34,10 @@ sys.path.insert(0, str(ROOT))
 import libtmux  # noqa: E402
 
 from bench import old_registry  # noqa: E402
+from supervisord_agents import cgroups, procs  # noqa: E402
 from supervisord_agents.clients.client import Client  # noqa: E402
 from supervisord_agents.commands import Event, EventKind  # noqa: E402
-from supervisord_agents.model import Agent, AgentState, CleanupRecord, DecidedBy, Exit, Task  # noqa: E402
+from supervisord_agents.model import Agent, AgentState, CleanupRecord, DecidedBy, Exit, Resources, Task  # noqa: E402
 from supervisord_agents.store import Batch, Store  # noqa: E402
 from tests.harness import DaemonProcess  # noqa: E402
 
@@ -487,6 +489,37 @@ def bench_supervisord(quick: bool) -> list[Row]:
         ]
     return rows
 
+def bench_identity(quick: bool) -> list[Row]:
+    """What telling an agent's connection from the operator's costs the daemon: the
+    cgroup lookup of a peer pid, and the runner-ancestry walk without cgroups."""
+    n = 2_000 if quick else 20_000
+    rows: list[Row] = []
+    found, note = cgroups.setup("", f"bench-{os.getpid()}")
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        if found is not None:
+            found.create("bench-000000-000001", Resources())
+            (found.agent_dir("bench-000000-000001") / "cgroup.procs").write_text(str(child.pid))
+            assert found.agent_of(child.pid) == "bench-000000-000001"
+            samples = timed(lambda: found.agent_of(child.pid), n)
+            rows.append(("classify a connection by cgroup (peer pid -> agent)", f"p50 {us(pct(samples, 0.5))}, "
+                         f"p99 {us(pct(samples, 0.99))}", "goal < 20 µs per connection"))
+        else:
+            rows.append(("classify a connection by cgroup", "n/a", note))
+        runners = {os.getppid(): "bench-000000-000002"}  # the walk goes child -> us -> our parent
+        samples = timed(lambda: procs.ancestor_in(child.pid, runners), n)
+        rows.append(("classify by runner ancestry (no cgroups), 2 hops", f"p50 {us(pct(samples, 0.5))}, "
+                     f"p99 {us(pct(samples, 0.99))}", "the fallback boundary"))
+    finally:
+        child.kill()
+        child.wait()
+        if found is not None:
+            found.remove("bench-000000-000001")
+            for leaf in (found.agents, found.base):
+                with contextlib.suppress(OSError):
+                    leaf.rmdir()
+    return rows
+
 
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "reads": bench_reads,
@@ -498,6 +531,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "status": bench_status,
     "mcp": bench_mcp,
     "supervisord": bench_supervisord,
+    "identity": bench_identity,
 }
 
 
