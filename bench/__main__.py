@@ -436,11 +436,11 @@ def bench_supervisord(quick: bool) -> list[Row]:
     rows: list[Row] = []
     n = 100 if quick else 1000
     bin_dir = Path(sys.executable).parent
-    for procs in (10, 100):
+    for programs in (10, 100):
         tmp = Path(tempfile.mkdtemp(prefix="sa-svd-", dir="/tmp"))
         conf = tmp / "supervisord.conf"
         conf.write_text(SUPERVISORD_CONF.format(dir=tmp) + "".join(
-            f"[program:sleep{i}]\ncommand=sleep 600\nstartsecs=0\n" for i in range(procs)))
+            f"[program:sleep{i}]\ncommand=sleep 600\nstartsecs=0\n" for i in range(programs)))
         svd = subprocess.Popen([str(bin_dir / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         d = DaemonProcess(global_max_concurrent=1000)
@@ -453,7 +453,7 @@ def bench_supervisord(quick: bool) -> list[Row]:
             while True:
                 proxy = connect()  # a failed request leaves the transport unusable: a fresh one each try
                 try:
-                    if sum(p["statename"] == "RUNNING" for p in proxy.supervisor.getAllProcessInfo()) == procs:
+                    if sum(p["statename"] == "RUNNING" for p in proxy.supervisor.getAllProcessInfo()) == programs:
                         break
                 except (OSError, xmlrpc.client.Error):
                     pass
@@ -466,7 +466,7 @@ def bench_supervisord(quick: bool) -> list[Row]:
             task = d.create_task(limits={"max_concurrent": 1000, "max_total": 1000})
             spawn = functools.partial(d.call, "agent.spawn", task_id=task, argv=["sleep", "600"])
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda i, spawn=spawn: spawn(type=f"p{i}"), range(procs)))
+                list(pool.map(lambda i, spawn=spawn: spawn(type=f"p{i}"), range(programs)))
             with d.client() as c:
                 ours = timed(functools.partial(c.request, "agent.list", task_id=task), n)
             cli = timed(functools.partial(subprocess.run, [str(bin_dir / "agentctl"), "status"], env=d.env,
@@ -480,11 +480,11 @@ def bench_supervisord(quick: bool) -> list[Row]:
             shutil.rmtree(tmp, ignore_errors=True)
         p50 = statistics.median
         rows += [
-            (f"`agent.list`, {procs} running agents", f"p50 {us(p50(ours))}, p99 {us(pct(ours, .99))}",
+            (f"`agent.list`, {programs} running agents", f"p50 {us(p50(ours))}, p99 {us(pct(ours, .99))}",
              f"{p50(rpc) / p50(ours):.1f}x faster than supervisord"),
-            (f"supervisord `getAllProcessInfo`, {procs} programs", f"p50 {us(p50(rpc))}, p99 {us(pct(rpc, .99))}",
+            (f"supervisord `getAllProcessInfo`, {programs} programs", f"p50 {us(p50(rpc))}, p99 {us(pct(rpc, .99))}",
              "XML-RPC over its Unix socket"),
-            (f"`agentctl status` (whole command), {procs} agents", f"p50 {ms(p50(cli))}",
+            (f"`agentctl status` (whole command), {programs} agents", f"p50 {ms(p50(cli))}",
              f"`supervisorctl status`: p50 {ms(p50(ctl))}"),
         ]
     return rows

@@ -57,6 +57,10 @@ RestartPreventExitStatus={EXIT_ALREADY_RUNNING}
 # stop only the daemon, so that a stop or restart leaves the agents running and the
 # next daemon re-adopts them.
 KillMode=process
+# The unit's cgroup is the daemon's to divide: each agent runs in a cgroup of its own
+# below it, which is how the daemon tells agents' connections from yours and ends all
+# of an agent at once.
+Delegate=yes
 TimeoutStopSec=30
 
 [Install]

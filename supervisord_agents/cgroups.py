@@ -230,7 +230,7 @@ def setup(configured: str, instance: str) -> tuple[Cgroups | None, str]:
 
 
 def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as a shell's ">" does; kernfs takes it
     try:
         os.write(fd, value.encode())
     finally:
