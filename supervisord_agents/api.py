@@ -358,7 +358,7 @@ class Api:
             raise InvalidParams("task_id is required")
         agent, launch = self._prepare(params, params.task_id, params.parent)
         try:
-            await self.launcher.prepare(agent, launch)
+            self.launcher.prepare(agent, launch)
             admitted: Agent = await self.mailbox.submit(SpawnAgent(agent, queue=params.queue))
         except BaseException:
             # Refused, or cancelled before the actor took it: no agent exists to own the files.

@@ -19,7 +19,7 @@ from supervisord_agents import api as api_module
 from supervisord_agents.api import Caller
 from supervisord_agents.config import Settings, load_config
 from supervisord_agents.daemon import Daemon
-from supervisord_agents.errors import DuplicateAgent, LimitExceeded, SpawnFailed
+from supervisord_agents.errors import DuplicateAgent, LimitExceeded, SpawnFailed, StorageError
 from supervisord_agents.files import AgentFiles
 from supervisord_agents.protocol import METHODS
 from supervisord_agents.server import bind_socket
@@ -263,30 +263,44 @@ async def test_a_refused_spawn_leaves_no_files(rig: InProcess) -> None:
     assert not rig.files(first).launch.exists()  # handed over when the session started
 
 
-@pytest.mark.parametrize("point", ["prepare", "submit"])
 async def test_a_spawn_cancelled_before_admission_leaves_nothing(
-    rig: InProcess, monkeypatch: pytest.MonkeyPatch, point: str,
+    rig: InProcess, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Cancelled at the launch's write or at the mailbox, a spawn leaves no agent and no files."""
+    """Cancelled at the mailbox (the one await before the actor decides), a spawn leaves no agent and no files."""
     task_id = await rig.task()
     daemon = rig.daemon
-    target = daemon.launcher if point == "prepare" else daemon.mailbox
-    original = getattr(target, point)
+    original = daemon.mailbox.submit
     with trio.CancelScope() as scope:
 
-        async def cancelled_here(*args: Any) -> Any:
-            if point == "prepare" or type(args[0]).__name__ == "SpawnAgent":
+        async def cancelled_here(command: Any) -> Any:
+            if type(command).__name__ == "SpawnAgent":
                 scope.cancel()
-            return await original(*args)
+            return await original(command)
 
-        monkeypatch.setattr(target, point, cancelled_here)
+        monkeypatch.setattr(daemon.mailbox, "submit", cancelled_here)
         await rig.spawn(task_id)
     assert scope.cancelled_caught
-    monkeypatch.setattr(target, point, original)
+    monkeypatch.setattr(daemon.mailbox, "submit", original)
     assert await rig.call("agent.list", task_id=task_id) == []
     assert agent_dirs(rig, task_id) == []
     assert daemon.api._minting == set()
     assert not rig.fake.specs
+
+
+async def test_a_spawn_whose_launch_cannot_be_written_leaves_nothing(
+    rig: InProcess, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A launch record that cannot be written (a full disk) fails the spawn with nothing admitted or left."""
+    task_id = await rig.task()
+    def half_written(files: Any, data: bytes) -> None:
+        files.dir.mkdir(parents=True, exist_ok=True)
+        files.launch.write_bytes(data[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(AgentFiles, "save_launch", half_written)
+    with pytest.raises(StorageError, match="No space"):
+        await rig.spawn(task_id)
+    assert await rig.call("agent.list", task_id=task_id) == [] and agent_dirs(rig, task_id) == []
 
 
 async def test_a_spawn_cancelled_after_admission_still_starts(rig: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
