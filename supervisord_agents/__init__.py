@@ -21,7 +21,8 @@ Adapters (own I/O, run inside the daemon):
     effects         start, stop and clean up agents once the actor's decisions are committed
     reconciler      the loop that keeps the registry truthful about tmux (timer, notifications)
     tmux_control    the private tmux server, driven through one control-mode client
-    api             one handler per method; who may do what
+    api             one handler per method of the protocol's table
+    access          who a caller is (by the kernel's account) and what its method's rule allows
     server          the Unix socket: peer checks, framing, limits, the one place errors become replies
     files           where an agent's files live; the runner's records
     output          reading an agent's log: tail, offsets, bounded regex, summaries

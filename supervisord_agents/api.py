@@ -14,7 +14,7 @@ Identity comes from the kernel: a connection whose peer runs in an agent's cgrou
 without cgroups, below an agent's runner) is that agent's, whatever it sends; any other
 peer of our uid is the operator. Tokens remain only where the kernel cannot tell (no
 ``/proc``). Every method's :class:`~supervisord_agents.protocol.Rule` is enforced here,
-once, before its handler runs (:meth:`Api.scope`): an agent is refused with
+once, before its handler runs (:class:`~supervisord_agents.access.Access`): an agent is refused with
 ``forbidden`` naming the rule, or its params are narrowed to what the rule allows.
 """
 
@@ -34,7 +34,8 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from . import __version__, procs
+from . import __version__
+from .access import Access
 from .actor import Actor, Hub, Mailbox, Subscription
 from .cgroups import Cgroups
 from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
@@ -42,7 +43,7 @@ from .config import Settings
 from .errors import Forbidden, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
 from .launch import Launch, Launcher
-from .model import LIVE_STATES, Agent, AgentState, DecidedBy, Finding, Task
+from .model import Agent, AgentState, DecidedBy, Finding, Task
 from .output import read_output
 from .protocol import (
     AGENT_FINDING,
@@ -90,7 +91,6 @@ from .protocol import (
     R,
     ReconcileParams,
     ReconcileReport,
-    Rule,
     Screen,
     SpawnParams,
     Stopping,
@@ -207,7 +207,8 @@ class Api:
         self.connections = connections
         self.stop_daemon = stop
         self.cgroups = cgroups
-        self.boundary = Boundary.CGROUP if cgroups else Boundary.ANCESTRY if procs.HAVE_PROC else Boundary.TOKEN
+        self.access = Access(self.registry, cgroups)
+        self.boundary = self.access.boundary
         self.boundary_note = boundary_note
         self.started_at = time.time()
         self._minting: set[str] = set()
@@ -216,53 +217,8 @@ class Api:
         """Answer one request (a ``Stream`` for a streaming method). Raises SupervisorError."""
         me = self._as_agent(caller)
         if me is not None:
-            params = self.scope(method, params, me)
+            params = self.access.scope(method, params, me)
         return await _HANDLERS[method.name](self, params, caller)
-
-    def identify(self, pid: int | None) -> str | None:
-        """The agent a peer process runs in, by the kernel's account; None: the operator."""
-        if pid is None:
-            return None
-        if self.cgroups is not None:
-            return self.cgroups.agent_of(pid)
-        if self.boundary is Boundary.ANCESTRY:
-            runners = {a.tmux.pane_pid: a.id for a in self.registry.agents_in(LIVE_STATES) if a.tmux is not None}
-            return procs.ancestor_in(pid, runners)
-        return None
-
-    def scope(self, method: Method[P, R], params: P, me: Agent) -> P:
-        """An agent's params under its method's rule: narrowed to itself, its task or its
-        descendants, or refused. Raises Forbidden naming the rule."""
-        rule = method.rule
-
-        def refuse(detail: str = "") -> Forbidden:
-            return Forbidden(f"{method.name}: {rule.value}{detail}",
-                             data={"method": method.name, "rule": rule.name.lower(), "agent_id": me.id})
-
-        def narrow(field: str, mine: str) -> dict[str, str]:
-            given = getattr(params, field, None)
-            if given not in (None, mine):
-                raise refuse(f" ({field} {given} is not {mine})")
-            return {field: mine}
-
-        if rule is Rule.ANYONE:
-            return params
-        if rule is Rule.OPERATOR:
-            raise refuse()
-        if rule is Rule.SELF:
-            changes = narrow("agent_id", me.id)
-            if hasattr(params, "task_id"):
-                changes |= narrow("task_id", me.task_id)
-            return msgspec.structs.replace(params, **changes)
-        if rule is Rule.CHILDREN:
-            return msgspec.structs.replace(params, **narrow("task_id", me.task_id), **narrow("parent", me.id))
-        if rule is Rule.OWN_TASK:
-            return msgspec.structs.replace(params, **narrow("task_id", me.task_id))
-        targets = getattr(params, "agent_ids", None) or [getattr(params, "agent_id")]  # noqa: B009
-        for target in targets:
-            if target != me.id and not self._is_descendant(target, me.id):
-                raise refuse(f" ({target} is not one of them)")
-        return params
 
     # -- session -------------------------------------------------------------------
 
@@ -468,14 +424,6 @@ class Api:
         with trio.move_on_after(deadline):
             return await self._wait_for(target.id, lambda a: a.state.terminal)
         raise Timeout(f"agent {target.id} did not stop within {deadline:.0f} s", data={"agent_id": target.id})
-
-    def _is_descendant(self, agent_id: str, ancestor: str) -> bool:
-        current: str | None = agent_id
-        while current is not None:
-            current = self.registry.agent(current).parent  # raises UnknownAgent for an unknown id
-            if current == ancestor:
-                return True
-        return False
 
     def _live_descendants(self, agent_id: str) -> list[str]:
         out, stack = [], self.registry.children(agent_id)

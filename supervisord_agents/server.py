@@ -162,7 +162,7 @@ class Server:
         stats.open += 1
         try:
             caller = Caller(pid=pid, uid=uid)
-            caller.agent_id = agent_id or self.api.identify(pid)
+            caller.agent_id = agent_id or self.api.access.identify(pid)
             await Connection(self, stream, caller).run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away

@@ -25,7 +25,7 @@ README = PACKAGE.parent / "README.md"
 
 CORE = {"errors", "model", "commands", "registry", "drift", "protocol", "tmux", "tmux_protocol"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
-            "procs", "cgroups", "agent_sockets", "providers", "config", "logs", "service"}
+            "procs", "cgroups", "agent_sockets", "access", "providers", "config", "logs", "service"}
 ENTRY = {"daemon", "runner"}
 IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog", "subprocess", "pathlib", "io",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",
