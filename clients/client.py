@@ -153,8 +153,22 @@ class Client:
         self._next_id += 1
         clean = {k: v for k, v in params.items() if v is not None}
         line = self._encoder.encode({"id": self._next_id, "method": method, "params": clean}) + b"\n"
-        self._sock.sendall(line)
+        try:
+            self._sock.sendall(line)
+        except (BrokenPipeError, ConnectionResetError):
+            self._refused()
         return self._next_id
+
+    def _refused(self) -> None:
+        """The daemon closed the connection on us: raise the reason it sent first, if any."""
+        self._sock.settimeout(1.0)
+        try:
+            message = self._receive()
+        except (OSError, ProtocolError):
+            message = None
+        if message is not None:
+            self._raise_for(message)
+        raise ProtocolError("the daemon closed the connection")
 
     def call(self, method: Method[P, R], **params: Any) -> R:
         """Call a method; return its result as the method's declared type. Raises the

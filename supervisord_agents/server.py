@@ -148,21 +148,29 @@ class Server:
             pid, uid = peer_credentials(stream.socket)
         except OSError:
             pid, uid = None, -1
+        identified = self.api.access.identify(pid) if uid == self.uid else None
+        refusal: Forbidden | None = None
         if uid != self.uid:
+            refusal = Forbidden(f"uid {uid} may not use this daemon")
+        elif agent_id is not None and identified not in (None, agent_id):
+            # Another agent found a sandboxed agent's socket (it lies in the runtime folder,
+            # which an unsandboxed agent can read): it stays itself, and may not come in.
+            refusal = Forbidden(f"this socket is agent {agent_id}'s; you are agent {identified}")
+        if refusal is not None:
             stats.refused += 1
-            log.warning("peer_refused", peer_uid=uid, peer_pid=pid)
-            await _send_and_close(stream, encoder, error_reply(None, Forbidden(f"uid {uid} may not use this daemon")))
+            log.warning("peer_refused", peer_uid=uid, peer_pid=pid, reason=refusal.message)
+            await _send_and_close(stream, encoder, error_reply(None, refusal))
             return
         cap = self.settings.current.daemon.max_connections
         if stats.open >= cap:
             stats.refused += 1
-            refusal = LimitExceeded(f"too many connections (max {cap})")
-            await _send_and_close(stream, encoder, error_reply(None, refusal))
+            full = LimitExceeded(f"too many connections (max {cap})")
+            await _send_and_close(stream, encoder, error_reply(None, full))
             return
         stats.open += 1
         try:
             caller = Caller(pid=pid, uid=uid)
-            caller.agent_id = agent_id or self.api.access.identify(pid)
+            caller.agent_id = agent_id or identified
             await Connection(self, stream, caller).run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away

@@ -347,3 +347,21 @@ def test_a_sandboxed_agent_reports_and_reaches_nothing_else(boundary: DaemonProc
     assert seen == {"report": "ok", "control": "hidden", "tmux": "unreachable", "neighbour": "unreadable",
                     "cwd": "writable"}, out.read_text()
     assert ended["state"] == "completed" and ended["message"] == "inside the sandbox"
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)")
+def test_another_agent_cannot_use_a_sandboxed_agents_socket(boundary: DaemonProcess) -> None:
+    """A sandboxed agent's own socket answers only that agent: another agent that finds it in the runtime
+    folder is refused, and nothing is reported in the sandboxed agent's name."""
+    d = boundary
+    task = d.create_task(sandbox="bwrap")
+    boxed = d.call("agent.spawn", task_id=task, type="boxed", argv=["sh", "-c", "sleep 60"])
+    its_socket = d.runtime_dir / "agents" / boxed["id"] / "control.sock"
+    assert its_socket.exists()
+    out = d.base / "rc"
+    script = (f"SUPERVISORD_AGENTS_SOCKET={its_socket} agentctl progress 'as the boxed one' 2>err; "
+              "echo $? > rc.tmp; mv rc.tmp rc")
+    d.call("agent.spawn", task_id=d.create_task(), type="intruder", argv=["sh", "-c", script])
+    code = eventually(lambda: out.exists() and out.read_text().strip(), 60, "agentctl ran")
+    assert code != "0" and "socket is agent" in (d.base / "err").read_text()
+    assert d.call("agent.get", agent_id=boxed["id"])["message"] == ""
