@@ -151,7 +151,13 @@ class Effects:
             raise TmuxError("sandbox 'bwrap' asked for, but bubblewrap is not installed (apt-get install bubblewrap)")
         config = self.settings.current
         argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--ro-bind", "/", "/",
-                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", cwd, cwd]
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        # The private /tmp must not hide the supervisor's own tools (agentctl, the MCP shim,
+        # their Python) from the agent: installed under /tmp, they are bound back, read-only.
+        for tool in sorted({sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parent.parent)}):
+            if tool.startswith("/tmp/"):
+                argv += ["--ro-bind", tool, tool]
+        argv += ["--bind", cwd, cwd]
         for hidden in (config.state_dir, config.runtime_dir):
             argv += ["--tmpfs", str(hidden)]
         return [*argv, "--bind", str(reporting), str(reporting), "--chdir", cwd, "--"]
