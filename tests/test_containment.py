@@ -228,12 +228,19 @@ def test_a_session_an_agent_creates_on_our_server_is_ended(boundary: DaemonProce
               f"tmux -S {d.tmux_socket} new-window -d -t \"sa-$SUPERVISORD_AGENTS_AGENT_ID\" "
               f"'echo $$ > {windowfile}; exec sleep 900'; sleep 30")
     agent = d.call("agent.spawn", task_id=task, type="squatter", argv=["sh", "-c", script])
-    pids = [int(eventually(lambda f=f: f.exists() and f.read_text().strip(), 30, f"{f.name} ran"))
-            for f in (pidfile, windowfile)]
-    for pid in pids:
-        eventually(lambda p=pid: not alive(p), 30, "the foreign session's and window's processes ended")
-    drift = [w for e in _events(d) if e["kind"] == "drift" for w in e["data"]["what"]]
-    assert any("(evil)" in w for w in drift) and any(w.startswith("pane ") for w in drift), drift
+
+    def drift() -> list[str]:
+        return [w for e in _events(d) if e["kind"] == "drift" for w in e["data"]["what"]]
+
+    eventually(lambda: any("(evil)" in w for w in drift()) and any(w.startswith("pane ") for w in drift()), 30,
+               "the foreign session and window reported")
+    # Either was ended before its command even ran, or what it ran is gone too.
+    for f in (pidfile, windowfile):
+        if f.exists() and f.read_text().strip():
+            pid = int(f.read_text())
+            eventually(lambda p=pid: not alive(p), 30, f"{f.name}'s process ended")
+    assert "evil" not in subprocess.run(["tmux", "-S", str(d.tmux_socket), "ls"], capture_output=True,
+                                        text=True).stdout
     assert d.call("agent.get", agent_id=agent["id"])["state"] == "running"  # its own pane was kept
 
 
