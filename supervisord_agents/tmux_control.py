@@ -328,8 +328,12 @@ class ControlModeTmux:
         return ids
 
     async def kill_session(self, session_id: str) -> bool:
+        return await self._kill("kill-session", session_id)
+
+    async def _kill(self, command: str, target: str) -> bool:
+        """``kill-session`` or ``kill-pane`` by exact id; False if it was already gone."""
         try:
-            await self._command(["kill-session", "-t", session_id])
+            await self._command([command, "-t", target])
         except TmuxError as e:
             if e.message.startswith(_SESSION_GONE):
                 return False
@@ -341,13 +345,7 @@ class ControlModeTmux:
         return [pane for pane in map(parse_pane, lines) if pane is not None]
 
     async def kill_pane(self, pane_id: str) -> bool:
-        try:
-            await self._command(["kill-pane", "-t", pane_id])
-        except TmuxError as e:
-            if e.message.startswith(_SESSION_GONE):
-                return False
-            raise
-        return True
+        return await self._kill("kill-pane", pane_id)
 
     async def enforce_config(self) -> list[str]:
         """Put back what was changed in the server's global hooks and options (anything
