@@ -206,9 +206,7 @@ class Api:
         self.settings = settings
         self.connections = connections
         self.stop_daemon = stop
-        self.cgroups = cgroups
         self.access = Access(self.registry, cgroups)
-        self.boundary = self.access.boundary
         self.boundary_note = boundary_note
         self.started_at = time.time()
         self._minting: set[str] = set()
@@ -354,7 +352,7 @@ class Api:
             raise
         # A token only where the kernel cannot tell agents apart: elsewhere one agent could
         # read another's (its environment, its MCP config) and be taken for it.
-        token = secrets.token_urlsafe(32) if self.boundary is Boundary.TOKEN else ""
+        token = secrets.token_urlsafe(32) if self.access.boundary is Boundary.TOKEN else ""
         agent = Agent(
             id=agent_id, task_id=task.id, type=params.type, parent=parent, depth=depth, provider=params.provider,
             model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token) if token else "",
@@ -521,7 +519,7 @@ class Api:
 
     @handles(DAEMON_HEALTH)
     async def health(self, params: NoParams, caller: Caller) -> Health:
-        actor, last = self.actor, self.reconciler.last
+        actor, last, cgroups = self.actor, self.reconciler.last, self.access.cgroups
         config = self.settings.current
         return Health(
             ok=True,
@@ -543,10 +541,10 @@ class Api:
             tmux_healthy=self.backend.healthy,
             tmux_sessions=None if last is None else last.sessions,
             last_reconcile_error=None if last is None else last.error,
-            boundary=self.boundary,
+            boundary=self.access.boundary,
             boundary_note=self.boundary_note,
-            cgroup_root=None if self.cgroups is None else str(self.cgroups.base),
-            missing_controllers=[] if self.cgroups is None else self.cgroups.missing_controllers,
+            cgroup_root=None if cgroups is None else str(cgroups.base),
+            missing_controllers=[] if cgroups is None else cgroups.missing_controllers,
         )
 
     @handles(DAEMON_STOP)

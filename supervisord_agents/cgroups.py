@@ -37,6 +37,7 @@ from typing import Final
 
 from msgspec import Struct
 
+from . import procs
 from .model import Resources
 
 CONTROLLERS: Final = ("memory", "pids", "cpu")  # the ones agents' resources use
@@ -136,9 +137,7 @@ class Cgroups:
 
     def signal(self, agent_id: str, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` to every process of the agent (a polite stop before ``kill``)."""
-        for pid in self.pids(agent_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+        procs.signal_all(self.pids(agent_id), sig)
 
     def kill(self, agent_id: str) -> None:
         """SIGKILL every process in the agent's cgroup, at once (``cgroup.kill``)."""
@@ -166,13 +165,6 @@ class Cgroups:
         """Remove an empty agent cgroup. Raises OSError (EBUSY while processes remain)."""
         with contextlib.suppress(FileNotFoundError):
             self.agent_dir(agent_id).rmdir()
-
-    def stale(self) -> list[str]:
-        """Agent cgroups that exist now (to compare with the registry)."""
-        try:
-            return [p.name for p in self.agents.iterdir() if p.is_dir()]
-        except OSError:
-            return []
 
 
 def setup(configured: str, instance: str) -> tuple[Cgroups | None, str]:

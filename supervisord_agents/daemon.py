@@ -27,7 +27,7 @@ import trio
 
 from . import __version__, service
 from .actor import Actor, Hub, Mailbox
-from .agent_sockets import AgentSockets
+from .agent_sockets import AgentSockets, prepare_runtime_dir
 from .api import Api, ConnectionStats
 from .cgroups import setup as setup_cgroups
 from .commands import SetGlobalLimit
@@ -41,7 +41,7 @@ from .model import AgentState, Sandbox
 from .protocol import EXIT_ALREADY_RUNNING
 from .reconciler import Reconciler
 from .registry import Registry
-from .server import Server, bind_socket, prepare_runtime_dir
+from .server import Server, bind_socket
 from .store import Store
 from .tmux import TmuxBackend
 from .tmux_control import ControlModeTmux
@@ -164,10 +164,11 @@ class Daemon:
             server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
             nursery.start_soon(self._signals)
             service.notify("READY=1")
+            boundary = self.api.access.boundary.value
             log.info("serving", socket=str(self.settings.current.socket_path), pid=os.getpid(), version=__version__,
-                     boundary=self.api.boundary.value, cgroup_root=str(self.cgroups.base) if self.cgroups else None)
+                     boundary=boundary, cgroup_root=str(self.cgroups.base) if self.cgroups else None)
             if self.cgroups is None:
-                log.warning("weaker_boundary", boundary=self.api.boundary.value, reason=self.api.boundary_note)
+                log.warning("weaker_boundary", boundary=boundary, reason=self.api.boundary_note)
             elif self.cgroups.missing_controllers:
                 log.warning("resource_bounds_unavailable", missing=self.cgroups.missing_controllers)
             await self.stopping.wait()

@@ -33,7 +33,6 @@ import structlog
 import trio
 
 from .agent_sockets import AgentSockets, listen_unix
-from .agent_sockets import prepare_runtime_dir as prepare_runtime_dir
 from .api import Api, Caller, ConnectionStats, Stream
 from .config import Settings
 from .errors import (
