@@ -39,7 +39,7 @@ from .access import Access
 from .actor import Actor, Hub, Mailbox, Subscription
 from .cgroups import Cgroups
 from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
-from .config import Settings
+from .config import ENV_PREFIX, McpStyle, Settings
 from .errors import Forbidden, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
 from .launch import Launch, Launcher
@@ -104,7 +104,7 @@ from .protocol import (
     WaitParams,
     WaitResult,
 )
-from .providers import build_argv, compose_prompt
+from .providers import build_argv, compose_prompt, provider_env
 from .reconciler import Reconciler
 from .store import Store
 from .tmux import TmuxBackend
@@ -343,10 +343,13 @@ class Api:
         stamp = _stamp(now, "%H%M%S")
         agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.registry.agents)
         try:
-            shim = mcp_shim() if provider.mcp_config_flag else None
-            mcp_path = None if shim is None else str(AgentFiles(settings.state_dir, task.id, agent_id).mcp_config)
+            refused = sorted(k for k in params.env if k.startswith(ENV_PREFIX))
+            if refused:
+                raise InvalidParams(f"env may not set {', '.join(refused)}: the daemon gives agents their identity")
+            shim = mcp_shim() if provider.mcp is not McpStyle.NONE else None
+            mcp_file = None if shim is None else AgentFiles(settings.state_dir, task.id, agent_id).mcp_config
             argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv),
-                              mcp_config=mcp_path)
+                              mcp_file=mcp_file, shim=shim)
         except BaseException:
             self._minting.discard(agent_id)
             raise
@@ -356,12 +359,12 @@ class Api:
         agent = Agent(
             id=agent_id, task_id=task.id, type=params.type, parent=parent, depth=depth, provider=params.provider,
             model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token) if token else "",
-            timeout=params.timeout, resources=task.limits.resources.over(provider.resources),
+            timeout=params.timeout or provider.timeout, resources=task.limits.resources.over(provider.resources),
             sandbox=task.sandbox or provider.sandbox,
             created_at=now, updated_at=now,
         )
-        launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task),
-                        stream_json=provider.stream_json, mcp_shim=shim)
+        launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task), events=provider.events,
+                        mcp=provider.mcp, mcp_shim=shim, env=provider_env(provider, params.env, mcp_file))
         return agent, launch
 
     @handles(AGENT_GET)

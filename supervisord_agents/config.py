@@ -14,6 +14,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping
+from enum import StrEnum
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -21,7 +23,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .errors import InvalidParams
-from .model import Limits, Resources, Sandbox
+from .model import EventFormat, Limits, Resources, Sandbox
 
 ENV_PREFIX: Final = "SUPERVISORD_AGENTS_"
 APP: Final = "supervisord-agents"
@@ -49,27 +51,91 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     cgroup_root: str = ""
 
 
+class McpStyle(StrEnum):
+    """How a provider's CLI is given the supervisor's MCP server, per agent (never through
+    the user's own global settings)."""
+
+    NONE = "none"
+    CLAUDE = "claude"  # --mcp-config <agent dir>/mcp.json
+    CODEX = "codex"  # -c mcp_servers.supervisord-agents.* overrides on its command line
+    GEMINI = "gemini"  # a settings file of the agent's own, named by GEMINI_CLI_SYSTEM_SETTINGS_PATH
+
+
 class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How to start one kind of agent: argv (never a shell string) and its options."""
+    """How to start one kind of agent: argv (never a shell string) and its options.
+
+    The prompt is always on the agent's stdin (an argument would show in ``ps`` to every
+    user). ``argv`` holds the flags for a headless run that can report and nothing more:
+    a broader permission (``--yolo``, a bypassed sandbox) is the operator's explicit
+    choice, here or in a spawn's extra argv."""
 
     argv: list[str] = []
     model_flag: list[str] = msgspec.field(default_factory=lambda: ["--model"])
-    stream_json: bool = False  # stdout is stream-json with a final ``result`` event
-    mcp_config_flag: list[str] = []  # e.g. ["--mcp-config"] for claude, when the shim exists
+    events: EventFormat = EventFormat.NONE  # the JSON events on its stdout, read for how it ended
+    mcp: McpStyle = McpStyle.NONE
+    env: dict[str, str] = {}  # set for its agents, over the daemon's environment
+    timeout: Annotated[float, Meta(gt=0)] | None = None  # default wall-time limit (s) of its agents
     resources: Resources = Resources()  # bounds of each agent's cgroup (a task's limits may override)
     sandbox: Sandbox = Sandbox.NONE  # a task's sandbox setting overrides it
+    #: For ``agentctl doctor``: what prints its version, and where its credentials may be
+    #: (environment variable names, or ``~/`` paths), any one of which is enough.
+    version_argv: list[str] = msgspec.field(default_factory=lambda: ["--version"])
+    credentials: list[str] = []
+
+
+#: Environment variables no agent inherits from the daemon: what would make a nested agent
+#: CLI think it runs inside another (and change how it behaves), what belongs to the
+#: daemon's service manager or tmux, and the daemon's own settings.
+DEFAULT_ENV_DENY: Final = (
+    "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT", "CLAUDE_AGENT_SDK_VERSION",
+    "CODEX_SANDBOX", "CODEX_SANDBOX_NETWORK_DISABLED", "CODEX_THREAD_ID", "CODEX_MANAGED_BY_NPM",
+    "GEMINI_CLI", "GEMINI_CLI_NO_RELAUNCH", "SANDBOX",
+    "TMUX", "TMUX_PANE", "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID",
+    "WATCHDOG_USEC", "INVOCATION_ID", "JOURNAL_STREAM", "MANAGERPID", "SUPERVISORD_AGENTS_*",
+)
+
+
+class AgentEnv(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which of the daemon's environment variables its agents get (shell-style patterns):
+    those matching ``allow`` and not ``deny``. A provider's ``env`` and a spawn's ``env``
+    are added after the filter; the agent's identity last."""
+
+    allow: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    deny: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENV_DENY))
+
+    def filter(self, environ: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in environ.items()
+                if any(fnmatchcase(k, p) for p in self.allow) and not any(fnmatchcase(k, p) for p in self.deny)}
+
+
+#: The supervisor's MCP tools that report, as each CLI names them.
+REPORT_TOOLS: Final = ("report_progress", "report_finding")
+MCP_SERVER: Final = "supervisord-agents"
 
 
 def _default_providers() -> dict[str, Provider]:
+    hour = 3600.0
     return {
         "claude": Provider(
-            argv=["claude", "-p", "--output-format", "stream-json", "--verbose"],
-            stream_json=True,
-            mcp_config_flag=["--mcp-config"],
+            argv=["claude", "-p", "--output-format", "stream-json", "--verbose",
+                  "--allowedTools", ",".join([*(f"mcp__{MCP_SERVER}__{t}" for t in REPORT_TOOLS),
+                                              "Bash(agentctl progress:*)", "Bash(agentctl finding:*)"])],
+            events=EventFormat.CLAUDE, mcp=McpStyle.CLAUDE, timeout=hour,
+            credentials=["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                         "~/.claude/.credentials.json"],
         ),
-        "codex": Provider(argv=["codex", "exec", "--json", "-"], model_flag=["--model"]),
-        "gemini": Provider(argv=["gemini", "--output-format", "stream-json"], stream_json=True),
-        "command": Provider(argv=[], model_flag=[]),
+        "codex": Provider(
+            argv=["codex", "exec", "--json", "--skip-git-repo-check", "-"],
+            events=EventFormat.CODEX, mcp=McpStyle.CODEX, timeout=hour,
+            credentials=["OPENAI_API_KEY", "CODEX_API_KEY", "~/.codex/auth.json"],
+        ),
+        "gemini": Provider(
+            argv=["gemini", "--output-format", "stream-json"],
+            events=EventFormat.GEMINI, mcp=McpStyle.GEMINI, timeout=hour,
+            credentials=["GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
+                         "~/.gemini/oauth_creds.json"],
+        ),
+        "command": Provider(argv=[], model_flag=[], version_argv=[]),
     }
 
 
@@ -78,6 +144,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     daemon: DaemonConfig = DaemonConfig()
     limits: Limits = Limits()  # defaults for new tasks
     providers: dict[str, Provider] = {}
+    agent_env: AgentEnv = AgentEnv()
 
     @property
     def state_dir(self) -> Path:
@@ -197,7 +264,7 @@ def dump_config(config: Config) -> str:
         "socket": str(config.socket_path),
         "tmux_socket": str(config.tmux_socket),
     }
-    for section in ("paths", "daemon", "limits"):
+    for section in ("paths", "daemon", "limits", "agent_env"):
         lines.append(f"[{section}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in data[section].items())
         lines.append("")

@@ -30,7 +30,8 @@ from .config import Settings
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import AgentFiles, StartRecord, read_exit, read_start
 from .launch import Launcher
-from .model import Agent, CleanupRecord, DecidedBy, Exit, Sandbox
+from .model import Agent, CleanupRecord, DecidedBy, EventFormat, Exit, Sandbox
+from .providers import agent_environment
 from .tmux import SessionSpec, TmuxBackend
 
 log = structlog.get_logger()
@@ -110,23 +111,29 @@ class Effects:
         """Create the agent's session, then report ``Started`` or ``StartFailed``."""
         files = self.files(agent)
         try:
-            launch = await self.launcher.hand_over(agent)
-            if launch is None:
-                raise TmuxError("its launch record is gone (the daemon restarted before the session was created)")
             cwd = agent.cwd or str(Path.home())
             if not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
                 raise TmuxError(f"working directory {cwd} does not exist")
-            if self.cgroups is not None:
-                self.cgroups.create(agent.id, agent.resources)
             socket_path, sandbox = self.launcher.socket_path, []
             if agent.sandbox is Sandbox.BWRAP:
-                sandbox = self.sandbox_argv(cwd, self.agent_sockets.open(agent.id))
                 socket_path = self.agent_sockets.path(agent.id)
+            launch = await self.launcher.hand_over(agent, socket_path)
+            if launch is None:
+                raise TmuxError("its launch record is gone (the daemon restarted before the session was created)")
+            if self.cgroups is not None:
+                self.cgroups.create(agent.id, agent.resources)
+            if agent.sandbox is Sandbox.BWRAP:
+                sandbox = self.sandbox_argv(cwd, self.agent_sockets.open(agent.id), files.dir)
+            identity = launch.identity_env(agent, socket_path)
+            # The daemon's environment now, not the tmux server's from when it started.
+            env = agent_environment(os.environ, self.settings.current.agent_env, launch.env, identity,
+                                    tools_dir=str(Path(sys.executable).parent))
+            files.write_env(msgspec.json.encode(env))
             spec = SessionSpec(
                 name=f"sa-{agent.id}",
-                argv=self.runner_argv(files, agent, stream_json=launch.stream_json, sandbox=sandbox),
+                argv=self.runner_argv(files, agent, events=launch.events, sandbox=sandbox),
                 cwd=cwd,
-                env={**launch.identity_env(agent, socket_path), "PATH": _agent_path()},
+                env={**identity, "PATH": env["PATH"]},
                 agent_id=agent.id,
                 task_id=agent.task_id,
             )
@@ -134,13 +141,14 @@ class Effects:
         except (SupervisorError, OSError) as e:
             reason = getattr(e, "message", None) or str(e)
             log.warning("spawn_failed", agent_id=agent.id, reason=reason)
+            files.env.unlink(missing_ok=True)
             await self._report(StartFailed(agent.id, reason))
         else:
             await self._report(Started(agent.id, ids))
         finally:
             self._starting.discard(agent.id)
 
-    def sandbox_argv(self, cwd: str, reporting: Path) -> list[str]:
+    def sandbox_argv(self, cwd: str, reporting: Path, own: Path) -> list[str]:
         """bubblewrap around the agent: the file system read-only but for its working
         directory and a private /tmp; the daemon's state and runtime folders (its database,
         the other agents' files, the control and tmux sockets) hidden, but for the agent's
@@ -160,18 +168,20 @@ class Effects:
         argv += ["--bind", cwd, cwd]
         for hidden in (config.state_dir, config.runtime_dir):
             argv += ["--tmpfs", str(hidden)]
-        return [*argv, "--bind", str(reporting), str(reporting), "--chdir", cwd, "--"]
+        # Its own folder (its prompt, its provider's settings) stays readable.
+        return [*argv, "--ro-bind", str(own), str(own), "--bind", str(reporting), str(reporting),
+                "--chdir", cwd, "--"]
 
-    def runner_argv(self, files: AgentFiles, agent: Agent, *, stream_json: bool,
+    def runner_argv(self, files: AgentFiles, agent: Agent, *, events: EventFormat = EventFormat.NONE,
                     sandbox: list[str] | None = None) -> list[str]:
         daemon = self.settings.current.daemon
         argv = [daemon.python or sys.executable, "-m", "supervisord_agents.runner", "--status", str(files.status),
                 "--record", str(files.record), "--log", str(files.log),
-                "--log-max", str(daemon.log_max_bytes), "--prompt", str(files.prompt)]
+                "--log-max", str(daemon.log_max_bytes), "--prompt", str(files.prompt), "--env", str(files.env)]
         if self.cgroups is not None:
             argv += ["--cgroup", str(self.cgroups.agent_dir(agent.id)), "--cgroup-mount", str(self.cgroups.mount)]
-        if stream_json:
-            argv.append("--stream-json")
+        if events is not EventFormat.NONE:
+            argv += ["--events", events.value]
         return [*argv, "--", *(sandbox or []), *agent.argv]
 
     # -- stop ----------------------------------------------------------------------
@@ -300,8 +310,3 @@ class Effects:
             pass  # someone else (the reconciler, a racing exit) recorded it first
         except SupervisorError as e:
             log.warning("effect_report_failed", command=type(command).__name__, error=e.message)
-
-
-def _agent_path() -> str:
-    """PATH for agents: this installation's scripts (agentctl) first."""
-    return f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"

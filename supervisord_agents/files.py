@@ -6,6 +6,8 @@ none can leave the state directory::
     <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
                                                mcp.json     MCP config naming the shim (removed at cleanup)
                                                launch.json  a queued agent's token and prompt (removed at start)
+                                               env.json     its environment (0600, removed by the runner once read)
+                                               provider/    the provider's own per-agent settings (removed at cleanup)
                                                output.log   stdout+stderr (archived at cleanup)
                                                output.log.N rotated log; N: offset of its first byte
                                                runner.json  the runner's start record
@@ -22,11 +24,13 @@ import re
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from msgspec import Struct
 
-from .model import AGENT_ID_PATTERN, TASK_ID_PATTERN, DecidedBy, Exit
+from .model import AGENT_ID_PATTERN, TASK_ID_PATTERN, EventFormat, Exit
+from .results import conclude, read_events
 
 _TASK_RE = re.compile(TASK_ID_PATTERN)
 _AGENT_RE = re.compile(AGENT_ID_PATTERN)
@@ -44,6 +48,7 @@ class AgentFiles:
         self.prompt = self.dir / "prompt.txt"
         self.mcp_config = self.dir / "mcp.json"  # for providers that take one; holds the token
         self.launch = self.dir / "launch.json"  # what a queued agent's start needs; holds the token
+        self.env = self.dir / "env.json"  # the agent's environment, until the runner has read it
         self.log = self.dir / "output.log"
         self.record = self.dir / "runner.json"
         self.status = self.dir / "status.json"
@@ -111,6 +116,10 @@ class AgentFiles:
         digits = head[10:].split(b"\0", 1)[0].rpartition(b".")[2]
         return int(digits) if digits.isdigit() else 0
 
+    def write_env(self, data: bytes) -> None:
+        """The agent's environment for its runner (0600: it may hold keys)."""
+        _write_private(self.env, data)
+
     def save_launch(self, data: bytes) -> None:
         """Keep what a queued agent's start needs across a daemon restart (0600)."""
         self._make_dirs()
@@ -123,10 +132,12 @@ class AgentFiles:
             self.dir.rmdir()
 
     def remove_secrets(self) -> None:
-        """Remove the prompt, the MCP config and the launch record (which carry the agent's token)."""
+        """Remove the prompt, the MCP config, the launch record and the environment (which carry
+        the agent's token and keys)."""
         self.prompt.unlink(missing_ok=True)
         self.mcp_config.unlink(missing_ok=True)
         self.launch.unlink(missing_ok=True)
+        self.env.unlink(missing_ok=True)
 
 
 def private_dirs(*paths: Path) -> None:
@@ -170,13 +181,6 @@ class Rusage(Struct, frozen=True):
     maxrss_kb: int = 0
 
 
-class ResultEvent(Struct, frozen=True):
-    is_error: bool | None = None
-    cost_usd: float | None = None
-    turns: int | None = None
-    session_id: str | None = None
-
-
 class StatusRecord(Struct, frozen=True):
     """The runner's exit record (see :mod:`.runner` for the writer)."""
 
@@ -185,7 +189,9 @@ class StatusRecord(Struct, frozen=True):
     started_at: float | None = None
     ended_at: float | None = None
     rusage: Rusage | None = None
-    result: ResultEvent | None = None
+    format: str = ""  # the EventFormat of ``events``
+    events: list[dict[str, Any]] | None = None  # the first and last JSON events the agent printed
+    stderr: str = ""  # the last line it wrote to stderr
     child_pid: int | None = None
     pgid: int | None = None
     error: str = ""
@@ -220,19 +226,19 @@ def read_start(files: AgentFiles) -> StartRecord | None:
 
 
 def exit_from_status(record: StatusRecord) -> Exit:
-    result = record.result or ResultEvent()
-    return Exit(
-        decided_by=DecidedBy.EXIT_STATUS,
-        code=record.code,
-        signal=record.signal,
-        reason=record.error,
-        is_error=result.is_error,
-        cost_usd=result.cost_usd,
-        turns=result.turns,
-        session_id=result.session_id,
-        cpu_seconds=None if record.rusage is None else round(record.rusage.utime + record.rusage.stime, 3),
-        memory_peak_kb=None if record.rusage is None else record.rusage.maxrss_kb,
-    )
+    """The exit the runner's record describes: the agent's own report (its events), how
+    the process ended, and its resource usage."""
+    try:
+        fmt = EventFormat(record.format or EventFormat.NONE)
+    except ValueError:
+        fmt = EventFormat.NONE
+    report = read_events(fmt, record.events or [])
+    exit = conclude(report, code=record.code, signal_number=record.signal, runner_error=record.error,
+                    stderr=record.stderr, ended_at=record.ended_at)
+    if record.rusage is None:
+        return exit
+    return msgspec.structs.replace(exit, cpu_seconds=round(record.rusage.utime + record.rusage.stime, 3),
+                                   memory_peak_kb=record.rusage.maxrss_kb)
 
 
 def read_exit(files: AgentFiles) -> Exit | None:

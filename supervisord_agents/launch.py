@@ -26,19 +26,23 @@ import msgspec
 import trio
 from msgspec import Struct
 
+from .config import McpStyle
 from .errors import StorageError
 from .files import AgentFiles
-from .model import Agent
+from .model import Agent, EventFormat
 from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
+from .providers import mcp_file_content
 
 
-class Launch(Struct, frozen=True):
+class Launch(Struct, frozen=True, kw_only=True):
     """The secret half of a spawn."""
 
     token: str  # empty where the kernel tells agents apart (their identity is not a secret to keep)
     prompt: str
-    stream_json: bool
+    events: EventFormat = EventFormat.NONE
+    mcp: McpStyle = McpStyle.NONE
     mcp_shim: str | None = None  # write an MCP config naming this shim (providers that take one)
+    env: dict[str, str] = {}  # the provider's and the spawn's variables (may hold keys)
 
     def identity_env(self, agent: Agent, socket_path: Path) -> dict[str, str]:
         """How the agent finds the daemon, and what it is told of itself. Who it is, the
@@ -51,13 +55,6 @@ class Launch(Struct, frozen=True):
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode: Final = msgspec.json.Decoder(Launch).decode
-
-
-def mcp_config(shim: str, env: dict[str, str]) -> bytes:
-    """An MCP client config that starts the shim with the agent's identity, so that an
-    agent's report tools work without a supervisor of its own."""
-    server = {"type": "stdio", "command": shim, "args": [], "env": env}
-    return msgspec.json.encode({"mcpServers": {"supervisord-agents": server}})
 
 
 class Launcher:
@@ -85,19 +82,20 @@ class Launcher:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self.files(agent).forget)
 
-    async def hand_over(self, agent: Agent) -> Launch | None:
-        """Write the agent's prompt (and MCP config) and take its launch record; None if
-        there is none (its folder was lost). Raises OSError."""
-        return await trio.to_thread.run_sync(self._hand_over, self.files(agent), agent)
+    async def hand_over(self, agent: Agent, socket_path: Path) -> Launch | None:
+        """Write the agent's prompt (and MCP config, naming ``socket_path``, where the
+        agent reaches the daemon) and take its launch record; None if there is none (its
+        folder was lost). Raises OSError."""
+        return await trio.to_thread.run_sync(self._hand_over, self.files(agent), agent, socket_path)
 
-    def _hand_over(self, files: AgentFiles, agent: Agent) -> Launch | None:
+    def _hand_over(self, files: AgentFiles, agent: Agent, socket_path: Path) -> Launch | None:
         try:
             launch = _decode(files.launch.read_bytes())
         except (FileNotFoundError, msgspec.DecodeError):
             return None
         mcp = None
         if launch.mcp_shim is not None:
-            mcp = mcp_config(launch.mcp_shim, launch.identity_env(agent, self.socket_path))
+            mcp = mcp_file_content(launch.mcp, launch.mcp_shim, launch.identity_env(agent, socket_path))
         files.create(launch.prompt, mcp)
         files.launch.unlink()
         return launch

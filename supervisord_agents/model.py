@@ -96,6 +96,40 @@ class Sandbox(StrEnum):
     BWRAP = "bwrap"  # bubblewrap: the working directory writable, the rest read-only, the daemon's files hidden
 
 
+class EventFormat(StrEnum):
+    """The JSON event stream a provider prints on stdout, read for how its run ended."""
+
+    NONE = "none"  # plain output: the exit status alone decides
+    CLAUDE = "claude"  # claude -p --output-format stream-json: a final ``result`` event
+    CODEX = "codex"  # codex exec --json: ``turn.completed`` / ``turn.failed`` / ``error``
+    GEMINI = "gemini"  # gemini --output-format stream-json: a final ``result`` with ``status``
+
+
+class ErrorClass(StrEnum):
+    """Why an agent did not complete, in a few classes a caller can act on."""
+
+    AUTH = "auth"  # no or a bad key: a human must fix the credentials
+    RATE_LIMIT = "rate_limit"  # the provider refused for now; ``retry_at`` when it said
+    API_ERROR = "api_error"  # the provider failed (5xx, overloaded, a broken stream)
+    MAX_TURNS = "max_turns"
+    PERMISSION_DENIED = "permission_denied"  # a tool it needed was not allowed
+    AGENT_ERROR = "agent_error"  # the agent said it failed, for another reason
+    TIMEOUT = "timeout"  # its wall-time limit fired
+    KILLED = "killed"  # someone asked for it to stop
+    CRASHED = "crashed"  # non-zero exit or a signal, with no report of its own
+    START_FAILED = "start_failed"  # it never ran
+    LOST = "lost"  # its session vanished with no exit record
+
+
+#: How a kill by the agent's wall-time limit begins its reason (see :func:`timed_out`).
+TIMED_OUT: Final = "timed out after"
+
+
+def timed_out(seconds: float) -> str:
+    """The kill reason of an agent whose wall-time limit fired."""
+    return f"{TIMED_OUT} {seconds:g} s (its wall-time limit)"
+
+
 class DecidedBy(StrEnum):
     """What decided an agent's terminal state."""
 
@@ -176,11 +210,16 @@ class Exit(Struct, frozen=True, kw_only=True, omit_defaults=True):
     decided_by: DecidedBy
     code: int | None = None
     signal: int | None = None
-    reason: str = ""
-    is_error: bool | None = None
+    reason: str = ""  # one line: why it failed, was killed or lost ("" when it completed)
+    error_class: ErrorClass | None = None
+    is_error: bool | None = None  # what the agent's own final event said
+    answer: str = ""  # its final answer (bounded; the log has all of it)
     cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     turns: int | None = None
-    session_id: str | None = None
+    session_id: str | None = None  # the provider's, for resuming
+    retry_at: float | None = None  # a rate limit's reset, when the provider said
     cpu_seconds: float | None = None  # CPU time of all the agent's processes (its cgroup, else its rusage)
     memory_peak_kb: int | None = None  # its cgroup's memory.peak, else the largest process's max RSS
 

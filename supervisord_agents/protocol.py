@@ -76,7 +76,11 @@ ENV_TOKEN: Final = "SUPERVISORD_AGENTS_TOKEN"
 EXIT_ALREADY_RUNNING: Final = 75
 
 # An argv element: anything printable (it is never given to a shell), bounded.
-ArgvItem = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]*\Z", max_length=4096)]
+# Tabs and newlines are legal in an argument (a multi-line ``sh -c`` script); other control
+# characters are not.
+ArgvItem = Annotated[str, Meta(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\Z", max_length=128 * 1024)]
+EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")]
+EnvValue = Annotated[str, Meta(pattern=r"^[^\x00]*\Z", max_length=32 * 1024)]
 Prompt = Annotated[str, Meta(max_length=512 * 1024)]
 Token = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{16,128}\Z")]
 Limit = Annotated[int, Meta(ge=1, le=10_000)]
@@ -168,8 +172,9 @@ class SpawnParams(Params, frozen=True, kw_only=True):
     model: ModelName | None = None
     cwd: AbsPath | None = None
     argv: Annotated[list[ArgvItem], Meta(max_length=256)] = []
-    timeout: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None  # wall-clock limit, seconds
+    timeout: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None  # wall-time limit (s), else the provider's
     queue: bool = False  # over a concurrency limit: wait as ``queued`` instead of being refused
+    env: Annotated[dict[EnvName, EnvValue], Meta(max_length=64)] = {}  # over the daemon's (never its identity)
 
 
 class AgentRef(Params, frozen=True, kw_only=True):

@@ -23,7 +23,7 @@ from .drift import Plan, diff
 from .effects import Effects
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import read_exit, read_start
-from .model import LIVE_STATES, Agent, AgentState, DecidedBy, Exit
+from .model import LIVE_STATES, Agent, AgentState, DecidedBy, Exit, timed_out
 from .protocol import ReconcileReport as Report
 from .tmux import KEEPER_SESSION, TmuxBackend
 
@@ -120,7 +120,7 @@ class Reconciler:
         for agent in plan.overdue:
             report.timed_out.append(agent.id)
             if not dry_run:
-                await self._submit(RequestKill(agent_id=agent.id, reason=f"timed out after {agent.timeout:g} s"))
+                await self._submit(RequestKill(agent_id=agent.id, reason=timed_out(agent.timeout or 0)))
         for agent in self.registry.uncleaned():
             if self.effects.cleaning(agent.id):
                 continue

@@ -82,10 +82,12 @@ from .errors import (
 )
 from .model import (
     ACTIVE_STATES,
+    TIMED_OUT,
     Agent,
     AgentState,
     Counts,
     DecidedBy,
+    ErrorClass,
     Exit,
     Finding,
     Severity,
@@ -93,6 +95,7 @@ from .model import (
     TaskState,
     TmuxIds,
 )
+from .results import ended_by
 
 S = AgentState
 
@@ -105,9 +108,31 @@ def terminal_state(exit: Exit, *, kill_requested: bool) -> AgentState:
         return S.LOST
     if exit.decided_by is DecidedBy.SPAWN_ERROR:
         return S.FAILED
+    if exit.is_error:  # the agent's own report says it failed, whatever its exit code
+        return S.FAILED
     if exit.decided_by is DecidedBy.RESULT_EVENT:
-        return S.FAILED if exit.is_error else S.COMPLETED
+        return S.COMPLETED
     return S.COMPLETED if exit.code == 0 and exit.signal is None else S.FAILED
+
+
+def explained(state: AgentState, exit: Exit, kill_reason: str) -> Exit:
+    """``exit`` with a one-line reason and an error class for every end but completion."""
+    if state is S.KILLED:
+        timed_out = kill_reason.startswith(TIMED_OUT)
+        return structs.replace(exit, reason=kill_reason or exit.reason or "kill requested",
+                                       error_class=ErrorClass.TIMEOUT if timed_out else ErrorClass.KILLED)
+    if state is S.LOST:
+        return structs.replace(exit, reason=exit.reason or "session gone without an exit record",
+                                       error_class=ErrorClass.LOST)
+    if exit.decided_by is DecidedBy.SPAWN_ERROR:
+        return structs.replace(exit, error_class=ErrorClass.START_FAILED)
+    if state is S.FAILED and not exit.reason:
+        if exit.is_error:
+            return structs.replace(exit, reason="the agent reported an error",
+                                   error_class=exit.error_class or ErrorClass.AGENT_ERROR)
+        return structs.replace(exit, reason=ended_by(exit.code, exit.signal),
+                               error_class=exit.error_class or ErrorClass.CRASHED)
+    return exit
 
 
 # --- the registry -----------------------------------------------------------------------
@@ -457,6 +482,7 @@ class Registry:
         return Applied([event], [], agent)
 
     def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Applied:
+        exit = explained(state, exit, agent.kill_reason)
         agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now)
         ended = self._agent_event(now, agent)
         promoted, starts = self._promote(now) if self._queued else ([], [])

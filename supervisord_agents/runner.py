@@ -1,14 +1,18 @@
 """The runner: what an agent's tmux pane runs, around the agent itself.
 
     python -m supervisord_agents.runner --status S --record R --log L [--log-max BYTES] --prompt P
-                                        [--cgroup DIR --cgroup-mount MOUNT] [--stream-json] -- argv...
+                                        [--env FILE] [--cgroup DIR --cgroup-mount MOUNT]
+                                        [--events FORMAT] -- argv...
 
-It starts the agent in a process group of its own with the prompt file on stdin, copies
+It starts the agent in a process group of its own with the prompt file on stdin (else
+``/dev/null``: never a terminal) and, with ``--env``, exactly the environment that file
+holds (the daemon's, composed at this spawn; the file is removed once read), copies
 the agent's stdout and stderr both to the pane and to the log file (rotated past
 ``--log-max`` bytes, see :class:`LogFile`), forwards SIGTERM,
 SIGINT and SIGHUP to the group, and when the agent exits writes the status record
-atomically (write, fsync, rename): exit code or signal, start and end times, rusage and,
-for stream-json providers, the final ``result`` event. tmux's "pane dead" is only the
+atomically (write, fsync, rename): exit code or signal, start and end times, rusage, the
+last line of stderr and, for providers that print JSON events (``--events``), the first
+and the last events (see :class:`EventScanner`). tmux's "pane dead" is only the
 daemon's trigger to read that record; on tmux 3.3a the pane's own exit status is often
 lost.
 
@@ -33,6 +37,7 @@ import select
 import signal
 import sys
 import time
+from collections import deque
 from typing import Any
 
 EXEC_FAILED = 127
@@ -43,8 +48,8 @@ _CHUNK = 1 << 16
 class Args:
     def __init__(self, argv: list[str]) -> None:
         self.status = self.record = self.log = self.prompt = self.cgroup = self.cgroup_mount = ""
+        self.env = self.events = ""
         self.log_max = 0
-        self.stream_json = False
         self.command: list[str] = []
         i = 0
         while i < len(argv):
@@ -52,10 +57,8 @@ class Args:
             if arg == "--":
                 self.command = argv[i + 1 :]
                 break
-            if arg == "--stream-json":
-                self.stream_json = True
-            elif arg in ("--status", "--record", "--log", "--prompt", "--cgroup", "--cgroup-mount") \
-                    and i + 1 < len(argv):
+            if arg in ("--status", "--record", "--log", "--prompt", "--cgroup", "--cgroup-mount", "--env",
+                       "--events") and i + 1 < len(argv):
                 setattr(self, arg[2:].replace("-", "_"), argv[i + 1])
                 i += 1
             elif arg == "--log-max" and i + 1 < len(argv) and argv[i + 1].isdigit():
@@ -66,7 +69,7 @@ class Args:
             i += 1
         if not (self.status and self.command):
             raise SystemExit("usage: runner --status FILE [--record F] [--log F] [--log-max BYTES] [--prompt F]"
-                             " [--cgroup DIR --cgroup-mount MOUNT] [--stream-json] -- argv")
+                             " [--env F] [--cgroup DIR --cgroup-mount MOUNT] [--events FORMAT] -- argv")
 
 
 def write_atomic(path: str, data: dict[str, object]) -> None:
@@ -86,17 +89,25 @@ def write_atomic(path: str, data: dict[str, object]) -> None:
         os.close(dir_fd)
 
 
-class ResultScanner:
-    """Finds the stream-json ``result`` event in the agent's stdout, line by line."""
+class EventScanner:
+    """Keeps what the daemon needs to tell how the run ended from the agent's JSON event
+    stream on stdout: the first event (the session's start) and the last ``KEEP`` events,
+    with long strings clipped, so the record stays small whatever the agent printed.
+    Which event means what is the daemon's business (:mod:`supervisord_agents.results`)."""
+
+    KEEP = 64
+    CLIP = 4000
 
     def __init__(self) -> None:
         self._partial = b""
-        self.result: dict[str, object] | None = None
+        self.first: dict[str, object] | None = None
+        self.last: deque[dict[str, object]] = deque(maxlen=self.KEEP)
+        self.seen = 0
 
     def feed(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
         if len(self._partial) > (16 << 20):
-            self._partial = b""  # a runaway line is not a result event
+            self._partial = b""  # a runaway line is not an event we need
         for line in lines:
             self._line(line)
 
@@ -104,22 +115,57 @@ class ResultScanner:
         self._line(self._partial)
         self._partial = b""
 
+    def events(self) -> list[dict[str, object]]:
+        kept = list(self.last)
+        if self.first is not None and self.seen > len(kept):
+            kept.insert(0, self.first)
+        return kept
+
     def _line(self, line: bytes) -> None:
-        if b'"result"' not in line or not line.lstrip().startswith(b"{"):
+        if not line.lstrip().startswith(b"{"):
             return
         try:
             event = json.loads(line)
         except ValueError:
             return
-        if not isinstance(event, dict) or event.get("type") != "result":
+        if not isinstance(event, dict):
             return
-        cost = event.get("total_cost_usd", event.get("cost_usd"))
-        self.result = {
-            "is_error": bool(event.get("is_error", event.get("subtype") not in (None, "success"))),
-            "cost_usd": float(cost) if isinstance(cost, int | float) else None,
-            "turns": event.get("num_turns") if isinstance(event.get("num_turns"), int) else None,
-            "session_id": event.get("session_id") if isinstance(event.get("session_id"), str) else None,
-        }
+        event = _clip(event, self.CLIP)
+        if self.first is None:
+            self.first = event
+        self.last.append(event)
+        self.seen += 1
+
+
+def _clip(value: Any, limit: int, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "\u2026"
+    if depth > 6:
+        return None
+    if isinstance(value, dict):
+        return {k: _clip(v, limit, depth + 1) for k, v in list(value.items())[:64]}
+    if isinstance(value, list):
+        return [_clip(v, limit, depth + 1) for v in value[:64]]
+    return value
+
+
+class LastLine:
+    """The last non-empty line the agent wrote to stderr: often the one that says why."""
+
+    LIMIT = 500
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> None:
+        self._tail = (self._tail + data)[-8192:]
+
+    def text(self) -> str:
+        for raw in reversed(self._tail.splitlines()):
+            line = raw.decode("utf-8", errors="replace").strip()
+            if line:
+                return line[: self.LIMIT]
+        return ""
 
 
 class LogFile:
@@ -170,9 +216,10 @@ class LogFile:
 class Tee:
     """Copies what the agent writes to the pane (our stdout) and the log file."""
 
-    def __init__(self, log: LogFile | None, scanner: ResultScanner | None) -> None:
+    def __init__(self, log: LogFile | None, scanner: EventScanner | None) -> None:
         self.log = log
         self.scanner = scanner
+        self.stderr = LastLine()
         self.pane_ok = True
 
     def write(self, data: bytes, *, from_stdout: bool) -> None:
@@ -186,7 +233,9 @@ class Tee:
                 _write_all(1, data)
             except OSError:
                 self.pane_ok = False  # the pane is gone (EIO/EPIPE): keep logging
-        if from_stdout and self.scanner is not None:
+        if not from_stdout:
+            self.stderr.feed(data)
+        elif self.scanner is not None:
             self.scanner.feed(data)
 
 
@@ -199,13 +248,29 @@ def _write_all(fd: int, data: bytes) -> None:
             continue
 
 
-def spawn(args: Args, out_w: int, err_w: int) -> int:
+def agent_env(path: str) -> dict[str, str]:
+    """The agent's environment: the file the daemon wrote for this spawn (read once, then
+    removed: it may hold keys), else ours without tmux's variables. Raises OSError."""
+    if not path:
+        return {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    try:
+        env = json.loads(data)
+    except ValueError:
+        env = None
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise OSError(errno.EINVAL, f"{path} is not an environment (a JSON object of strings)")
+    return env
+
+
+def spawn(args: Args, env: dict[str, str], out_w: int, err_w: int) -> int:
     """Start the agent in its own process group; return its pid. Raises OSError."""
     stdin_fd = os.open(args.prompt, os.O_RDONLY) if args.prompt else os.open(os.devnull, os.O_RDONLY)
-    env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
     try:
-        return os.posix_spawnp(
-            args.command[0], args.command, env,
+        return os.posix_spawn(
+            _which(args.command[0], env.get("PATH", os.defpath)), args.command, env,
             file_actions=[(os.POSIX_SPAWN_DUP2, stdin_fd, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
                           (os.POSIX_SPAWN_DUP2, err_w, 2)],
             setpgroup=0,
@@ -213,6 +278,17 @@ def spawn(args: Args, out_w: int, err_w: int) -> int:
         )
     finally:
         os.close(stdin_fd)
+
+
+def _which(name: str, path: str) -> str:
+    """``name`` found on the agent's PATH (not ours: the two may differ). Raises OSError."""
+    if "/" in name:
+        return name
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise OSError(errno.ENOENT, f"{name!r} not found on PATH={path}")
 
 
 def pump(pid: int, out_r: int, err_r: int, tee: Tee, leftovers: Leftovers) -> tuple[int, Any]:
@@ -425,14 +501,15 @@ def main(argv: list[str] | None = None) -> int:
     args = Args(sys.argv[1:] if argv is None else argv)
     started = time.time()
     status: dict[str, object] = {"code": None, "signal": None, "started_at": started, "ended_at": None,
-                                 "rusage": None, "result": None, "child_pid": None, "pgid": None, "error": ""}
+                                 "rusage": None, "events": None, "format": args.events, "stderr": "",
+                                 "child_pid": None, "pgid": None, "error": ""}
     log = None
     if args.log:
         try:
             log = LogFile(args.log, args.log_max)
         except OSError as e:
             status["error"] = f"cannot open log: {e.strerror}"
-    scanner = ResultScanner() if args.stream_json else None
+    scanner = EventScanner() if args.events else None
     tee = Tee(log, scanner)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -461,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(args.status, status)
         return EXEC_FAILED
     try:
-        pid = spawn(args, out_w, err_w)
+        pid = spawn(args, agent_env(args.env), out_w, err_w)
     except OSError as e:
         if home:
             _leave(home)
@@ -486,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     wait_status, rusage = pump(pid, out_r, err_r, tee, Leftovers(args.cgroup))
     if scanner is not None:
         scanner.close()
-        status["result"] = scanner.result
+        status["events"] = scanner.events()
+    status["stderr"] = tee.stderr.text()
     code: int
     if os.WIFSIGNALED(wait_status):
         status["signal"] = os.WTERMSIG(wait_status)

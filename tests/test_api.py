@@ -240,7 +240,8 @@ async def test_an_agent_past_its_timeout_is_killed(rig: InProcess) -> None:
     agent = await rig.spawn(task_id, "slow", timeout=0.3)
     assert agent["timeout"] == 0.3
     killed = await rig.eventually(agent["id"], "killed")
-    assert killed["kill_reason"] == "timed out after 0.3 s"
+    assert killed["kill_reason"] == "timed out after 0.3 s (its wall-time limit)"
+    assert killed["exit"]["error_class"] == "timeout" and killed["exit"]["reason"] == killed["kill_reason"]
     assert killed["tmux"]["session_id"] in rig.fake.killed
 
 

@@ -32,6 +32,7 @@ from supervisord_agents.model import (
     CleanupRecord,
     Counts,
     DecidedBy,
+    ErrorClass,
     Exit,
     Limits,
     Severity,
@@ -390,7 +391,8 @@ def test_a_queued_agent_killed_before_it_starts_ends_at_once() -> None:
     queued = w.apply(SpawnAgent(agent_row(task, "b", 901), queue=True)).result
     outcome = w.apply(RequestKill(agent_id=queued.id, reason="changed my mind"))
     killed = w.reg.agent(queued.id)
-    assert killed.state is S.KILLED and killed.exit == Exit(decided_by=DecidedBy.KILL, reason="changed my mind")
+    assert killed.state is S.KILLED
+    assert killed.exit == Exit(decided_by=DecidedBy.KILL, reason="changed my mind", error_class=ErrorClass.KILLED)
     assert outcome.effects == [CleanUpAgent(killed)]
     assert w.reg.counts(task.id) == Counts(active=1, killed=1, spawned=2)
 
@@ -570,7 +572,8 @@ def test_kill_while_starting_then_spawn_failed_ends_failed() -> None:
     w.apply(RequestKill(agent_id=agent.id))
     outcome = w.apply(StartFailed(agent.id, "no such cwd"))
     assert outcome.result.state is S.FAILED
-    assert outcome.result.exit == Exit(decided_by=DecidedBy.SPAWN_ERROR, reason="no such cwd")
+    assert outcome.result.exit == Exit(decided_by=DecidedBy.SPAWN_ERROR, reason="no such cwd",
+                                       error_class=ErrorClass.START_FAILED)
     assert outcome.effects == [CleanUpAgent(outcome.result)]
 
 
@@ -599,14 +602,16 @@ def test_kill_running_agent_stops_it_and_a_second_kill_reissues() -> None:
     ids=["code0", "signal", "vanished"],
 )
 def test_exit_while_stopping_is_killed(exit: Exit) -> None:
-    """However an agent being stopped ends, it ends killed, keeping the exit that decided it."""
+    """However an agent being stopped ends, it ends killed, keeping the exit that decided it
+    with the kill's reason."""
     w = World()
     task = w.task()
     agent = w.run(task)
-    w.apply(RequestKill(agent_id=agent.id))
+    w.apply(RequestKill(agent_id=agent.id, reason="enough"))
     outcome = w.apply(Exited(agent.id, exit))
     assert outcome.result.state is S.KILLED
-    assert outcome.result.exit == exit and outcome.result.ended_at == w.now
+    assert outcome.result.exit == structs.replace(exit, reason="enough", error_class=ErrorClass.KILLED)
+    assert outcome.result.ended_at == w.now
     assert outcome.effects == [CleanUpAgent(outcome.result)]
 
 
@@ -637,24 +642,29 @@ def test_terminal_state_mapping(exit: Exit, kill_requested: bool, expected: Agen
 
 
 @pytest.mark.parametrize(
-    ("exit", "expected"),
+    ("exit", "expected", "reason", "error_class"),
     [
-        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), S.COMPLETED),
-        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=3), S.FAILED),
-        (Exit(decided_by=DecidedBy.EXIT_STATUS, signal=11), S.FAILED),
-        (Exit(decided_by=DecidedBy.SESSION_VANISHED), S.LOST),
-        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True, cost_usd=0.5, turns=3), S.FAILED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0), S.COMPLETED, "", None),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=3), S.FAILED, "exited with code 3", ErrorClass.CRASHED),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, signal=11), S.FAILED, "killed by SIGSEGV", ErrorClass.CRASHED),
+        (Exit(decided_by=DecidedBy.SESSION_VANISHED), S.LOST, "session gone without an exit record", ErrorClass.LOST),
+        (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True, cost_usd=0.5, turns=3), S.FAILED,
+         "the agent reported an error", ErrorClass.AGENT_ERROR),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0, is_error=True, reason="rate_limit: 429",
+              error_class=ErrorClass.RATE_LIMIT), S.FAILED, "rate_limit: 429", ErrorClass.RATE_LIMIT),
     ],
-    ids=["code0", "code3", "signal", "vanished", "result-error"],
+    ids=["code0", "code3", "signal", "vanished", "result-error", "error-with-code0"],
 )
-def test_exited_running_agent_ends_in_mapped_state(exit: Exit, expected: AgentState) -> None:
-    """Exited on a running agent ends it in terminal_state's answer, recording the exit, ending the session claim."""
+def test_exited_running_agent_ends_in_mapped_state(exit: Exit, expected: AgentState, reason: str,
+                                                   error_class: ErrorClass | None) -> None:
+    """Exited on a running agent ends it in terminal_state's answer, recording the exit with
+    a reason and a class for every failure, ending the session claim."""
     w = World()
     task = w.task()
     agent = w.run(task, session=4)
     outcome = w.apply(Exited(agent.id, exit))
     assert outcome.result.state is expected
-    assert outcome.result.exit == exit
+    assert outcome.result.exit == structs.replace(exit, reason=reason, error_class=error_class)
     assert outcome.effects == [CleanUpAgent(outcome.result)]
     assert w.reg.agent_for_session("$4") is None
     assert w.reg.live_of_type(task.id, "worker") is None

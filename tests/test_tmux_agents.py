@@ -157,7 +157,7 @@ def test_exit_is_recorded(daemon: DaemonProcess, args: list[str], state: str, ex
 def test_stream_json_result_is_recorded(daemon: DaemonProcess, tmp_path: Path) -> None:
     """A provider marked stream_json gets its final result event recorded with the exit."""
     config = daemon.base / "config.toml"
-    config.write_text(f'[providers.fake]\nargv = ["{sys.executable}", "{FAKE_AGENT}"]\nstream_json = true\n'
+    config.write_text(f'[providers.fake]\nargv = ["{sys.executable}", "{FAKE_AGENT}"]\nevents = "claude"\n'
                       "model_flag = []\n")
     daemon.stop()
     daemon.start()
@@ -418,7 +418,7 @@ def test_nothing_the_agent_started_outlives_it(fast: DaemonProcess, end: str) ->
 def test_a_task_budget_stops_spawns_once_its_agents_cost_it(daemon: DaemonProcess) -> None:
     """Each fake agent's final result reports $0.0123; with a $0.02 budget two run, the third is refused."""
     (daemon.base / "config.toml").write_text(
-        f'[providers.fake]\nargv = ["{sys.executable}", "{FAKE_AGENT}", "--result", "ok"]\nstream_json = true\n'
+        f'[providers.fake]\nargv = ["{sys.executable}", "{FAKE_AGENT}", "--result", "ok"]\nevents = "claude"\n'
         "model_flag = []\n")
     daemon.stop()
     daemon.start()
