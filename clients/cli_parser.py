@@ -19,6 +19,14 @@ from . import verbs
 from .service_verb import Action, cmd_service
 
 
+def env_item(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (for ``--env``)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def values(enum: type[StrEnum]) -> list[str]:
     """The values of a StrEnum, for argparse's ``choices``."""
     return [member.value for member in enum]
@@ -119,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--parent")
     p.add_argument("--cwd")
-    p.add_argument("--timeout", type=float, help="kill the agent after this many seconds (from its start)")
+    p.add_argument("--timeout", type=float,
+                   help="kill the agent after this many seconds (default: the provider's, 3600 for the agent CLIs)")
+    p.add_argument("--env", action="append", metavar="NAME=VALUE", type=env_item, default=[],
+                   help="set a variable in the agent's environment (repeatable)")
     p.add_argument("--queue", action="store_true",
                    help="over a concurrency limit, wait as 'queued' for a free slot instead of failing")
     group = p.add_mutually_exclusive_group()

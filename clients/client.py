@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from supervisord_agents.config import load_config, socket_path_from_env
+from supervisord_agents.config import load_config, locator_path, runtime_dir_candidates, socket_path_from_env
 from supervisord_agents.errors import Forbidden, InvalidParams, SupervisorError, Unavailable, from_code
 from supervisord_agents.model import Event
 from supervisord_agents.protocol import (
@@ -49,9 +49,23 @@ def resolve_socket(explicit: str | Path | None = None) -> Path:
     if os.environ.get(ENV_SOCKET):
         return Path(os.environ[ENV_SOCKET])
     try:
-        return load_config().socket_path
+        config = load_config()
     except InvalidParams:
         return socket_path_from_env()  # a broken config file is the daemon's to report
+    if config.paths.runtime_dir or config.socket_path.exists():
+        return config.socket_path
+    # Started with less environment than the daemon had (MCP clients start their servers
+    # with almost none): ask where the daemon said it is, then look where it would be.
+    try:
+        located = Path(locator_path().read_text().strip())
+    except OSError:
+        located = None
+    if located is not None and located.is_absolute() and located.exists():
+        return located
+    for folder in runtime_dir_candidates():
+        if (folder / "control.sock").exists():
+            return folder / "control.sock"
+    return config.socket_path
 
 
 def check_socket(path: Path) -> None:

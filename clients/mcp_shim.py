@@ -24,7 +24,7 @@ Old orchestrator tool -> this shim:
 ``kill_real_agent``             ``kill_agent``
 ``get_health_status``           ``get_health``
 ``trigger_health_scan``         ``repair`` (dry run by default)
-(none)                          ``wait_for_agents``, ``list_tasks``, ``list_agents``
+(none)                          ``wait_for_agents``, ``list_tasks``, ``list_agents``, ``close_task``
 ==============================  ======================================================
 """
 
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 from typing import Annotated, Any, Final, Literal
 
@@ -42,6 +44,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from supervisord_agents import __version__
 from supervisord_agents.errors import SupervisorError
 from supervisord_agents.model import TERMINAL_STATES, Agent, AgentState, Priority, Severity, TaskContext, TaskState
 from supervisord_agents.protocol import (
@@ -55,6 +58,7 @@ from supervisord_agents.protocol import (
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
     FINDINGS_LIST,
+    TASK_CLOSE,
     TASK_CREATE,
     TASK_GET,
     TASK_LIST,
@@ -66,6 +70,7 @@ from supervisord_agents.protocol import (
 )
 
 from .client import Client
+from .render import outcome
 
 log = logging.getLogger("agents-mcp")
 
@@ -78,10 +83,13 @@ what you are doing with report_progress and what you discover with report_findin
 is known, so you need no ids. Limits per task (concurrent, total, depth, one live agent per type)
 are enforced; a refused spawn says which limit and which agent holds it."""
 
-server: MCPServer[Any] = MCPServer(name="supervisord-agents", instructions=INSTRUCTIONS)
+server: MCPServer[Any] = MCPServer(name="supervisord-agents", version=__version__, instructions=INSTRUCTIONS)
 
 TERMINAL: Final = TERMINAL_STATES
 PROGRESS_EVERY: Final = 1.0  # seconds between progress notifications while waiting
+#: How long wait_for_agents waits by default: under the 60 s after which TypeScript MCP
+#: clients give up on a call, whatever its progress notifications say.
+WAIT_DEFAULT: Final = 50.0
 
 
 def _blocking_call(method: Method[P, R], params: dict[str, Any]) -> R:
@@ -149,13 +157,41 @@ async def create_task(
 
 
 @server.tool()
-async def get_task_status(task_id: str) -> dict[str, Any]:
+async def get_task_status(
+    task_id: str,
+    detail: Annotated[bool, Field(description="Every agent's whole record (argv, times, exit, tmux ids) "
+                                              "instead of one compact line each.")] = False,
+) -> dict[str, Any]:
     """Where a task stands: counts (active, queued, completed, failed, killed, lost, spawned),
-    every agent with its state, activity, progress and last message, the latest findings, and the
-    headroom left under the task's limits (and what its agents cost, against its budget).
-    Answered from the supervisor's memory: cheap to call."""
+    each agent's state, activity, progress and last message (and, once ended, why it failed or
+    the start of its answer), the latest findings, and the headroom left under the task's limits
+    (and what its agents cost, against its budget). Answered from the supervisor's memory: cheap
+    to call."""
     status = await call(TASK_GET, task_id=task_id)
-    return record(status)
+    result = record(status)
+    if not detail:
+        result["agents"] = [_brief(a) for a in status.agents]
+    return result
+
+
+def _brief(agent: Agent) -> dict[str, Any]:
+    """One agent in a few fields: what a model needs to decide what to do next."""
+    brief: dict[str, Any] = {"id": agent.id, "type": agent.type, "state": agent.state.value}
+    if agent.state.live:
+        brief.update(activity=agent.activity, progress=agent.progress, message=agent.message[:200])
+    elif agent.exit is not None:
+        brief["outcome"] = outcome(agent.state, agent.exit, 300)
+        if agent.exit.cost_usd is not None:
+            brief["cost_usd"] = agent.exit.cost_usd
+    return brief
+
+
+@server.tool()
+async def close_task(task_id: str) -> dict[str, Any]:
+    """Close a task: no new agents may be spawned in it (those still running go on). Do it
+    when the work is done; returns the task."""
+    task = await call(TASK_CLOSE, task_id=task_id)
+    return record(task)
 
 
 @server.tool()
@@ -167,23 +203,35 @@ async def list_tasks(state: TaskState | None = None) -> dict[str, Any]:
 # -- agents ----------------------------------------------------------------------------
 
 
+TypeField = Annotated[str, Field(description="The agent's role, e.g. 'reviewer' (lowercase, digits, - and _). "
+                                             "One live agent per type per task.")]
+PromptField = Annotated[str, Field(description="The instructions; the supervisor appends identity, how to "
+                                               "report, and the task's context.")]
+ProviderField = Annotated[str, Field(description="claude, codex, gemini, or command (then give argv).")]
+ModelField = Annotated[str | None, Field(description="The model, for the provider's --model flag.")]
+CwdField = Annotated[str | None, Field(description="Absolute path the agent works in (default: the task's).")]
+ArgvField = Annotated[list[str] | None, Field(description="For provider 'command': the program and its arguments "
+                                                          "(no shell); for the others, extra flags.")]
+TimeoutField = Annotated[float | None, Field(description="Kill the agent after this many seconds (default: the "
+                                                         "provider's wall-time limit).")]
+QueueField = Annotated[bool, Field(description="If the task (or the supervisor) is at its concurrency limit, "
+                                               "wait as `queued` and start when a slot frees, instead of failing.")]
+EnvField = Annotated[dict[str, str] | None, Field(description="Variables to set in the agent's environment.")]
+
+
 @server.tool()
 async def spawn_agent(
     task_id: str,
-    type: Annotated[str, Field(description="The agent's role, e.g. 'reviewer' (lowercase, digits, - and _). "
-                                           "One live agent per type per task.")],
-    prompt: Annotated[str, Field(description="The instructions; the supervisor appends identity, "
-                                             "how to report, and the task's context.")],
-    provider: Annotated[str, Field(description="claude, codex, gemini, or command (then give argv).")] = "claude",
-    model: str | None = None,
+    type: TypeField,
+    prompt: PromptField,
+    provider: ProviderField = "claude",
+    model: ModelField = None,
     parent: Annotated[str | None, Field(description="The parent agent's id, for a child agent.")] = None,
-    working_directory: str | None = None,
-    argv: Annotated[list[str] | None, Field(description="For provider 'command': the program and its "
-                                                        "arguments (no shell).")] = None,
-    timeout_seconds: Annotated[float | None, Field(description="Kill the agent after this long.")] = None,
-    queue: Annotated[bool, Field(description="If the task (or the supervisor) is at its concurrency limit, "
-                                             "wait as `queued` and start when a slot frees, instead of "
-                                             "failing.")] = False,
+    working_directory: CwdField = None,
+    argv: ArgvField = None,
+    timeout_seconds: TimeoutField = None,
+    queue: QueueField = False,
+    env: EnvField = None,
 ) -> dict[str, Any]:
     """Start an agent in its own supervised session and return it once it runs (state
     `running`, with its `id`), or at once in state `queued` when `queue` is set and no slot is
@@ -192,28 +240,29 @@ async def spawn_agent(
     when it could not start."""
     agent = await call(
         AGENT_SPAWN, task_id=task_id, type=type, prompt=prompt, provider=provider, model=model, parent=parent,
-        cwd=working_directory, argv=argv, timeout=timeout_seconds, queue=queue,
+        cwd=working_directory, argv=argv, timeout=timeout_seconds, queue=queue, env=env or {},
     )
     return record(agent)
 
 
 @server.tool()
 async def spawn_child_agent(
-    type: str,
-    prompt: str,
-    provider: str = "claude",
-    model: str | None = None,
-    working_directory: str | None = None,
-    argv: list[str] | None = None,
-    timeout_seconds: float | None = None,
-    queue: bool = False,
+    type: TypeField,
+    prompt: PromptField,
+    provider: ProviderField = "claude",
+    model: ModelField = None,
+    working_directory: CwdField = None,
+    argv: ArgvField = None,
+    timeout_seconds: TimeoutField = None,
+    queue: QueueField = False,
+    env: EnvField = None,
 ) -> dict[str, Any]:
     """From inside an agent: start a child agent in your own task, with you as its parent (both
     taken from your identity). Depth and the task's limits apply; with `queue`, a child over the
     concurrency limit waits as `queued` instead of failing. Returns the child."""
     agent = await call(
         AGENT_SPAWN, type=type, prompt=prompt, provider=provider, model=model, cwd=working_directory, argv=argv,
-        timeout=timeout_seconds, queue=queue,
+        timeout=timeout_seconds, queue=queue, env=env or {},
     )
     return record(agent)
 
@@ -250,11 +299,16 @@ async def wait_for_agents(
     agent_ids: list[str],
     ctx: Context[Any, Any],
     mode: Literal["all", "any"] = "all",
-    timeout_seconds: float = 600.0,
+    timeout_seconds: Annotated[float, Field(
+        description="How long to wait. The default returns before the 60 s after which many MCP clients give "
+                    "up on a call; if `done` is false, call again with the agents in `still_running`. Ask "
+                    "for longer only if your client allows it.", gt=0, le=86400)] = WAIT_DEFAULT,
 ) -> dict[str, Any]:
     """Block until all (or any) of the given agents have ended, or the timeout passes; sends
-    progress notifications while waiting. Returns `done` and, for each agent, its state, exit
-    code or signal, what decided it, and for stream-json agents the final result and cost."""
+    progress notifications while waiting. Returns `done`, `still_running` (the ids to wait for
+    again) and, for each agent, its state and, once ended, why it failed (`reason`,
+    `error_class`) or its final `answer` (bounded: get_agent_output has all of it), with the
+    whole exit record (code, cost, tokens, turns)."""
     deadline = anyio.current_time() + timeout_seconds
     while True:
         left = deadline - anyio.current_time()
@@ -262,7 +316,9 @@ async def wait_for_agents(
                             timeout=max(0.0, min(PROGRESS_EVERY, left)))
         ended = sum(a.state in TERMINAL for a in result.agents)
         if result.done or left <= PROGRESS_EVERY:
-            return record(result)
+            answer = record(result)
+            answer["still_running"] = [a.agent_id for a in result.agents if a.state not in TERMINAL]
+            return answer
         await ctx.report_progress(ended, len(agent_ids), f"{ended} of {len(agent_ids)} agents ended")
 
 
@@ -356,6 +412,10 @@ async def repair(dry_run: bool = True, kill_orphans: bool = False) -> dict[str, 
 
 def main() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="agents-mcp: %(levelname)s %(message)s")
+    # The SDK reads stdin in a worker thread that a cancel cannot interrupt, so an
+    # interrupt would wait for the client's next line. The shim holds no state: go at once.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(128 + signum))
     anyio.run(server.run_stdio_async, backend="trio")
 
 

@@ -11,9 +11,9 @@ from typing import Any, Final
 
 import msgspec
 
-from supervisord_agents.model import Agent, Counts
+from supervisord_agents.model import Agent, AgentState, Counts, Exit
 
-AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "EXIT", "MESSAGE"]
+AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "OUTCOME", "MESSAGE"]
 
 _json: Final = msgspec.json.Encoder()
 
@@ -64,16 +64,21 @@ def counts_cell(c: Counts) -> str:
     return f"{c.active} active{queued}, {c.completed} done, {c.failed} failed, {c.spawned} spawned"
 
 
+def outcome(state: AgentState, exit: Exit | None, width: int = 0) -> str:
+    """How an agent ended, in one line: why it failed, was killed or lost, or (completed)
+    the start of its answer. ``width`` > 0 clips it."""
+    if exit is None:
+        return ""
+    if state is AgentState.COMPLETED:
+        text = "ok" + (f" ${exit.cost_usd:.4f}" if exit.cost_usd is not None else "")
+        answer = " ".join(exit.answer.split())
+        text = f"{text}: {answer}" if answer else text
+    else:
+        text = exit.reason or f"code={exit.code} signal={exit.signal} ({exit.decided_by})"
+    return text if not width or len(text) <= width else text[: width - 1] + "…"
+
+
 def agent_rows(agents: Iterable[Agent]) -> list[list[Any]]:
     """One row per agent, under ``AGENT_HEADERS``."""
-    rows = []
-    for a in agents:
-        outcome = ""
-        if a.exit is not None:
-            outcome = f"code={a.exit.code}" if a.exit.code is not None else ""
-            if a.exit.signal is not None:
-                outcome = f"signal={a.exit.signal}"
-            outcome = f"{outcome} ({a.exit.decided_by})".strip()
-        rows.append([a.id, a.state, a.activity or "", f"{a.progress}%", ago(a.updated_at), outcome,
-                     a.message[:50]])
-    return rows
+    return [[a.id, a.state, a.activity or "", f"{a.progress}%", ago(a.updated_at), outcome(a.state, a.exit, 60),
+             a.message[:50]] for a in agents]

@@ -47,7 +47,7 @@ from supervisord_agents.protocol import (
 )
 
 from .client import Client
-from .render import AGENT_HEADERS, agent_rows, ago, clock, counts_cell, emit_json, indent, table, to_json
+from .render import AGENT_HEADERS, agent_rows, ago, clock, counts_cell, emit_json, indent, outcome, table, to_json
 
 #: A verb that talks to the daemon.
 Verb = Callable[[argparse.Namespace, Client], None]
@@ -156,6 +156,8 @@ def cmd_show(args: argparse.Namespace, c: Client) -> None:
     for key in ("created_at", "started_at", "ended_at", "updated_at"):
         if ts := getattr(agent, key):
             out(f"{key:<12} {clock(ts)}\n")
+    if agent.exit is not None:
+        out(f"{'outcome':<12} {outcome(agent.state, agent.exit)}\n")
     for key in ("exit", "tmux", "cleanup"):
         if (record := getattr(agent, key)) is not None:
             out(f"{key:<12} {to_json(record)}\n")
@@ -170,7 +172,7 @@ def cmd_spawn(args: argparse.Namespace, c: Client) -> None:
         argv = argv[1:]
     agent = c.call(AGENT_SPAWN, task_id=args.task, type=args.type, provider=args.provider, model=args.model,
                    prompt=prompt, parent=args.parent, cwd=str(Path(args.cwd).resolve()) if args.cwd else None,
-                   argv=argv, timeout=args.timeout, queue=args.queue)
+                   argv=argv, timeout=args.timeout, queue=args.queue, env=dict(args.env))
     if args.json:
         emit_json(agent)
     else:
@@ -189,8 +191,8 @@ def cmd_wait(args: argparse.Namespace, c: Client) -> None:
         emit_json(result)
     else:
         for a in result.agents:
-            exit = a.exit or {}
-            out(f"{a.agent_id} {a.state} code={exit.get('code')} signal={exit.get('signal')}\n")
+            line = outcome(a.state, a.exit, 200)
+            out(f"{a.agent_id} {a.state}{': ' + line if line else ''}\n")
     if not result.done:
         live = [a.agent_id for a in result.agents if a.state.live]
         raise Timeout(f"still live after {args.timeout} s: {' '.join(live)}")

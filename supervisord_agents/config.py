@@ -201,11 +201,42 @@ def default_state_dir() -> Path:
     return Path(base) / APP
 
 
-def default_runtime_dir() -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and sys.platform != "darwin":
-        return Path(base) / APP
-    return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+def default_runtime_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_RUNTIME_DIR``, else the folder systemd would have named in it (so that a
+    client started with a minimal environment, as MCP clients start their servers, finds
+    the daemon a login session started), else a folder of ours under the temp folder."""
+    if sys.platform == "darwin":
+        return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+    base = environ.get("XDG_RUNTIME_DIR") or _user_runtime_dir()
+    return Path(base) / APP if base else Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+
+
+def _user_runtime_dir() -> str | None:
+    path = f"/run/user/{os.getuid()}"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path if st.st_uid == os.getuid() and not st.st_mode & 0o077 else None
+
+
+def locator_path() -> Path:
+    """Where a daemon that chose its socket from the environment says where it is: found
+    from the home folder alone (see ``daemon.leave_locator``)."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP / "socket"
+    return Path.home() / ".local" / "state" / APP / "socket"
+
+
+def runtime_dir_candidates(environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """Where a daemon started with another environment may have put its runtime folder,
+    most likely first (for a client that finds no socket where it looked)."""
+    found = [default_runtime_dir(environ)]
+    for base in (_user_runtime_dir(), None):
+        candidate = Path(base) / APP if base else Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+        if candidate not in found:
+            found.append(candidate)
+    return found
 
 
 def default_config_path() -> Path:

@@ -31,10 +31,10 @@ from .agent_sockets import AgentSockets, prepare_runtime_dir
 from .api import Api, ConnectionStats
 from .cgroups import setup as setup_cgroups
 from .commands import SetGlobalLimit
-from .config import Settings, dump_config, load_config
+from .config import Settings, dump_config, load_config, locator_path
 from .effects import Effects
 from .errors import SupervisorError, Unavailable
-from .files import tighten
+from .files import private_dirs, tighten
 from .launch import Launcher
 from .logs import configure_logging
 from .model import AgentState, Sandbox
@@ -210,6 +210,22 @@ class Daemon:
         log.info("config_reloaded")
 
 
+def leave_locator(socket_path: Path) -> None:
+    """Say where the socket is, at a path that depends on nothing but the home folder, for
+    clients started with less environment than ours (MCP clients start their servers with
+    almost none, so ``XDG_RUNTIME_DIR`` may be all that told us where to bind)."""
+    path = locator_path()
+    try:
+        private_dirs(*reversed([*path.parents][:3]))
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(socket_path))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("locator_not_written", path=str(path), error=str(e))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="supervisord-agents",
@@ -241,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_runtime_dir(config.runtime_dir)
         sockets = service.activated_sockets() or [bind_socket(config.socket_path)]
+        if not config.paths.runtime_dir:
+            leave_locator(config.socket_path)
         trio.run(Daemon(Settings(config, args.config)).run, sockets)
     except SupervisorError as e:
         log.error("daemon_failed", error=e.message)

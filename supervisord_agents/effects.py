@@ -128,10 +128,10 @@ class Effects:
             # The daemon's environment now, not the tmux server's from when it started.
             env = agent_environment(os.environ, self.settings.current.agent_env, launch.env, identity,
                                     tools_dir=str(Path(sys.executable).parent))
-            files.write_env(msgspec.json.encode(env))
+            files.write_exec(msgspec.json.encode({"argv": [*sandbox, *agent.argv], "env": env}))
             spec = SessionSpec(
                 name=f"sa-{agent.id}",
-                argv=self.runner_argv(files, agent, events=launch.events, sandbox=sandbox),
+                argv=self.runner_argv(files, agent, events=launch.events),
                 cwd=cwd,
                 env={**identity, "PATH": env["PATH"]},
                 agent_id=agent.id,
@@ -141,7 +141,7 @@ class Effects:
         except (SupervisorError, OSError) as e:
             reason = getattr(e, "message", None) or str(e)
             log.warning("spawn_failed", agent_id=agent.id, reason=reason)
-            files.env.unlink(missing_ok=True)
+            files.exec.unlink(missing_ok=True)
             await self._report(StartFailed(agent.id, reason))
         else:
             await self._report(Started(agent.id, ids))
@@ -172,17 +172,18 @@ class Effects:
         return [*argv, "--ro-bind", str(own), str(own), "--bind", str(reporting), str(reporting),
                 "--chdir", cwd, "--"]
 
-    def runner_argv(self, files: AgentFiles, agent: Agent, *, events: EventFormat = EventFormat.NONE,
-                    sandbox: list[str] | None = None) -> list[str]:
+    def runner_argv(self, files: AgentFiles, agent: Agent, *, events: EventFormat = EventFormat.NONE) -> list[str]:
+        """The pane's command: the runner, which takes the agent's argv and environment
+        from ``exec.json``."""
         daemon = self.settings.current.daemon
         argv = [daemon.python or sys.executable, "-m", "supervisord_agents.runner", "--status", str(files.status),
                 "--record", str(files.record), "--log", str(files.log),
-                "--log-max", str(daemon.log_max_bytes), "--prompt", str(files.prompt), "--env", str(files.env)]
+                "--log-max", str(daemon.log_max_bytes), "--prompt", str(files.prompt), "--exec", str(files.exec)]
         if self.cgroups is not None:
             argv += ["--cgroup", str(self.cgroups.agent_dir(agent.id)), "--cgroup-mount", str(self.cgroups.mount)]
         if events is not EventFormat.NONE:
             argv += ["--events", events.value]
-        return [*argv, "--", *(sandbox or []), *agent.argv]
+        return argv
 
     # -- stop ----------------------------------------------------------------------
 

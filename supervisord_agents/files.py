@@ -6,8 +6,7 @@ none can leave the state directory::
     <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
                                                mcp.json     MCP config naming the shim (removed at cleanup)
                                                launch.json  a queued agent's token and prompt (removed at start)
-                                               env.json     its environment (0600, removed by the runner once read)
-                                               provider/    the provider's own per-agent settings (removed at cleanup)
+                                               exec.json    its argv and environment (0600, the runner removes it)
                                                output.log   stdout+stderr (archived at cleanup)
                                                output.log.N rotated log; N: offset of its first byte
                                                runner.json  the runner's start record
@@ -48,7 +47,7 @@ class AgentFiles:
         self.prompt = self.dir / "prompt.txt"
         self.mcp_config = self.dir / "mcp.json"  # for providers that take one; holds the token
         self.launch = self.dir / "launch.json"  # what a queued agent's start needs; holds the token
-        self.env = self.dir / "env.json"  # the agent's environment, until the runner has read it
+        self.exec = self.dir / "exec.json"  # the agent's argv and environment, until the runner has read them
         self.log = self.dir / "output.log"
         self.record = self.dir / "runner.json"
         self.status = self.dir / "status.json"
@@ -116,9 +115,9 @@ class AgentFiles:
         digits = head[10:].split(b"\0", 1)[0].rpartition(b".")[2]
         return int(digits) if digits.isdigit() else 0
 
-    def write_env(self, data: bytes) -> None:
-        """The agent's environment for its runner (0600: it may hold keys)."""
-        _write_private(self.env, data)
+    def write_exec(self, data: bytes) -> None:
+        """The agent's argv and environment for its runner (0600: they may hold keys)."""
+        _write_private(self.exec, data)
 
     def save_launch(self, data: bytes) -> None:
         """Keep what a queued agent's start needs across a daemon restart (0600)."""
@@ -137,7 +136,7 @@ class AgentFiles:
         self.prompt.unlink(missing_ok=True)
         self.mcp_config.unlink(missing_ok=True)
         self.launch.unlink(missing_ok=True)
-        self.env.unlink(missing_ok=True)
+        self.exec.unlink(missing_ok=True)
 
 
 def private_dirs(*paths: Path) -> None:

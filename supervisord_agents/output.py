@@ -50,14 +50,20 @@ def read_output(files: AgentFiles, params: OutputParams) -> OutputResult:
         if params.offset is not None and params.offset < log.start:
             notes.append(f"bytes {params.offset}-{log.start} were dropped when the log was rotated")
         lines, end = _lines(f, log, params)
-        size = end if log.compressed else log.end()
+        if not log.compressed:
+            size = log.end()
+        elif params.offset is not None and end == params.offset:
+            # Nothing read at the offset: it is at or past the end, which only reading says.
+            end = size = _decompressed_end(f, log.start)
+        else:
+            size = end
     try:
         selected = [line for line in lines if _keep(line, params.format, pattern)]
     except TimeoutError:
         raise Timeout(f"regex took longer than {REGEX_SECONDS} s; simplify it") from None
     if params.tail is not None:
         selected = selected[-params.tail:] if params.tail else []
-    rendered = [_render(line, params.format) for line in selected]
+    rendered = [text for line in selected if (text := _render(line, params.format))]
     text = "\n".join(rendered) + ("\n" if rendered else "")
     data = text.encode()
     truncated = False
@@ -167,6 +173,13 @@ def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[
     return [_decode(r) for r in data.splitlines()], start + len(data)
 
 
+def _decompressed_end(f: io.BufferedReader, start: int) -> int:
+    f.seek(start)
+    while f.read(1 << 20):
+        pass
+    return f.tell()
+
+
 def _tail_lines(f: Any, first: int, end: int, n: int) -> list[str]:
     """The last ``n`` lines, reading backwards in blocks (cost grows with n, not the file)."""
     block, pos, chunks, newlines = 65536, end, [], 0
@@ -207,7 +220,8 @@ def _clip(text: str) -> str:
 
 
 def summarize(line: str) -> str:
-    """One compact line for one stream-json event (or ``[TEXT]`` for anything else)."""
+    """One compact line for one JSON event of Claude Code, Codex or Gemini CLI (``[TEXT]``
+    for anything else; empty for an event not worth a line, such as a codex item starting)."""
     try:
         event = _json.decode(line)
     except msgspec.DecodeError:
@@ -215,14 +229,34 @@ def summarize(line: str) -> str:
     if not isinstance(event, dict):
         return f"[TEXT] {line}"
     kind = event.get("type")
+    if isinstance(kind, str) and "." in kind:
+        return _summarize_codex(kind, event)
     if kind == "system":
-        model, session = event.get("model", "?"), event.get("session_id", "?")
-        return f"[INIT] {event.get('subtype', '')} model={model} session={session}"
+        subtype = event.get("subtype", "")
+        if subtype == "api_retry":
+            status = event.get("error_status")
+            detail = " ".join(str(x) for x in (f"HTTP {status}" if status else "", event.get("error") or "") if x)
+            delay = event.get("retry_delay_ms")
+            after = f", next in {delay / 1000:.1f}s" if isinstance(delay, int | float) else ""
+            return f"[RETRY] attempt {event.get('attempt', '?')}/{event.get('max_retries', '?')}: {detail}{after}"
+        if subtype != "init":
+            return f"[SYSTEM] {subtype}"
+        return f"[INIT] model={event.get('model', '?')} session={event.get('session_id', '?')}"
+    if kind == "init":  # gemini
+        return f"[INIT] model={event.get('model', '?')} session={event.get('session_id', '?')}"
     if kind == "result":
-        status = "error" if event.get("is_error") else "ok"
-        cost = event.get("total_cost_usd")
-        cost_s = f" cost=${cost:.4f}" if isinstance(cost, int | float) else ""
-        return f"[DONE] {status}{cost_s} turns={event.get('num_turns', '?')}: {event.get('result', '')}"
+        return _summarize_result(event)
+    if kind == "error":
+        return f"[ERROR] {event.get('message', '')}"
+    if kind == "message":  # gemini
+        tag = "[ASST]" if event.get("role") == "assistant" else "[USER]"
+        return f"{tag} {event.get('content', '')}"
+    if kind == "tool_use":  # gemini
+        return f"[TOOL] {event.get('tool_name', '?')}: {_tool_detail(event.get('parameters'))}"
+    if kind == "tool_result":  # gemini
+        tag = "[ERROR]" if event.get("status") == "error" else "[RESULT]"
+        error = event.get("error")
+        return f"{tag} {event.get('output', '') or (error.get('message', '') if isinstance(error, dict) else '')}"
     message = event.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):
@@ -230,17 +264,69 @@ def summarize(line: str) -> str:
     return f"[{str(kind).upper()}] {line}"
 
 
+def _summarize_result(event: dict[str, Any]) -> str:
+    if "status" in event:  # gemini
+        stats = _dict(event.get("stats"))
+        tokens = f" tokens={stats.get('total_tokens')}" if stats.get("total_tokens") is not None else ""
+        if event.get("status") == "success":
+            return f"[DONE] ok{tokens}"
+        error = event.get("error")
+        text = error.get("message", "") if isinstance(error, dict) else str(error or "")
+        return f"[DONE] error{tokens}: {text}"
+    status = "error" if event.get("is_error") else "ok"
+    cost = event.get("total_cost_usd")
+    cost_s = f" cost=${cost:.4f}" if isinstance(cost, int | float) else ""
+    return f"[DONE] {status}{cost_s} turns={event.get('num_turns', '?')}: {event.get('result', '')}"
+
+
+def _summarize_codex(kind: str, event: dict[str, Any]) -> str:
+    if kind == "thread.started":
+        return f"[INIT] thread={event.get('thread_id', '?')}"
+    if kind == "turn.completed":
+        usage = _dict(event.get("usage"))
+        return f"[DONE] ok tokens in={usage.get('input_tokens', '?')} out={usage.get('output_tokens', '?')}"
+    if kind == "turn.failed":
+        error = event.get("error")
+        return f"[DONE] error: {error.get('message', '') if isinstance(error, dict) else error}"
+    item = event.get("item")
+    if kind != "item.completed" or not isinstance(item, dict):
+        return ""  # turn.started, item.started/updated: the completed item says it all
+    itype = item.get("type")
+    if itype == "agent_message":
+        return f"[ASST] {item.get('text', '')}"
+    if itype == "reasoning":
+        return "[THINK]"
+    if itype == "command_execution":
+        return f"[TOOL] shell: {item.get('command', '')} -> exit {item.get('exit_code', '?')}"
+    if itype == "mcp_tool_call":
+        tag = "[ERROR]" if item.get("status") == "failed" else "[TOOL]"
+        return f"{tag} {item.get('server', '?')}.{item.get('tool', '?')}"
+    if itype == "file_change":
+        changes = item.get("changes")
+        paths = [str(c.get("path", "?")) for c in changes if isinstance(c, dict)] if isinstance(changes, list) else []
+        return "[EDIT] " + ", ".join(paths)
+    if itype == "error":
+        return f"[ERROR] {item.get('message', '')}"
+    return f"[{str(itype).upper()}]"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_detail(args: Any) -> str:
+    if isinstance(args, dict):
+        return str(next((args[k] for k in ("command", "file_path", "pattern", "url", "prompt") if k in args),
+                        msgspec.json.encode(args).decode()))
+    return ""
+
+
 def _summarize_block(kind: Any, block: dict[str, Any]) -> str:
     btype = block.get("type")
     if btype == "text":
         return f"[ASST] {block.get('text', '')}"
     if btype == "tool_use":
-        args = block.get("input")
-        detail = ""
-        if isinstance(args, dict):
-            detail = str(next((args[k] for k in ("command", "file_path", "pattern", "url", "prompt") if k in args),
-                              msgspec.json.encode(args).decode()))
-        return f"[TOOL] {block.get('name', '?')}: {detail}"
+        return f"[TOOL] {block.get('name', '?')}: {_tool_detail(block.get('input'))}"
     if btype == "tool_result":
         body = block.get("content")
         if isinstance(body, list):

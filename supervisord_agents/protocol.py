@@ -44,6 +44,8 @@ from .model import (
     AgentId,
     AgentState,
     Counts,
+    ErrorClass,
+    Exit,
     Finding,
     Limits,
     ModelName,
@@ -290,12 +292,24 @@ class TaskStatus(Struct, kw_only=True):
     latest_findings: list[Finding]
 
 
-class AgentExit(Struct, kw_only=True):
-    """One agent's outcome as ``agent.wait`` reports it."""
+class AgentExit(Struct, kw_only=True, omit_defaults=True):
+    """One agent's outcome as ``agent.wait`` reports it: why it did not complete, or its
+    final answer (bounded; ``agent.output`` has the rest), and the whole exit record."""
 
     agent_id: str
     state: AgentState
-    exit: Any = None
+    reason: str = ""
+    error_class: ErrorClass | None = None
+    answer: str = ""
+    exit: Exit | None = None
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentExit:
+        exit = agent.exit
+        if exit is None:
+            return cls(agent_id=agent.id, state=agent.state)
+        return cls(agent_id=agent.id, state=agent.state, reason=exit.reason, error_class=exit.error_class,
+                   answer=exit.answer, exit=exit)
 
 
 class WaitResult(Struct, kw_only=True):

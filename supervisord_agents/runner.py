@@ -1,12 +1,14 @@
 """The runner: what an agent's tmux pane runs, around the agent itself.
 
     python -m supervisord_agents.runner --status S --record R --log L [--log-max BYTES] --prompt P
-                                        [--env FILE] [--cgroup DIR --cgroup-mount MOUNT]
-                                        [--events FORMAT] -- argv...
+                                        [--cgroup DIR --cgroup-mount MOUNT] [--events FORMAT]
+                                        (--exec FILE | -- argv...)
 
 It starts the agent in a process group of its own with the prompt file on stdin (else
-``/dev/null``: never a terminal) and, with ``--env``, exactly the environment that file
-holds (the daemon's, composed at this spawn; the file is removed once read), copies
+``/dev/null``: never a terminal). With ``--exec``, the agent's argv and exactly its
+environment come from that file (the daemon's environment, composed at this spawn: not
+the tmux server's; and an argv may hold newlines, which a tmux command line may not); the
+file is removed once read, as it may hold keys. It copies
 the agent's stdout and stderr both to the pane and to the log file (rotated past
 ``--log-max`` bytes, see :class:`LogFile`), forwards SIGTERM,
 SIGINT and SIGHUP to the group, and when the agent exits writes the status record
@@ -48,7 +50,7 @@ _CHUNK = 1 << 16
 class Args:
     def __init__(self, argv: list[str]) -> None:
         self.status = self.record = self.log = self.prompt = self.cgroup = self.cgroup_mount = ""
-        self.env = self.events = ""
+        self.exec = self.events = ""
         self.log_max = 0
         self.command: list[str] = []
         i = 0
@@ -57,7 +59,7 @@ class Args:
             if arg == "--":
                 self.command = argv[i + 1 :]
                 break
-            if arg in ("--status", "--record", "--log", "--prompt", "--cgroup", "--cgroup-mount", "--env",
+            if arg in ("--status", "--record", "--log", "--prompt", "--cgroup", "--cgroup-mount", "--exec",
                        "--events") and i + 1 < len(argv):
                 setattr(self, arg[2:].replace("-", "_"), argv[i + 1])
                 i += 1
@@ -67,9 +69,9 @@ class Args:
             else:
                 raise SystemExit(f"runner: unexpected argument {arg!r}")
             i += 1
-        if not (self.status and self.command):
+        if not (self.status and (self.command or self.exec)):
             raise SystemExit("usage: runner --status FILE [--record F] [--log F] [--log-max BYTES] [--prompt F]"
-                             " [--env F] [--cgroup DIR --cgroup-mount MOUNT] [--events FORMAT] -- argv")
+                             " [--cgroup DIR --cgroup-mount MOUNT] [--events FORMAT] (--exec F | -- argv)")
 
 
 def write_atomic(path: str, data: dict[str, object]) -> None:
@@ -248,20 +250,29 @@ def _write_all(fd: int, data: bytes) -> None:
             continue
 
 
-def agent_env(path: str) -> dict[str, str]:
-    """The agent's environment: the file the daemon wrote for this spawn (read once, then
-    removed: it may hold keys), else ours without tmux's variables. Raises OSError."""
-    if not path:
+def load_exec(args: Args) -> dict[str, str]:
+    """The agent's environment (and, from an ``--exec`` file, its argv into ``args``): the
+    file the daemon wrote for this spawn, read once, then removed; without one, ours
+    without tmux's variables. Raises OSError."""
+    if not args.exec:
         return {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
-    with open(path, "rb") as f:
+    with open(args.exec, "rb") as f:
         data = f.read()
-    os.unlink(path)
+    os.unlink(args.exec)
     try:
-        env = json.loads(data)
+        spec = json.loads(data)
     except ValueError:
-        env = None
+        spec = None
+    env = spec.get("env") if isinstance(spec, dict) else None
+    argv = spec.get("argv") if isinstance(spec, dict) else None
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise OSError(errno.EINVAL, f"{path} is not an environment (a JSON object of strings)")
+        raise OSError(errno.EINVAL, f"{args.exec} holds no environment (a JSON object of strings)")
+    if argv is not None:
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise OSError(errno.EINVAL, f"{args.exec} holds no argv (a list of strings)")
+        args.command = argv
+    if not args.command:
+        raise OSError(errno.EINVAL, "no command to run")
     return env
 
 
@@ -538,13 +549,14 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(args.status, status)
         return EXEC_FAILED
     try:
-        pid = spawn(args, agent_env(args.env), out_w, err_w)
+        pid = spawn(args, load_exec(args), out_w, err_w)
     except OSError as e:
         if home:
             _leave(home)
         os.close(out_w)
         os.close(err_w)
-        message = f"cannot start {args.command[0]!r}: {e.strerror or e}"
+        what = repr(args.command[0]) if args.command else "the agent"
+        message = f"cannot start {what}: {e.strerror or e}"
         tee.write(f"supervisord-agents runner: {message}\n".encode(), from_stdout=False)
         status.update(code=EXEC_FAILED, ended_at=time.time(), error=message)
         write_atomic(args.status, status)

@@ -64,6 +64,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup_root: Path | None = None  # the agents' cgroups, when the daemon has them
         self.log_path = self.base / "daemon.log"
+        self.extra_env: dict[str, str] = {}  # more of the daemon's environment (set before start)
 
     @property
     def env(self) -> dict[str, str]:
@@ -76,6 +77,7 @@ class DaemonProcess:
             "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
         })
         env.update({f"SUPERVISORD_AGENTS_{k.upper()}": v for k, v in self.settings.items()})
+        env.update(self.extra_env)
         return env
 
     def start(self, *, wait: bool = True) -> DaemonProcess:
