@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("attach", verbs.cmd_attach, "attach your terminal to the agent's tmux session")
     p.add_argument("agent")
 
+    p = verb("doctor", verbs.cmd_doctor, "check that each provider's agents can run and report")
+    p.add_argument("providers", nargs="*", help="only these (default: every configured one)")
+
     p = sub.add_parser("service", parents=[common], help="install, remove or check the systemd/launchd files",
                        description="Write (install), remove (uninstall) or check (status) the user service files "
                                    "that run the daemon under systemd (Linux) or launchd (macOS).")

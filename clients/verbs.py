@@ -32,6 +32,7 @@ from supervisord_agents.protocol import (
     AGENT_PROGRESS,
     AGENT_SPAWN,
     AGENT_WAIT,
+    DAEMON_DOCTOR,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
     DAEMON_STOP,
@@ -58,6 +59,10 @@ ATTACHABLE: Final = frozenset({AgentState.RUNNING, AgentState.STOPPING})
 
 class AgentFailed(SupervisorError):
     """An agent that ``agentctl wait`` waited on ended other than completed."""
+
+
+class ProvidersBroken(SupervisorError):
+    """``agentctl doctor`` found a provider that cannot work (exit status 1)."""
 
 
 def out(text: str) -> None:
@@ -291,6 +296,26 @@ def cmd_events(args: argparse.Namespace, c: Client) -> None:
 
 
 # --- the daemon -------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace, c: Client) -> None:
+    """Each provider as the daemon sees it; fail if one that is installed (or named) cannot work."""
+    report = c.call(DAEMON_DOCTOR, providers=args.providers)
+    if args.json:
+        emit_json(report)
+    else:
+        for p in report.providers:
+            state = "ok" if p.ok else ("not installed" if not p.installed else "PROBLEM")
+            out(f"{p.name:<10} {state}\n")
+            for label, value in (("binary", f"{p.binary} {p.version}".strip()), ("flags", " ".join(p.flags)),
+                                 ("credential", p.credentials), ("reporting", p.reporting)):
+                if value:
+                    out(f"  {label:<11} {value}\n")
+            for problem in p.problems:
+                out(f"  problem     {problem.what}\n  fix         {problem.fix}\n")
+    if not report.ok:
+        broken = [p.name for p in report.providers if not p.ok and p.installed]
+        raise ProvidersBroken(f"cannot work: {', '.join(broken) or 'see above'}")
 
 
 def cmd_health(args: argparse.Namespace, c: Client) -> None:

@@ -10,6 +10,7 @@ Pure core (no I/O, no clock; time is an argument):
     commands        the registry's vocabulary: commands in; events, effects, results out
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
     drift           compare the registry with one tmux listing; a plan of what to correct
+    results         each provider's JSON events read into one report; how a run ended, and why
     protocol        the wire: the method table, params and results, limits, NDJSON framing
     tmux            the ``TmuxBackend`` seam and the values that cross it
     tmux_protocol   tmux control mode as a sans-IO parser, and tmux command quoting
@@ -29,7 +30,8 @@ Adapters (own I/O, run inside the daemon):
     procs           processes by group and parentage (stop and verify, never by name)
     cgroups         each agent in a cgroup of its own: who a peer is, kill all of it, usage
     agent_sockets   a socket of its own for each sandboxed agent (and the runtime folder's rules)
-    providers       argv and prompt for each kind of agent
+    providers       argv, MCP wiring, environment and prompt for each kind of agent
+    doctor          can each provider's agents run, end right and report (``agentctl doctor``)
     config          defaults, TOML file, environment; the settings in force
     logs            structlog set-up
     service         socket activation (systemd, launchd) and sd_notify

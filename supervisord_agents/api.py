@@ -24,17 +24,15 @@ import functools
 import hashlib
 import os
 import secrets
-import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 import trio
 
-from . import __version__
+from . import __version__, doctor
 from .access import Access
 from .actor import Actor, Hub, Mailbox, Subscription
 from .cgroups import Cgroups
@@ -42,7 +40,7 @@ from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, Requ
 from .config import ENV_PREFIX, McpStyle, Settings
 from .errors import Forbidden, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
-from .launch import Launch, Launcher
+from .launch import Launch, Launcher, mcp_shim
 from .model import Agent, AgentState, DecidedBy, Finding, Task
 from .output import read_output
 from .protocol import (
@@ -55,6 +53,7 @@ from .protocol import (
     AGENT_PROGRESS,
     AGENT_SPAWN,
     AGENT_WAIT,
+    DAEMON_DOCTOR,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
     DAEMON_STOP,
@@ -73,6 +72,8 @@ from .protocol import (
     AgentRef,
     Answer,
     Boundary,
+    DoctorParams,
+    DoctorReport,
     FindingParams,
     FindingsListParams,
     Headroom,
@@ -520,6 +521,10 @@ class Api:
     async def daemon_reconcile(self, params: ReconcileParams, caller: Caller) -> ReconcileReport:
         return await self.reconciler.reconcile(dry_run=params.dry_run, kill_orphans=params.kill_orphans)
 
+    @handles(DAEMON_DOCTOR)
+    async def daemon_doctor(self, params: DoctorParams, caller: Caller) -> DoctorReport:
+        return await doctor.check(self.settings.current, list(params.providers))
+
     @handles(DAEMON_HEALTH)
     async def health(self, params: NoParams, caller: Caller) -> Health:
         actor, last, cgroups = self.actor, self.reconciler.last, self.access.cgroups
@@ -567,12 +572,6 @@ class Api:
 def unhandled() -> set[str]:
     """Declared methods without a handler (a test keeps this empty)."""
     return set(METHODS) - set(_HANDLERS)
-
-
-def mcp_shim() -> str | None:
-    """The installed MCP shim beside this Python, if the ``mcp`` extra is installed."""
-    shim = Path(sys.executable).parent / "agents-mcp"
-    return str(shim) if shim.exists() else None
 
 
 def _stamp(now: float, fmt: str) -> str:

@@ -113,7 +113,7 @@ REPORT_TOOLS: Final = ("report_progress", "report_finding")
 MCP_SERVER: Final = "supervisord-agents"
 
 
-def _default_providers() -> dict[str, Provider]:
+def default_providers() -> dict[str, Provider]:
     hour = 3600.0
     return {
         "claude": Provider(
@@ -280,7 +280,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] = os.enviro
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
         raise InvalidParams(f"invalid config ({path}): {e}") from None
-    providers = _default_providers()
+    providers = default_providers()
     providers.update(config.providers)
     return msgspec.structs.replace(config, providers=providers)
 

@@ -29,7 +29,7 @@ from .commands import CleanUpAgent, Effect, Exited, RecordCleanup, Started, Star
 from .config import Settings
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import AgentFiles, StartRecord, read_exit, read_start
-from .launch import Launcher
+from .launch import Launcher, tools_dir
 from .model import Agent, CleanupRecord, DecidedBy, EventFormat, Exit, Sandbox
 from .providers import agent_environment
 from .tmux import SessionSpec, TmuxBackend
@@ -127,7 +127,7 @@ class Effects:
             identity = launch.identity_env(agent, socket_path)
             # The daemon's environment now, not the tmux server's from when it started.
             env = agent_environment(os.environ, self.settings.current.agent_env, launch.env, identity,
-                                    tools_dir=str(Path(sys.executable).parent))
+                                    tools_dir=tools_dir())
             files.write_exec(msgspec.json.encode({"argv": [*sandbox, *agent.argv], "env": env}))
             spec = SessionSpec(
                 name=f"sa-{agent.id}",

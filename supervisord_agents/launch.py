@@ -19,6 +19,7 @@ spawn request to the agent's session, by one path for every agent, queued or not
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -55,6 +56,18 @@ class Launch(Struct, frozen=True, kw_only=True):
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode: Final = msgspec.json.Decoder(Launch).decode
+
+
+def tools_dir() -> str:
+    """Where this installation's scripts are (agentctl, the MCP shim): first on every
+    agent's PATH."""
+    return str(Path(sys.executable).parent)
+
+
+def mcp_shim() -> str | None:
+    """The installed MCP shim beside this Python, if the ``mcp`` extra is installed."""
+    shim = Path(tools_dir()) / "agents-mcp"
+    return str(shim) if shim.exists() else None
 
 
 class Launcher:

@@ -259,6 +259,10 @@ class ReconcileParams(Params, frozen=True, kw_only=True):
     kill_orphans: bool = False
 
 
+class DoctorParams(Params, frozen=True, kw_only=True):
+    providers: Annotated[list[Name], Meta(max_length=64)] = []  # empty: every configured provider
+
+
 # --- results ------------------------------------------------------------------------
 
 
@@ -343,6 +347,31 @@ class Subscribed(Struct, kw_only=True):
 
 class Stopping(Struct, kw_only=True):
     stopping: bool
+
+
+class Problem(Struct, frozen=True, kw_only=True):
+    what: str
+    fix: str
+
+
+class ProviderCheck(Struct, kw_only=True, omit_defaults=True):
+    """Whether agents of one provider can run, end right and report, as the daemon sees it
+    (its environment is the one its agents get)."""
+
+    name: str
+    ok: bool
+    installed: bool = True  # False: its binary is not there (a default provider you may not use)
+    binary: str = ""
+    version: str = ""
+    flags: list[str] = []  # the profile's flags its --help lists
+    credentials: str = ""  # where a credential was found
+    reporting: str = ""  # how its agents reach the supervisor's tools
+    problems: list[Problem] = []
+
+
+class DoctorReport(Struct, kw_only=True):
+    ok: bool  # False when a provider that is installed (or was asked for) cannot work
+    providers: list[ProviderCheck]
 
 
 class ReconcileReport(Struct, kw_only=True):
@@ -495,6 +524,9 @@ DAEMON_HEALTH: Final = Method[NoParams, Health](
     "daemon.health", NoParams, Health, "the daemon's health and counts", rule=Rule.OPERATOR)
 DAEMON_RECONCILE: Final = Method[ReconcileParams, ReconcileReport](
     "daemon.reconcile", ReconcileParams, ReconcileReport, "reconcile the registry with tmux now", rule=Rule.OPERATOR)
+DAEMON_DOCTOR: Final = Method[DoctorParams, DoctorReport](
+    "daemon.doctor", DoctorParams, DoctorReport, "check each provider: binary, version, flags, credentials, tools",
+    rule=Rule.OPERATOR, answer=Answer.BACKGROUND)
 DAEMON_STOP: Final = Method[NoParams, Stopping](
     "daemon.stop", NoParams, Stopping, "stop the daemon (agents keep running)", rule=Rule.OPERATOR)
 
@@ -502,7 +534,7 @@ DAEMON_STOP: Final = Method[NoParams, Stopping](
 METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
     HELLO, TASK_CREATE, TASK_GET, TASK_LIST, TASK_CLOSE, AGENT_SPAWN, AGENT_GET, AGENT_LIST, AGENT_PROGRESS,
     AGENT_FINDING, AGENT_KILL, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
-    DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_STOP,
+    DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_DOCTOR, DAEMON_STOP,
 )}
 
 # --- codec --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ Pure: no I/O, no clock (times are handed in).
 from __future__ import annotations
 
 import re
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -93,11 +92,13 @@ def one_line(text: str, limit: int = REASON_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+#: The signals an agent is usually ended by (the same numbers on Linux and macOS).
+_SIGNALS: Final = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 8: "SIGFPE", 9: "SIGKILL",
+                   11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"}
+
+
 def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    return _SIGNALS.get(number, f"signal {number}")
 
 
 # --- error classes from what the provider said --------------------------------------------

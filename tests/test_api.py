@@ -98,8 +98,13 @@ async def test_spawn_goes_through_the_seam(rig: InProcess) -> None:
     assert agent["state"] == "running" and agent["tmux"]["session_id"] == "$1"
     (spec,) = rig.fake.specs
     assert spec.name == f"sa-{agent['id']}" and spec.agent_id == agent["id"]
-    runner, double_dash = spec.argv.index("supervisord_agents.runner"), spec.argv.index("--")
-    assert runner < double_dash and spec.argv[double_dash + 1:] == ["true", "x"]
+    # The pane runs the runner; the agent's argv and environment wait for it in exec.json.
+    assert "supervisord_agents.runner" in spec.argv and "true" not in spec.argv
+    exec_file = rig.files(agent).exec
+    if exec_file.exists():  # the fake backend runs no runner to take it
+        launch = json.loads(exec_file.read_text())
+        assert launch["argv"] == ["true", "x"] and launch["env"]["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
+        assert exec_file.stat().st_mode & 0o777 == 0o600
     assert spec.env["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
     assert "SUPERVISORD_AGENTS_TOKEN" not in spec.env  # the kernel tells agents apart: no secret to steal
     prompt = rig.files(agent).prompt.read_text()

@@ -23,9 +23,9 @@ PACKAGE = Path(supervisord_agents.__file__).parent
 CLIENTS = PACKAGE.parent / "clients"
 README = PACKAGE.parent / "README.md"
 
-CORE = {"errors", "model", "commands", "registry", "drift", "protocol", "tmux", "tmux_protocol"}
+CORE = {"errors", "model", "commands", "registry", "drift", "protocol", "tmux", "tmux_protocol", "results"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
-            "procs", "cgroups", "agent_sockets", "access", "providers", "config", "logs", "service"}
+            "procs", "cgroups", "agent_sockets", "access", "providers", "doctor", "config", "logs", "service"}
 ENTRY = {"daemon", "runner"}
 IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog", "subprocess", "pathlib", "io",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",
