@@ -4,7 +4,10 @@ real tmux and the fake agent."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,9 +16,10 @@ from typing import Any
 import pytest
 import trio
 
+import supervisord_agents
 from supervisord_agents.model import AgentState, Priority, Severity, TaskState
 from supervisord_agents.protocol import OutputFormat
-from tests.harness import BIN, FAKE_AGENT, DaemonProcess
+from tests.harness import BIN, FAKE_AGENT, DaemonProcess, short_tmpdir
 
 mcp = pytest.importorskip("mcp")
 from mcp.client.session import ClientSession  # noqa: E402
@@ -24,7 +28,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 TOOLS = {
     "create_task", "spawn_agent", "spawn_child_agent", "get_task_status", "list_tasks", "list_agents",
     "get_agent_output", "wait_for_agents", "kill_agent", "report_progress", "report_finding", "list_findings",
-    "get_health", "repair",
+    "get_health", "repair", "close_task",
 }
 
 
@@ -134,7 +138,11 @@ async def test_an_orchestration_end_to_end(daemon: DaemonProcess) -> None:
 
         status = await tool(session, "get_task_status", task_id=task["id"])
         assert status["counts"]["completed"] == 3
-        assert {a["message"] for a in status["agents"]} == {"halfway there"}
+        assert [set(a) for a in status["agents"]] == [{"id", "type", "state", "outcome"}] * 3  # compact
+        assert all(a["outcome"].startswith("ok") for a in status["agents"])
+        detail = await tool(session, "get_task_status", task_id=task["id"], detail=True)
+        assert {a["message"] for a in detail["agents"]} == {"halfway there"}
+        assert len(json.dumps(status)) < len(json.dumps(detail)) / 2
         findings = await tool(session, "list_findings", task_id=task["id"])
         assert sorted(f["agent_id"] for f in findings["findings"]) == sorted(agents)
         again = await tool(session, "list_findings", task_id=task["id"], since=findings["next_since"])
@@ -220,3 +228,79 @@ async def test_an_agent_reports_through_the_shim_only_for_itself(daemon: DaemonP
     daemon.call("agent.kill", agent_id=alice["id"], tree=True)
     daemon.call("agent.kill", agent_id=bob["id"])
 
+
+
+async def test_the_shim_says_its_version_and_describes_every_spawn_parameter(daemon: DaemonProcess) -> None:
+    params = StdioServerParameters(command=str(BIN / "agents-mcp"), env=daemon.env)
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        init = await session.initialize()
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert init.server_info.version == supervisord_agents.__version__
+    for name in ("spawn_agent", "spawn_child_agent"):
+        props = tools[name].input_schema["properties"]
+        undescribed = [p for p, schema in props.items() if p != "task_id" and not schema.get("description")]
+        assert undescribed == [], name
+
+
+async def test_close_task_and_a_wait_that_returns_before_clients_give_up(daemon: DaemonProcess) -> None:
+    async with shim(daemon) as session:
+        task = await tool(session, "create_task", description="t", working_directory=str(daemon.base))
+        agent = await tool(session, "spawn_agent", task_id=task["id"], type="slow", prompt="p", provider="command",
+                           argv=fake("--sleep", "60"))
+        waited = await tool(session, "wait_for_agents", agent_ids=[agent["id"]], timeout_seconds=1.5)
+        assert waited["done"] is False and waited["still_running"] == [agent["id"]]
+        closed = await tool(session, "close_task", task_id=task["id"])
+        assert closed["state"] == "closed"
+        error = await tool_error(session, "spawn_agent", task_id=task["id"], type="late", prompt="p",
+                                 provider="command", argv=fake())
+        assert "closed" in error
+        await tool(session, "kill_agent", agent_id=agent["id"])
+
+
+@pytest.fixture
+def xdg_daemon(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A daemon that chose its socket as a login session's would: from XDG_RUNTIME_DIR."""
+    home, xdg = tmp_path / "home", short_tmpdir()
+    home.mkdir()
+    xdg.chmod(0o700)
+    d = DaemonProcess()
+    (d.base / "config.toml").write_text("")
+    env = {k: v for k, v in d.env.items() if k not in ("SUPERVISORD_AGENTS_RUNTIME_DIR", "SUPERVISORD_AGENTS_SOCKET")}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(xdg))
+    with open(d.log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "supervisord_agents.daemon"], env=env, stdout=log, stderr=log)
+    try:
+        socket = xdg / "supervisord-agents" / "control.sock"
+        deadline = time.monotonic() + 30
+        while not socket.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, d.log()
+            time.sleep(0.05)
+        yield home, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        d.close()
+
+
+async def test_the_shim_finds_the_daemon_with_nothing_but_home(xdg_daemon: tuple[Path, int]) -> None:
+    """MCP clients start stdio servers with a minimal environment: no XDG_RUNTIME_DIR, none of
+    ours. A daemon that chose its socket from XDG_RUNTIME_DIR is still found."""
+    home, pid = xdg_daemon
+    bare = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    params = StdioServerParameters(command=str(BIN / "agents-mcp"), env=bare)
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        health = await tool(session, "get_health")
+    assert health["pid"] == pid
+
+
+def test_the_shim_exits_at_once_on_sigint(daemon: DaemonProcess) -> None:
+    """Not at the client's next line: the SDK reads stdin in a thread a cancel cannot reach."""
+    with subprocess.Popen([str(BIN / "agents-mcp")], env=daemon.env, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        try:
+            time.sleep(1.0)  # let it start reading
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 128 + signal.SIGINT
+        finally:
+            proc.kill()

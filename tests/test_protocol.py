@@ -179,6 +179,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "events.subscribe": {},
     "daemon.health": {},
     "daemon.reconcile": {},
+    "daemon.doctor": {},
     "daemon.stop": {},
 }
 
@@ -429,7 +430,7 @@ def test_free_form_argv_model_and_cwd_are_kept_verbatim(field: str, value: Any) 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("argv", ["ok", "new\nline"]),
+        ("argv", ["ok", "bell\x07"]),  # tabs and newlines are legal, other controls are not
         ("argv", ["nul\x00"]),
         ("argv", ["esc\x1b[31m"]),
         ("argv", ["x"] * 257),
@@ -478,6 +479,7 @@ def test_bad_argv_model_cwd_and_prompt_are_refused(field: str, value: Any) -> No
         ("agent.list", {"live": "true"}, "live"),
         ("hello", {"protocol": "1"}, "protocol"),
         ("daemon.reconcile", {"dry_run": 0}, "dry_run"),
+        ("daemon.doctor", {"providers": ["Not A Name"]}, "providers"),
         ("agent.output", {"agent_id": AGENT, "format": "html"}, "format"),
         ("agent.output", {"agent_id": AGENT, "format": "text\n"}, "format"),
     ],
