@@ -365,7 +365,7 @@ class Api:
             created_at=now, updated_at=now,
         )
         launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task), events=provider.events,
-                        mcp=provider.mcp, mcp_shim=shim, env=provider_env(provider, params.env, mcp_file))
+                        mcp=provider.mcp, mcp_shim=shim, env=provider_env(provider, params.env))
         return agent, launch
 
     @handles(AGENT_GET)

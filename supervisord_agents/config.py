@@ -58,7 +58,7 @@ class McpStyle(StrEnum):
     NONE = "none"
     CLAUDE = "claude"  # --mcp-config <agent dir>/mcp.json
     CODEX = "codex"  # -c mcp_servers.supervisord-agents.* overrides on its command line
-    GEMINI = "gemini"  # a settings file of the agent's own, named by GEMINI_CLI_SYSTEM_SETTINGS_PATH
+    GEMINI = "gemini"  # a GEMINI_CLI_HOME of the agent's own: its settings and shell policy
 
 
 class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -89,7 +89,8 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 DEFAULT_ENV_DENY: Final = (
     "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT", "CLAUDE_AGENT_SDK_VERSION",
     "CODEX_SANDBOX", "CODEX_SANDBOX_NETWORK_DISABLED", "CODEX_THREAD_ID", "CODEX_MANAGED_BY_NPM",
-    "GEMINI_CLI", "GEMINI_CLI_NO_RELAUNCH", "SANDBOX",
+    "GEMINI_CLI", "GEMINI_CLI_NO_RELAUNCH", "GEMINI_CLI_TRUST_WORKSPACE", "GEMINI_CLI_HOME",
+    "GEMINI_CLI_SYSTEM_SETTINGS_PATH", "SANDBOX",
     "TMUX", "TMUX_PANE", "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID",
     "WATCHDOG_USEC", "INVOCATION_ID", "JOURNAL_STREAM", "MANAGERPID", "SUPERVISORD_AGENTS_*",
 )
@@ -130,10 +131,15 @@ def default_providers() -> dict[str, Provider]:
             credentials=["OPENAI_API_KEY", "CODEX_API_KEY", "~/.codex/auth.json"],
         ),
         "gemini": Provider(
-            argv=["gemini", "--output-format", "stream-json"],
+            # --skip-trust: run in any folder, without merging the folder's own .gemini settings.
+            argv=["gemini", "--output-format", "stream-json", "--skip-trust"],
             events=EventFormat.GEMINI, mcp=McpStyle.GEMINI, timeout=hour,
-            credentials=["GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
-                         "~/.gemini/oauth_creds.json"],
+            # One process, which SIGTERM stops (by default it relaunches itself in a child and
+            # the parent ignores SIGTERM).
+            env={"GEMINI_CLI_NO_RELAUNCH": "true"},
+            credentials=["GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA",
+                         "GOOGLE_APPLICATION_CREDENTIALS", "~/.gemini/oauth_creds.json",
+                         "~/.gemini/gemini-credentials.json", "~/.gemini/.env"],
         ),
         "command": Provider(argv=[], model_flag=[], version_argv=[]),
     }

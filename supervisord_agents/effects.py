@@ -168,9 +168,11 @@ class Effects:
         argv += ["--bind", cwd, cwd]
         for hidden in (config.state_dir, config.runtime_dir):
             argv += ["--tmpfs", str(hidden)]
-        # Its own folder (its prompt, its provider's settings) stays readable.
-        return [*argv, "--ro-bind", str(own), str(own), "--bind", str(reporting), str(reporting),
-                "--chdir", cwd, "--"]
+        # Its own folder (its prompt, its MCP config) stays readable; its CLI's home, writable.
+        argv += ["--ro-bind", str(own), str(own)]
+        if (own / "home").is_dir():
+            argv += ["--bind", str(own / "home"), str(own / "home")]
+        return [*argv, "--bind", str(reporting), str(reporting), "--chdir", cwd, "--"]
 
     def runner_argv(self, files: AgentFiles, agent: Agent, *, events: EventFormat = EventFormat.NONE) -> list[str]:
         """The pane's command: the runner, which takes the agent's argv and environment

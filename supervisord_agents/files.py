@@ -7,6 +7,7 @@ none can leave the state directory::
                                                mcp.json     MCP config naming the shim (removed at cleanup)
                                                launch.json  a queued agent's token and prompt (removed at start)
                                                exec.json    its argv and environment (0600, the runner removes it)
+                                               home/        its CLI's own settings, if any (removed at cleanup)
                                                output.log   stdout+stderr (archived at cleanup)
                                                output.log.N rotated log; N: offset of its first byte
                                                runner.json  the runner's start record
@@ -47,6 +48,7 @@ class AgentFiles:
         self.prompt = self.dir / "prompt.txt"
         self.mcp_config = self.dir / "mcp.json"  # for providers that take one; holds the token
         self.launch = self.dir / "launch.json"  # what a queued agent's start needs; holds the token
+        self.home = self.dir / "home"  # a CLI home of its own (gemini: GEMINI_CLI_HOME)
         self.exec = self.dir / "exec.json"  # the agent's argv and environment, until the runner has read them
         self.log = self.dir / "output.log"
         self.record = self.dir / "runner.json"
@@ -115,6 +117,19 @@ class AgentFiles:
         digits = head[10:].split(b"\0", 1)[0].rpartition(b".")[2]
         return int(digits) if digits.isdigit() else 0
 
+    def create_home(self, files: dict[str, bytes], links: dict[str, Path]) -> None:
+        """The agent's own CLI home: ``files`` written 0600, and each of ``links`` (the user's
+        login files) linked in where it exists, so that a refreshed token reaches the user's."""
+        for rel, content in files.items():
+            path = self.home / rel
+            private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
+            _write_private(path, content)
+        for rel, target in links.items():
+            if target.exists():
+                path = self.home / rel
+                private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
+                path.symlink_to(target)
+
     def write_exec(self, data: bytes) -> None:
         """The agent's argv and environment for its runner (0600: they may hold keys)."""
         _write_private(self.exec, data)
@@ -137,6 +152,7 @@ class AgentFiles:
         self.mcp_config.unlink(missing_ok=True)
         self.launch.unlink(missing_ok=True)
         self.exec.unlink(missing_ok=True)
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def private_dirs(*paths: Path) -> None:

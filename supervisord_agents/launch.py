@@ -19,9 +19,10 @@ spawn request to the agent's session, by one path for every agent, queued or not
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import trio
@@ -32,7 +33,7 @@ from .errors import StorageError
 from .files import AgentFiles
 from .model import Agent, EventFormat
 from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
-from .providers import mcp_file_content
+from .providers import cli_home, mcp_file_content
 
 
 class Launch(Struct, frozen=True, kw_only=True):
@@ -106,9 +107,23 @@ class Launcher:
             launch = _decode(files.launch.read_bytes())
         except (FileNotFoundError, msgspec.DecodeError):
             return None
-        mcp = None
-        if launch.mcp_shim is not None:
-            mcp = mcp_file_content(launch.mcp, launch.mcp_shim, launch.identity_env(agent, socket_path))
+        identity = launch.identity_env(agent, socket_path)
+        mcp = None if launch.mcp_shim is None else mcp_file_content(launch.mcp, launch.mcp_shim, identity)
         files.create(launch.prompt, mcp)
+        home = cli_home(launch.mcp, files.home, launch.mcp_shim, identity, _user_settings(launch.mcp))
+        if home is not None:
+            files.create_home(home.files, {rel: Path.home() / rel for rel in home.links})
+            launch = msgspec.structs.replace(launch, env={**launch.env, **home.env})
         files.launch.unlink()
         return launch
+
+
+def _user_settings(style: McpStyle) -> dict[str, Any]:
+    """The user's own settings of the CLI an agent home is made for (what to carry over)."""
+    if style is not McpStyle.GEMINI:
+        return {}
+    try:
+        settings = json.loads((Path.home() / ".gemini" / "settings.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}

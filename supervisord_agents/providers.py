@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .config import MCP_SERVER, REPORT_TOOLS, AgentEnv, McpStyle, Provider
 from .errors import InvalidParams
@@ -24,14 +25,14 @@ from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
 
 #: What the shim needs of the agent's environment to reach the daemon as that agent.
 IDENTITY_VARS = (ENV_SOCKET, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN)
-GEMINI_SETTINGS_ENV = "GEMINI_CLI_SYSTEM_SETTINGS_PATH"
+GEMINI_HOME_ENV = "GEMINI_CLI_HOME"
 
 
 def build_argv(name: str, provider: Provider, *, model: str | None, extra: list[str],
                mcp_file: Path | None = None, shim: str | None = None) -> list[str]:
     """The agent's argv. ``extra`` is the whole argv for ``command``, extra flags otherwise.
     With ``shim``, the agent is given the supervisor's MCP server (``mcp_file`` is where
-    :func:`mcp_file_content` is written, for the styles that read a file)."""
+    :func:`mcp_file_content` is written, for claude)."""
     argv = [*provider.argv]
     if model is not None:
         if not provider.model_flag:
@@ -59,24 +60,66 @@ def _mcp_argv(style: McpStyle, shim: str, mcp_file: Path | None) -> list[str]:
 
 
 def mcp_file_content(style: McpStyle, shim: str, identity: Mapping[str, str]) -> bytes | None:
-    """The per-agent file that names the shim, for the styles that read one, with the
-    agent's identity for the shim (a CLI need not pass its own environment on)."""
-    server = {"command": shim, "args": [], "env": dict(identity)}
-    if style is McpStyle.CLAUDE:
-        return json.dumps({"mcpServers": {MCP_SERVER: {"type": "stdio", **server}}}).encode()
-    if style is McpStyle.GEMINI:
-        settings = {"mcpServers": {MCP_SERVER: {**server, "trust": True, "includeTools": list(REPORT_TOOLS)}}}
-        return json.dumps(settings).encode()
-    return None
+    """Claude's ``--mcp-config`` file, naming the shim with the agent's identity (a CLI need
+    not pass its own environment on to its MCP servers)."""
+    if style is not McpStyle.CLAUDE:
+        return None
+    server = {"type": "stdio", "command": shim, "args": [], "env": dict(identity)}
+    return json.dumps({"mcpServers": {MCP_SERVER: server}}).encode()
 
 
-def provider_env(provider: Provider, spawn_env: Mapping[str, str], mcp_file: Path | None) -> dict[str, str]:
-    """What a spawn adds to the daemon's environment: the provider's variables, the
-    spawn's, and where a Gemini agent finds its settings."""
-    env = {**provider.env, **spawn_env}
-    if provider.mcp is McpStyle.GEMINI and mcp_file is not None:
-        env[GEMINI_SETTINGS_ENV] = str(mcp_file)
-    return env
+class CliHome(NamedTuple):
+    """A configuration home of the agent's own for its CLI: what to write there, what to
+    link from the user's own home (their login), and the variable that points the CLI at it."""
+
+    env: dict[str, str]
+    files: dict[str, bytes]  # path relative to the home -> content (written 0600)
+    links: list[str]  # paths relative to the user's home, linked at the same place when they exist
+
+
+#: A Gemini agent may run these shell commands and no other (its policy engine matches the
+#: prefix and refuses chains, substitutions and redirections).
+GEMINI_SHELL_POLICY = """\
+# Written by supervisord-agents for one agent: the shell commands that report, and no other.
+[[rule]]
+toolName = "run_shell_command"
+commandPrefix = ["agentctl progress", "agentctl finding"]
+decision = "allow"
+priority = 100
+"""
+GEMINI_LOGIN = (".gemini/oauth_creds.json", ".gemini/google_accounts.json", ".gemini/gemini-credentials.json",
+                ".gemini/.env")
+
+
+def cli_home(style: McpStyle, home: Path, shim: str | None, identity: Mapping[str, str],
+             user_settings: Mapping[str, Any]) -> CliHome | None:
+    """The agent's own CLI home for ``style`` (None: the CLI uses the user's as it is).
+    ``user_settings`` is the user's own settings file of that CLI, parsed (or empty)."""
+    if style is not McpStyle.GEMINI:
+        return None
+    security = user_settings.get("security")
+    auth = security.get("auth") if isinstance(security, dict) else None
+    chosen = auth.get("selectedType") if isinstance(auth, dict) else None
+    settings: dict[str, Any] = {
+        # The user's sign-in method; an API key where none is set (a base URL otherwise makes
+        # 0.61 pick an auth type that headless runs refuse, gemini-cli#27550).
+        "security": {"auth": {"selectedType": chosen or "gemini-api-key"}},
+        "privacy": {"usageStatisticsEnabled": False},
+        "telemetry": {"enabled": False},
+        # Three tries, not ten over four minutes, when its API fails.
+        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False, "maxAttempts": 3},
+    }
+    if shim is not None:
+        settings["mcpServers"] = {MCP_SERVER: {"command": shim, "args": [], "env": dict(identity), "trust": True,
+                                               "includeTools": list(REPORT_TOOLS)}}
+    files = {".gemini/settings.json": json.dumps(settings, indent=2).encode(),
+             ".gemini/policies/supervisord-agents.toml": GEMINI_SHELL_POLICY.encode()}
+    return CliHome(env={GEMINI_HOME_ENV: str(home)}, files=files, links=list(GEMINI_LOGIN))
+
+
+def provider_env(provider: Provider, spawn_env: Mapping[str, str]) -> dict[str, str]:
+    """What a spawn adds to the daemon's environment: the provider's variables, then the spawn's."""
+    return {**provider.env, **spawn_env}
 
 
 def agent_environment(environ: Mapping[str, str], agent_env: AgentEnv, added: Mapping[str, str],

@@ -1,0 +1,369 @@
+"""A local mock of the Gemini API (generativelanguage ``v1beta``), as Gemini CLI uses it.
+
+Gemini CLI (0.61) with an API key talks to ``{base}/v1beta/models/<model>:<method>``
+through the ``@google/genai`` SDK, the key in ``x-goog-api-key``:
+``streamGenerateContent?alt=sse`` for each chat turn (server-sent events, one
+``GenerateContentResponse`` per ``data:`` line), ``generateContent`` for its side requests
+(JSON-schema answers: the ``auto`` model router's complexity score, next-speaker checks,
+loop detection) and ``countTokens``. The mock answers on 127.0.0.1 only and is scripted
+(see ``MockModel``).
+
+Point the CLI at it with the environment of :meth:`MockModel.env`::
+
+    GEMINI_API_KEY=<fake key>  GOOGLE_GEMINI_BASE_URL=<mock.base_url>
+
+and the settings of :meth:`MockModel.settings` in the agent's settings file
+(``$GEMINI_CLI_HOME/.gemini/settings.json``): a base URL makes 0.61 infer the
+``gateway`` auth type, which its headless auth check then refuses ("Invalid auth method
+selected.", exit 41; google-gemini/gemini-cli#27550), unless ``security.auth.selectedType``
+is pinned to ``gemini-api-key`` (the base URL is still honoured). Pass ``-m`` MODEL to
+skip the router's extra request.
+
+Run it alone (``python tests/mock_gemini.py [scenario] [port]``) to try the CLI by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SCENARIOS = ("report", "rate_limit", "server_error", "bad_key", "invalid_key", "daily_quota")
+
+API_KEY = "AIzaSyMOCK-gemini-0000000000000000000"
+MODEL = "gemini-2.5-flash"
+
+PROGRESS_ARGS = {"message": "mock started", "percent": 10}
+FINDING_ARGS = {"message": "mock finding", "type": "issue", "severity": "high"}
+SHELL_COMMAND = 'agentctl progress "shell works" --percent 90'
+SHELL_TOOL = "run_shell_command"
+
+# The delay a rate-limited request is told to wait (RetryInfo.retryDelay, and "Please retry
+# in ...s" in the message): the CLI waits at least this long before its next attempt.
+RETRY_DELAY_S = 2
+
+_STATUS = {"rate_limit": 429, "daily_quota": 429, "server_error": 500, "bad_key": 401, "invalid_key": 400}
+
+
+def tool_results(body: dict[str, Any]) -> int:
+    """How many tool results (``functionResponse`` parts) the conversation in a request
+    holds: the scripted step."""
+    count = 0
+    for content in body.get("contents") or []:
+        if isinstance(content, dict):
+            for part in content.get("parts") or []:
+                if isinstance(part, dict) and "functionResponse" in part:
+                    count += 1
+    return count
+
+
+def tool_names(body: dict[str, Any]) -> list[str]:
+    """The names of the functions offered in a request."""
+    names: list[str] = []
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            for decl in tool.get("functionDeclarations") or []:
+                if isinstance(decl, dict) and "name" in decl:
+                    names.append(decl["name"])
+    return names
+
+
+def _tokens(body: dict[str, Any]) -> int:
+    """A prompt size that grows with the conversation, as a real one does."""
+    return 1000 + len(json.dumps(body.get("contents") or [])) // 4
+
+
+class MockModel:
+    """A local mock of the Gemini API on 127.0.0.1, scripted.
+
+    Scenarios: ``report`` (report_progress, report_finding, one shell command, then the
+    answer), ``rate_limit`` (429 RESOURCE_EXHAUSTED, a per-minute quota with a RetryInfo
+    delay: the CLI retries), ``daily_quota`` (429 on a per-day quota: the CLI gives up at
+    once), ``server_error`` (500 INTERNAL), ``bad_key`` (401 UNAUTHENTICATED),
+    ``invalid_key`` (400 INVALID_ARGUMENT / API_KEY_INVALID: what the real API answers a
+    wrong API key). Every model request of an error scenario gets the error.
+    """
+
+    def __init__(self, scenario: str = "report", *, answer: str = "ANSWER: all done",
+                 retry_delay: int = RETRY_DELAY_S) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+        self.scenario = scenario
+        self.answer = answer
+        self.retry_delay = retry_delay
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []  # the body of each model request, in order
+        self.paths: list[str] = []  # the path of each model request (``/v1beta/models/m:method``)
+        self.headers: list[dict[str, str]] = []  # the headers of each model request
+        self.calls: list[tuple[str, str]] = []  # (method, path) of every HTTP request, in order
+        self.first_request_at: float | None = None
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> MockModel:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self))
+        self._server.daemon_threads = True
+        port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-gemini", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def env(self) -> dict[str, str]:
+        """The env vars that point Gemini CLI at this mock, with a fake key."""
+        return {"GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": self.base_url}
+
+    @staticmethod
+    def settings(max_attempts: int | None = None) -> dict[str, Any]:
+        """What the CLI's settings file needs to use this mock headless and offline: the
+        auth type pinned (see the module doc), no usage statistics, telemetry or update
+        checks, and optionally ``general.maxAttempts`` (1..10, default 10: the bound on
+        its retries of a 429/5xx/network error)."""
+        general: dict[str, Any] = {"enableAutoUpdate": False, "enableAutoUpdateNotification": False}
+        if max_attempts is not None:
+            general["maxAttempts"] = max_attempts
+        return {"security": {"auth": {"selectedType": "gemini-api-key"}},
+                "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False},
+                "general": general}
+
+    # -- the script ---------------------------------------------------------------------
+
+    @property
+    def chat_requests(self) -> list[dict[str, Any]]:
+        """The bodies of the chat turns (``streamGenerateContent``), without the CLI's side
+        requests (routing, next-speaker checks, token counts)."""
+        with self._lock:
+            return [b for p, b in zip(self.paths, self.requests, strict=True) if p.endswith(":streamGenerateContent")]
+
+    def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> None:
+        with self._lock:
+            self.calls.append((method, path))
+            if body is not None:
+                if self.first_request_at is None:
+                    self.first_request_at = time.monotonic()
+                self.requests.append(body)
+                self.paths.append(path.split("?")[0])
+                self.headers.append(headers)
+
+    def step(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The parts of the model turn answering one chat request of ``report``."""
+        done = tool_results(body)
+        names = tool_names(body)
+        if done == 0:
+            return [_call(_find(names, "report_progress"), PROGRESS_ARGS)]
+        if done == 1:
+            return [_call(_find(names, "report_finding"), FINDING_ARGS)]
+        if done == 2:
+            return [_call(SHELL_TOOL, {"command": SHELL_COMMAND, "description": "report through the shell"})]
+        return [{"text": self.answer}]
+
+
+def _find(names: list[str], suffix: str) -> str:
+    for name in names:
+        if name.endswith(suffix):
+            return name
+    return suffix  # not offered: the CLI will say the tool is unknown, which the test sees
+
+
+def _call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"functionCall": {"name": name, "args": args}}
+
+
+def _usage(body: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    prompt = _tokens(body)
+    out = 20 + len(json.dumps(parts)) // 4
+    return {"promptTokenCount": prompt, "candidatesTokenCount": out, "totalTokenCount": prompt + out + 8,
+            "cachedContentTokenCount": 200, "thoughtsTokenCount": 8,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
+
+
+def _response(body: dict[str, Any], parts: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    return {"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": _usage(body, parts), "modelVersion": MODEL, "responseId": f"mock-response-{n}"}
+
+
+def _side_answer(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """An answer to a ``generateContent`` side request (the router's complexity score, a
+    next-speaker check, loop detection): JSON that fits the schema when one is asked for."""
+    config = body.get("generationConfig") or {}
+    schema = config.get("responseJsonSchema") or config.get("responseSchema")
+    if config.get("responseMimeType") != "application/json" and not schema:
+        return [{"text": "mock"}]
+    answer = _fit(schema or {"type": "object"})
+    if isinstance(answer, dict) and "next_speaker" in answer:
+        answer["next_speaker"] = "user"  # the model's turn is over: do not prompt it to go on
+    return [{"text": json.dumps(answer)}]
+
+
+def _fit(schema: dict[str, Any], key: str = "") -> Any:
+    """A small value that validates against a JSON schema (the subset the CLI uses). Numbers
+    are 1 (the router's complexity score must be >= 1), but 0 for a ``confidence`` (the loop
+    detector's: anything high would stop the run)."""
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type", "string")
+    kind = (kind[0] if isinstance(kind, list) and kind else kind)
+    kind = kind.lower() if isinstance(kind, str) else "string"
+    if kind == "object":
+        return {k: _fit(v or {}, k) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_fit(schema["items"])] * int(schema.get("minItems") or 0) if schema.get("items") else []
+    if kind == "boolean":
+        return False
+    if kind in ("number", "integer"):
+        return schema.get("minimum", 0 if "confidence" in key else 1)
+    return "mock"
+
+
+def _error(scenario: str, retry_delay: int) -> dict[str, Any]:
+    """The real API's error body for a scenario (it sends no Retry-After header: the delay
+    is in the body's RetryInfo and in the message)."""
+    if scenario in ("rate_limit", "daily_quota"):
+        per_day = scenario == "daily_quota"
+        metric = "generate_content_free_tier_requests"
+        quota_id = ("GenerateRequestsPerDayPerProjectPerModel-FreeTier" if per_day
+                    else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
+        delay = retry_delay if not per_day else 3600 * 7
+        return {"error": {
+            "code": 429,
+            "message": "You exceeded your current quota, please check your plan and billing details. For more "
+                       "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. "
+                       f"\n* Quota exceeded for metric: generativelanguage.googleapis.com/{metric}, "
+                       f"limit: {250 if per_day else 10}, model: {MODEL}\nPlease retry in {delay}.5s.",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                    "quotaMetric": f"generativelanguage.googleapis.com/{metric}", "quotaId": quota_id,
+                    "quotaDimensions": {"location": "global", "model": MODEL},
+                    "quotaValue": "250" if per_day else "10"}]},
+                {"@type": "type.googleapis.com/google.rpc.Help", "links": [{
+                    "description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"},
+            ]}}
+    if scenario == "bad_key":
+        return {"error": {
+            "code": 401,
+            "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                       "cookie or other valid authentication credential. See "
+                       "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "status": "UNAUTHENTICATED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CREDENTIALS_MISSING",
+                         "domain": "googleapis.com",
+                         "metadata": {"service": "generativelanguage.googleapis.com",
+                                      "method": "google.ai.generativelanguage.v1beta.GenerativeService."
+                                                "StreamGenerateContent"}}]}}
+    if scenario == "invalid_key":
+        return {"error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+                 "message": "API key not valid. Please pass a valid API key."},
+            ]}}
+    return {"error": {"code": 500, "message": "An internal error has occurred. Please retry or report in "
+                      "https://developers.generativeai.google/guide/troubleshooting", "status": "INTERNAL"}}
+
+
+def _handler(mock: MockModel) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            pass
+
+        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            mock.record("GET", self.path, dict(self.headers), None)
+            self._json(404, {"error": {"code": 404, "message": f"no route {self.path}", "status": "NOT_FOUND"}})
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                body = {"_raw": raw.decode(errors="replace")}
+            path = self.path.split("?")[0]
+            method = path.rsplit(":", 1)[-1] if ":" in path else ""
+            if method not in ("streamGenerateContent", "generateContent", "countTokens"):
+                mock.record("POST", self.path, dict(self.headers), None)
+                self._json(404, {"error": {"code": 404, "message": f"no route {path}", "status": "NOT_FOUND"}})
+                return
+            mock.record("POST", self.path, dict(self.headers), body)
+            if mock.scenario != "report":
+                self._json(_STATUS[mock.scenario], _error(mock.scenario, mock.retry_delay))
+            elif method == "countTokens":
+                self._json(200, {"totalTokens": _tokens(body)})
+            elif method == "generateContent":
+                parts = _side_answer(body)
+                self._json(200, _response(body, parts, len(mock.calls)))
+            else:
+                self._stream(body, mock.step(body), len(mock.requests))
+
+        def _stream(self, body: dict[str, Any], parts: list[dict[str, Any]], n: int) -> None:
+            """One model turn as the API streams it: a text answer in two chunks (the
+            finish reason on the last), a function call in one; usage on every chunk."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            chunks: list[list[dict[str, Any]]] = [parts]
+            text = parts[0].get("text") if len(parts) == 1 else None
+            if text and len(text) > 1:
+                half = len(text) // 2
+                chunks = [[{"text": text[:half]}], [{"text": text[half:]}]]
+            for i, chunk in enumerate(chunks):
+                response = _response(body, chunk, n)
+                if i < len(chunks) - 1:
+                    del response["candidates"][0]["finishReason"]
+                self.wfile.write(f"data: {json.dumps(response)}\r\n\r\n".encode())
+                self.wfile.flush()
+            self.close_connection = True
+
+    return Handler
+
+
+def main() -> None:
+    scenario = sys.argv[1] if len(sys.argv) > 1 else "report"
+    mock = MockModel(scenario)
+    mock._port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    with mock:
+        print(" ".join(f"{k}={v}" for k, v in mock.env().items()), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
