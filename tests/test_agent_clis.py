@@ -1,0 +1,165 @@
+"""The real agent CLIs, end to end, with the default provider profiles, against a local mock
+of each one's model API on 127.0.0.1 (``tests/mock_*.py``; never a real endpoint).
+
+The daemon is given the mock's base URL and a fake key in its environment, as an operator
+would export a key; agents get it from there. In the scripted conversation the model calls
+the supervisor's ``report_progress`` and ``report_finding`` tools over MCP, runs
+``agentctl progress ...`` in its shell, and answers. Scripted failures (429, 500, a bad
+key) must each end the agent ``failed`` with the right class and a reason.
+
+The CLIs are the versions pinned in ``tests/agent_clis/package.json``, installed by
+``.ci/run`` into ``.cache/agent-clis``; without them these tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from tests.harness import ROOT, DaemonProcess
+
+CACHE = ROOT / ".cache" / "agent-clis"
+
+
+def cli_dir(binary: str) -> Path | None:
+    """The folder holding ``binary`` from the pinned install (one prefix, or one per CLI)."""
+    for folder in (CACHE / "node_modules" / ".bin", *sorted(CACHE.glob("*/node_modules/.bin"))):
+        if (folder / binary).exists():
+            return folder
+    return None
+
+
+class Mock(Protocol):
+    requests: list[dict[str, Any]]
+    first_request_at: float | None
+
+    def env(self) -> dict[str, str]: ...
+    def __enter__(self) -> Mock: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def mock_for(provider: str, scenario: str) -> Mock:
+    if provider == "gemini":
+        from tests.mock_gemini import MockModel as Gemini
+        return Gemini(scenario)
+    if provider == "claude":
+        from tests.mock_anthropic import MockModel as Claude
+        return Claude(scenario)
+    from tests.mock_openai import MockModel as Codex
+    return Codex(scenario)
+
+
+#: provider -> the binary its default profile runs, and how to name the mock's model to it.
+PROVIDERS = {"gemini": ("gemini", "gemini-2.5-flash"), "claude": ("claude", None), "codex": ("codex", None)}
+
+
+class Run:
+    """One daemon whose environment points ``provider``'s CLI at a mock in ``scenario``."""
+
+    def __init__(self, provider: str, scenario: str, tmp_path: Path) -> None:
+        binary, self.model = PROVIDERS[provider]
+        folder = cli_dir(binary)
+        if folder is None:
+            pytest.skip(f"{binary} is not installed (.ci/run installs it into {CACHE})")
+        self.provider = provider
+        self.mock = mock_for(provider, scenario)
+        self.home = tmp_path / "home"
+        self.work = tmp_path / "work"  # not a git repository, never trusted before
+        self.home.mkdir()
+        self.work.mkdir()
+        self.daemon = DaemonProcess()
+
+    def __enter__(self) -> Run:
+        self.mock.__enter__()
+        self.daemon.extra_env = {
+            **self.mock.env(), "HOME": str(self.home),
+            "PATH": f"{cli_dir(PROVIDERS[self.provider][0])}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+        self.daemon.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.close()
+        self.mock.__exit__(*exc)
+
+    def spawn(self, prompt: str = "Report progress, a finding, then run agentctl in your shell.") -> dict[str, Any]:
+        task = self.daemon.create_task(cwd=str(self.work))
+        params: dict[str, Any] = {"task_id": task, "type": "e2e", "provider": self.provider, "prompt": prompt}
+        if self.model:
+            params["model"] = self.model
+        agent: dict[str, Any] = self.daemon.call("agent.spawn", **params)
+        return agent
+
+
+@pytest.fixture(params=sorted(PROVIDERS))
+def provider(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def reporting(provider: str, tmp_path: Path) -> Iterator[Run]:
+    with Run(provider, "report", tmp_path) as run:
+        yield run
+
+
+def test_a_real_agent_reports_and_completes_with_its_answer(reporting: Run) -> None:
+    d = reporting.daemon
+    agent = reporting.spawn()
+    ended = d.wait_state(agent["id"], timeout=120)
+    log = d.agentctl("logs", agent["id"], "--format", "summary").stdout
+    assert ended["state"] == "completed", (ended, log)
+    exit = ended["exit"]
+    assert "ANSWER: all done" in exit["answer"] and not exit.get("reason")
+    assert exit["session_id"] and exit["output_tokens"]
+    if reporting.provider == "claude":  # the only CLI that reports cost and turns
+        assert exit["cost_usd"] is not None and exit["turns"]
+    findings = d.call("findings.list", task_id=agent["task_id"])
+    assert [(f["agent_id"], f["message"], f["severity"]) for f in findings] == [(agent["id"], "mock finding", "high")]
+    progress = _progress_messages(d, agent["id"])
+    assert "mock started" in progress and "shell works" in progress, progress
+    waited = json.loads(d.agentctl("--json", "wait", agent["id"]).stdout)["agents"][0]
+    assert "ANSWER: all done" in waited["answer"]
+
+
+def _progress_messages(d: DaemonProcess, agent_id: str) -> list[str]:
+    result = d.agentctl("--json", "events", "--since", "0")
+    messages = []
+    for line in result.stdout.splitlines():
+        event = json.loads(line)
+        if event.get("kind") == "progress" and event.get("agent_id") == agent_id:
+            messages.append(event["data"]["message"])
+    return messages
+
+
+@pytest.mark.parametrize(("scenario", "error_class"),
+                         [("bad_key", "auth"), ("rate_limit", "rate_limit"), ("server_error", "api_error")])
+def test_a_real_agent_whose_api_fails_ends_failed_with_the_class_and_reason(
+        provider: str, scenario: str, error_class: str, tmp_path: Path) -> None:
+    with Run(provider, scenario, tmp_path) as run:
+        agent = run.spawn(prompt="hi")
+        ended = run.daemon.wait_state(agent["id"], timeout=180)
+        assert ended["state"] == "failed", ended
+        assert ended["exit"]["error_class"] == error_class, ended["exit"]
+        assert ended["exit"]["reason"].startswith(f"{error_class}: "), ended["exit"]
+        assert len(run.mock.requests) >= 1
+
+
+def test_the_doctor_finds_the_installed_clis(tmp_path: Path) -> None:
+    with Run("gemini", "report", tmp_path) as run:
+        run.daemon.extra_env["PATH"] = ":".join(
+            [*(str(d) for b, _ in PROVIDERS.values() if (d := cli_dir(b))), os.environ.get("PATH", "")])
+        run.daemon.stop()
+        run.daemon.start()
+        report = json.loads(run.daemon.agentctl("--json", "doctor").stdout)
+    checks = {p["name"]: p for p in report["providers"]}
+    for name, (binary, _) in PROVIDERS.items():
+        if cli_dir(binary) is None:
+            continue
+        assert checks[name]["installed"] and checks[name]["version"], checks[name]
+        missing = [p["what"] for p in checks[name]["problems"] if "--help" in p["what"]]
+        assert missing == [], missing  # every flag of the default profile is one the pinned CLI knows
