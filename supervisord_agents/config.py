@@ -71,6 +71,8 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     argv: list[str] = []
     model_flag: list[str] = msgspec.field(default_factory=lambda: ["--model"])
+    #: Put last, after every flag: what tells the CLI its prompt is on stdin (codex: "-").
+    prompt_from_stdin: list[str] = []
     events: EventFormat = EventFormat.NONE  # the JSON events on its stdout, read for how it ended
     mcp: McpStyle = McpStyle.NONE
     env: dict[str, str] = {}  # set for its agents, over the daemon's environment
@@ -126,8 +128,19 @@ def default_providers() -> dict[str, Provider]:
                          "~/.claude/.credentials.json"],
         ),
         "codex": Provider(
-            argv=["codex", "exec", "--json", "--skip-git-repo-check", "-"],
-            events=EventFormat.CODEX, mcp=McpStyle.CODEX, timeout=hour,
+            argv=["codex", "exec", "--json",
+                  "--skip-git-repo-check",  # run in any folder, a git repository or not
+                  "--disable", "plugins",  # no start-up sync with github.com and chatgpt.com
+                  "--disable", "unbounded_connection_retries",  # offline: give up in ~25 s, not never
+                  "-c", "analytics.enabled=false", "-c", "feedback.enabled=false",
+                  "-c", "check_for_update_on_startup=false",
+                  # Headless: nothing can approve, so nothing asks; its shell is not a login
+                  # shell (/etc/profile would reset PATH, and agentctl with it).
+                  "-c", 'approval_policy="never"', "-c", "allow_login_shell=false",
+                  # Writes only in its working folder; network on, which agentctl's Unix socket
+                  # needs (Linux's sandbox allows all of the network or none).
+                  "-s", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"],
+            prompt_from_stdin=["-"], events=EventFormat.CODEX, mcp=McpStyle.CODEX, timeout=hour,
             credentials=["OPENAI_API_KEY", "CODEX_API_KEY", "~/.codex/auth.json"],
         ),
         "gemini": Provider(

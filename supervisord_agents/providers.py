@@ -40,7 +40,7 @@ def build_argv(name: str, provider: Provider, *, model: str | None, extra: list[
         argv += [*provider.model_flag, model]
     if shim is not None:
         argv += _mcp_argv(provider.mcp, shim, mcp_file)
-    argv += extra
+    argv += [*extra, *provider.prompt_from_stdin]
     if not argv:
         raise InvalidParams(f"provider {name!r} needs an argv (pass the command to run)")
     return argv
@@ -52,10 +52,16 @@ def _mcp_argv(style: McpStyle, shim: str, mcp_file: Path | None) -> list[str]:
     if style is McpStyle.CODEX:
         # Codex starts MCP servers with a few variables of its own; ``env_vars`` names what
         # it passes through from the agent's environment (the identity: no secret in argv).
+        # ``required``: the first request waits for the tools; the two report tools are the
+        # only ones offered, approved by name (with approval_policy "never", nothing else can).
         server = f"mcp_servers.{MCP_SERVER}"
-        return ["-c", f"{server}.command={json.dumps(shim)}",
+        argv = ["-c", f"{server}.command={json.dumps(shim)}",
                 "-c", f"{server}.env_vars={json.dumps(list(IDENTITY_VARS))}",
+                "-c", f"{server}.required=true",
                 "-c", f"{server}.enabled_tools={json.dumps(list(REPORT_TOOLS))}"]
+        for tool in REPORT_TOOLS:
+            argv += ["-c", f'{server}.tools.{tool}.approval_mode="approve"']
+        return argv
     return []
 
 

@@ -104,7 +104,8 @@ def _signal_name(number: int) -> str:
 # --- error classes from what the provider said --------------------------------------------
 
 _CLASSES: Final = [
-    (ErrorClass.RATE_LIMIT, re.compile(r"\b429\b|rate[ _-]?limit|too many requests|quota|resource[ _]exhausted", re.I)),
+    (ErrorClass.RATE_LIMIT, re.compile(
+        r"\b429\b|rate[ _-]?limit|too many requests|quota|resource[ _]exhausted|usage limit", re.I)),
     (ErrorClass.AUTH, re.compile(
         r"\b40[13]\b|invalid[ _-]?(x-)?api[ _-]?key|api key not valid|authenticat|unauthori[sz]ed|"
         r"permission_denied.*key|/login|not logged in|credential", re.I)),
@@ -113,7 +114,8 @@ _CLASSES: Final = [
         r"permission denied|not allowed|requires approval|denied by|was blocked|approval", re.I)),
     (ErrorClass.API_ERROR, re.compile(
         r"\b5\d\d\b|api[ _]error|overloaded|internal server error|service unavailable|bad gateway|"
-        r"connection (refused|error|reset)|fetch failed|econnrefused|stream (disconnected|error)|timed? ?out", re.I)),
+        r"connection (refused|error|reset)|fetch failed|econnrefused|stream (disconnected|error)|timed? ?out|"
+        r"high demand|temporary error", re.I)),
 ]
 _RETRY_IN: Final = re.compile(
     r"(?:try again|retry|retrying)\s+(?:in|after)\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?|m|min|minutes?)\b", re.I)
@@ -237,12 +239,16 @@ def _codex(events: Sequence[Event]) -> Report:
     errors = [e for e in events if e.get("type") == "error"]
     if last is not None and last.get("type") == "turn.completed":
         return Report(ok=True, **fields)
+    # An error that codex retried ("Reconnecting... 3/5") was the API's, whatever its words.
+    retried = any(str(e.get("message", "")).startswith("Reconnecting") for e in errors)
+    default = ErrorClass.API_ERROR if retried else ErrorClass.AGENT_ERROR
     if last is not None:  # turn.failed
         error = last.get("error")
         text = _str(error.get("message")) if isinstance(error, Mapping) else _str(error)
-        return _failure(text or (_str(errors[-1].get("message")) if errors else None) or "turn failed", **fields)
+        text = text or (_str(errors[-1].get("message")) if errors else None) or "turn failed"
+        return _failure(text, default, **fields)
     if errors:
-        return _failure(_str(errors[-1].get("message")) or "error", **fields)
+        return _failure(_str(errors[-1].get("message")) or "error", default, **fields)
     return Report(**fields)
 
 

@@ -15,47 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-from tests.harness import ROOT, DaemonProcess
-
-CACHE = ROOT / ".cache" / "agent-clis"
-
-
-def cli_dir(binary: str) -> Path | None:
-    """The folder holding ``binary`` from the pinned install (one prefix, or one per CLI)."""
-    for folder in (CACHE / "node_modules" / ".bin", *sorted(CACHE.glob("*/node_modules/.bin"))):
-        if (folder / binary).exists():
-            return folder
-    return None
-
-
-class Mock(Protocol):
-    requests: list[dict[str, Any]]
-    first_request_at: float | None
-
-    def env(self) -> dict[str, str]: ...
-    def __enter__(self) -> Mock: ...
-    def __exit__(self, *exc: object) -> None: ...
-
-
-def mock_for(provider: str, scenario: str) -> Mock:
-    if provider == "gemini":
-        from tests.mock_gemini import MockModel as Gemini
-        return Gemini(scenario)
-    if provider == "claude":
-        from tests.mock_anthropic import MockModel as Claude
-        return Claude(scenario)
-    from tests.mock_openai import MockModel as Codex
-    return Codex(scenario)
-
-
-#: provider -> the binary its default profile runs, and how to name the mock's model to it.
-PROVIDERS = {"gemini": ("gemini", "gemini-2.5-flash"), "claude": ("claude", None), "codex": ("codex", None)}
+from tests.agent_clis import CACHE, PROVIDERS, cli_dir, mock_for
+from tests.harness import DaemonProcess
 
 
 class Run:
@@ -68,9 +37,10 @@ class Run:
             pytest.skip(f"{binary} is not installed (.ci/run installs it into {CACHE})")
         self.provider = provider
         self.mock = mock_for(provider, scenario)
-        self.home = tmp_path / "home"
+        # Outside /tmp: codex refuses to make its helpers in a CODEX_HOME under the temp
+        # folder (and then every sandboxed command fails, silently).
+        self.home = Path(tempfile.mkdtemp(prefix="sa-e2e-home-", dir="/var/tmp"))
         self.work = tmp_path / "work"  # not a git repository, never trusted before
-        self.home.mkdir()
         self.work.mkdir()
         self.daemon = DaemonProcess()
 
@@ -86,12 +56,16 @@ class Run:
     def __exit__(self, *exc: object) -> None:
         self.daemon.close()
         self.mock.__exit__(*exc)
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def spawn(self, prompt: str = "Report progress, a finding, then run agentctl in your shell.") -> dict[str, Any]:
         task = self.daemon.create_task(cwd=str(self.work))
         params: dict[str, Any] = {"task_id": task, "type": "e2e", "provider": self.provider, "prompt": prompt}
         if self.model:
             params["model"] = self.model
+        point = getattr(self.mock, "codex_config", None)
+        if point is not None:  # codex reads no base URL from its environment: a provider of the mock
+            params["argv"] = point()
         agent: dict[str, Any] = self.daemon.call("agent.spawn", **params)
         return agent
 
