@@ -124,6 +124,8 @@ def default_providers() -> dict[str, Provider]:
                   "--allowedTools", ",".join([*(f"mcp__{MCP_SERVER}__{t}" for t in REPORT_TOOLS),
                                               "Bash(agentctl progress:*)", "Bash(agentctl finding:*)"])],
             events=EventFormat.CLAUDE, mcp=McpStyle.CLAUDE, timeout=hour,
+            # Three retries of a failed API call, not ten over three minutes; no self-update.
+            env={"CLAUDE_CODE_MAX_RETRIES": "3", "DISABLE_AUTOUPDATER": "1"},
             credentials=["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
                          "~/.claude/.credentials.json"],
         ),
