@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import libtmux  # noqa: E402
 
 from bench import old_registry  # noqa: E402
+from bench.agent_clis import bench_agent_clis  # noqa: E402
 from supervisord_agents import cgroups, procs  # noqa: E402
 from supervisord_agents.clients.client import Client  # noqa: E402
 from supervisord_agents.commands import Event, EventKind  # noqa: E402
@@ -532,6 +533,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "mcp": bench_mcp,
     "supervisord": bench_supervisord,
     "identity": bench_identity,
+    "clis": bench_agent_clis,
 }
 
 
