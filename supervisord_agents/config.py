@@ -90,6 +90,9 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 #: daemon's service manager or tmux, and the daemon's own settings.
 DEFAULT_ENV_DENY: Final = (
     "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT", "CLAUDE_AGENT_SDK_VERSION",
+    "CLAUDE_CODE_CHILD_SESSION", "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_LAUNCHED_BY_SESSION_IDS",
+    "CLAUDE_CODE_CHILD_NOTES_DIR", "CLAUDE_CODE_SESSION_ATTENDED", "CLAUDE_CODE_MESSAGING_SOCKET",
+    "CLAUDE_CODE_MESSAGING_TOKEN", "CLAUDE_CODE_EXECPATH", "CLAUDE_PID", "AI_AGENT",
     "CODEX_SANDBOX", "CODEX_SANDBOX_NETWORK_DISABLED", "CODEX_THREAD_ID", "CODEX_SESSION_ID", "CODEX_CI",
     "CODEX_VERSION", "CODEX_PERMISSION_PROFILE", "CODEX_MANAGED_BY_NPM",
     "GEMINI_CLI", "GEMINI_CLI_NO_RELAUNCH", "GEMINI_CLI_TRUST_WORKSPACE", "GEMINI_CLI_HOME",
@@ -122,11 +125,15 @@ def default_providers() -> dict[str, Provider]:
     return {
         "claude": Provider(
             argv=["claude", "-p", "--output-format", "stream-json", "--verbose",
+                  # Only the MCP servers it is given (not a .mcp.json of the folder it works in),
+                  # and the operator's settings but not the folder's (whose hooks would run).
+                  "--strict-mcp-config", "--setting-sources", "user",
                   "--allowedTools", ",".join([*(f"mcp__{MCP_SERVER}__{t}" for t in REPORT_TOOLS),
                                               "Bash(agentctl progress:*)", "Bash(agentctl finding:*)"])],
             events=EventFormat.CLAUDE, mcp=McpStyle.CLAUDE, timeout=hour,
-            # Three retries of a failed API call, not ten over three minutes; no self-update.
-            env={"CLAUDE_CODE_MAX_RETRIES": "3", "DISABLE_AUTOUPDATER": "1"},
+            # Three retries of a failed API call, not ten over three minutes; five minutes for
+            # one call, not six; no self-update.
+            env={"CLAUDE_CODE_MAX_RETRIES": "3", "API_TIMEOUT_MS": "300000", "DISABLE_AUTOUPDATER": "1"},
             credentials=["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
                          "~/.claude/.credentials.json"],
         ),
