@@ -3,6 +3,7 @@ byte the agent wrote, live (across rotated files) and from the compressed archiv
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import msgspec
 import pytest
 
 from supervisord_agents.files import AgentFiles, read_status
-from supervisord_agents.output import read_output
+from supervisord_agents.output import read_output, summarize
 from supervisord_agents.protocol import OutputParams
 from supervisord_agents.runner import LogFile
 
@@ -122,3 +123,30 @@ def test_the_runner_rotates_a_runaway_agent(files: AgentFiles) -> None:
     assert sum(p.stat().st_size for _, p in segments) <= 2 * 65536 + 65536  # one read chunk of slack
     last = read(files, tail=1)
     assert last["output"] == f"{19999:07d} {'y' * 91}\n" and last["offset"] == 2_000_000
+
+
+def test_an_offset_past_the_end_of_an_archive_reports_the_real_size(files: AgentFiles) -> None:
+    write_lines(files, 100, max_bytes=1000)
+    files.archive_log()
+    past = read(files, offset=50_000)
+    assert past["output"] == "" and past["size"] == 10_000 and past["offset"] == 10_000
+    at_end = read(files, offset=10_000)
+    assert at_end["output"] == "" and at_end["size"] == 10_000
+
+
+@pytest.mark.parametrize(("event", "summary"), [
+    ({"type": "system", "subtype": "api_retry", "attempt": 2, "max_retries": 3, "retry_delay_ms": 1200,
+      "error_status": 429, "error": "rate_limit"}, "[RETRY] attempt 2/3: HTTP 429 rate_limit, next in 1.2s"),
+    ({"type": "system", "subtype": "init", "model": "m", "session_id": "s"}, "[INIT] model=m session=s"),
+    ({"type": "init", "model": "g", "session_id": "s"}, "[INIT] model=g session=s"),
+    ({"type": "tool_use", "tool_name": "run_shell_command", "parameters": {"command": "ls"}},
+     "[TOOL] run_shell_command: ls"),
+    ({"type": "result", "status": "error", "error": {"message": "quota"}, "stats": {"total_tokens": 5}},
+     "[DONE] error tokens=5: quota"),
+    ({"type": "item.completed", "item": {"type": "command_execution", "command": "ls", "exit_code": 0}},
+     "[TOOL] shell: ls -> exit 0"),
+    ({"type": "turn.failed", "error": {"message": "429"}}, "[DONE] error: 429"),
+    ({"type": "item.started", "item": {"type": "command_execution"}}, ""),
+])
+def test_summaries_of_each_clis_events(event: dict[str, object], summary: str) -> None:
+    assert summarize(json.dumps(event)) == summary
