@@ -26,24 +26,26 @@ by hand: it prints the ``export`` lines of ``env()`` and logs each request on st
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # run as a script (see above): import tests.* from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.mock_http import FINDING_ARGS, PROGRESS_ARGS, SHELL_COMMAND, LocalServer, MockHandler, sse  # noqa: E402
 
 SCENARIOS = ("report", "rate_limit", "server_error", "bad_key", "overloaded", "usage_limit", "hang")
 
 API_KEY = "sk-ant-api03-mock-0000000000000000000000000000000000000000"
 MODEL = "claude-sonnet-4-5"
 
-PROGRESS_ARGS = {"message": "mock started", "percent": 10}
-FINDING_ARGS = {"message": "mock finding", "type": "issue", "severity": "high"}
-SHELL_COMMAND = 'agentctl progress "shell works" --percent 90'
 SHELL_TOOL = "Bash"
 TOOL_SEARCH = "ToolSearch"
 
@@ -113,7 +115,7 @@ def _error_body(kind: str, message: str, request_id: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
 
 
-class MockModel:
+class MockModel(LocalServer[dict[str, Any]]):
     """A local mock of Anthropic's Messages API on 127.0.0.1, scripted.
 
     Scenarios: ``report`` (report_progress, report_finding, one shell command, then the
@@ -129,45 +131,16 @@ class MockModel:
                  port: int = 0) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+        # requests: the bodies of the model requests (POST /v1/messages); calls: every HTTP
+        # request as its method, path, time and status
+        super().__init__(_Handler, port=port, name="mock-anthropic")
         self.scenario = scenario
         self.answer = answer
         self.shell = shell
         self.retry_after = retry_after
         self.usage_reset = usage_reset  # usage_limit: seconds until the plan's window resets
-        self.port = port
-        self.base_url = ""
-        self.requests: list[dict[str, Any]] = []   # bodies of the model requests (POST /v1/messages)
-        self.calls: list[dict[str, Any]] = []      # every HTTP request: method, path, time, status
-        self.first_request_at: float | None = None
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def __enter__(self) -> MockModel:
-        model = self
-
-        class Handler(_Handler):
-            mock = model
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-anthropic", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    # -- lifecycle (LocalServer) ---------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         """The env vars that point Claude Code at this mock, with a fake key, and keep it off
@@ -191,11 +164,7 @@ class MockModel:
     def record(self, method: str, path: str, status: int, body: dict[str, Any] | None) -> None:
         with self._lock:
             now = time.monotonic()
-            self.calls.append({"method": method, "path": path, "status": status, "at": now})
-            if body is not None:
-                if self.first_request_at is None:
-                    self.first_request_at = now
-                self.requests.append(body)
+            self._log({"method": method, "path": path, "status": status, "at": now}, body, now)
 
     def reply(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """The content blocks of the assistant's answer to one request (report scenario)."""
@@ -222,37 +191,19 @@ class MockModel:
         return [{"type": "text", "text": self.answer}]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    mock: MockModel
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-        pass
-
-    # -- plumbing ------------------------------------------------------------------------
+class _Handler(MockHandler[MockModel]):
+    # -- plumbing (MockHandler) ----------------------------------------------------------
 
     def _read_body(self) -> dict[str, Any] | None:
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        """The request's JSON object (gzip undone), or None if it is not one."""
+        raw = self._read_raw()
         if self.headers.get("content-encoding") == "gzip" and raw:
-            import gzip
             raw = gzip.decompress(raw)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
             return None
         return body if isinstance(body, dict) else None
-
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
 
     def _request_id(self) -> str:
         return "req_mock" + uuid.uuid4().hex[:20]
@@ -401,13 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
                                          "delta": {"stop_reason": stop, "stop_sequence": None},
                                          "usage": {"output_tokens": output_tokens}}))
         events.append(("message_stop", {"type": "message_stop"}))
-        data = b"".join(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode() for name, payload in events)
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream; charset=utf-8")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("request-id", rid)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
+        data = b"".join(sse(payload, name) for name, payload in events)
+        self._start_events({"request-id": rid, "Content-Length": str(len(data))}, "text/event-stream; charset=utf-8")
         self.wfile.write(data)
         self.wfile.flush()
 

@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # run as a script (see above): import tests.* from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.mock_http import FINDING_ARGS, PROGRESS_ARGS, SHELL_COMMAND, LocalServer, MockHandler, serve  # noqa: E402
 
 SCENARIOS = ("report", "rate_limit", "server_error", "bad_key", "invalid_key", "daily_quota")
 
 API_KEY = "AIzaSyMOCK-gemini-0000000000000000000"
 MODEL = "gemini-2.5-flash"
 
-PROGRESS_ARGS = {"message": "mock started", "percent": 10}
-FINDING_ARGS = {"message": "mock finding", "type": "issue", "severity": "high"}
-SHELL_COMMAND = 'agentctl progress "shell works" --percent 90'
 SHELL_TOOL = "run_shell_command"
 
 # The delay a rate-limited request is told to wait (RetryInfo.retryDelay, and "Please retry
@@ -76,7 +76,7 @@ def _tokens(body: dict[str, Any]) -> int:
     return 1000 + len(json.dumps(body.get("contents") or [])) // 4
 
 
-class MockModel:
+class MockModel(LocalServer[tuple[str, str]]):
     """A local mock of the Gemini API on 127.0.0.1, scripted.
 
     Scenarios: ``report`` (report_progress, report_finding, one shell command, then the
@@ -88,41 +88,17 @@ class MockModel:
     """
 
     def __init__(self, scenario: str = "report", *, answer: str = "ANSWER: all done",
-                 retry_delay: int = RETRY_DELAY_S) -> None:
+                 retry_delay: int = RETRY_DELAY_S, port: int = 0) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+        super().__init__(_Handler, port=port, name="mock-gemini")  # calls: (method, path) of each
         self.scenario = scenario
         self.answer = answer
         self.retry_delay = retry_delay
-        self.base_url = ""
-        self.requests: list[dict[str, Any]] = []  # the body of each model request, in order
         self.paths: list[str] = []  # the path of each model request (``/v1beta/models/m:method``)
         self.headers: list[dict[str, str]] = []  # the headers of each model request
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every HTTP request, in order
-        self.first_request_at: float | None = None
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
 
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def __enter__(self) -> MockModel:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self))
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-gemini", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+    # -- lifecycle (LocalServer) --------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         """The env vars that point Gemini CLI at this mock, with a fake key."""
@@ -152,11 +128,7 @@ class MockModel:
 
     def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> None:
         with self._lock:
-            self.calls.append((method, path))
-            if body is not None:
-                if self.first_request_at is None:
-                    self.first_request_at = time.monotonic()
-                self.requests.append(body)
+            if self._log((method, path), body):
                 self.paths.append(path.split("?")[0])
                 self.headers.append(headers)
 
@@ -283,86 +255,54 @@ def _error(scenario: str, retry_delay: int) -> dict[str, Any]:
                       "https://developers.generativeai.google/guide/troubleshooting", "status": "INTERNAL"}}
 
 
-def _handler(mock: MockModel) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(MockHandler[MockModel]):
+    json_type = "application/json; charset=UTF-8"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
+    def do_GET(self) -> None:  # noqa: N802
+        self.mock.record("GET", self.path, dict(self.headers), None)
+        self._send_json(404, {"error": {"code": 404, "message": f"no route {self.path}", "status": "NOT_FOUND"}})
 
-        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+    def do_POST(self) -> None:  # noqa: N802
+        mock = self.mock
+        body = self._read_json()
+        path = self.path.split("?")[0]
+        method = path.rsplit(":", 1)[-1] if ":" in path else ""
+        if method not in ("streamGenerateContent", "generateContent", "countTokens"):
+            mock.record("POST", self.path, dict(self.headers), None)
+            self._send_json(404, {"error": {"code": 404, "message": f"no route {path}", "status": "NOT_FOUND"}})
+            return
+        mock.record("POST", self.path, dict(self.headers), body)
+        if mock.scenario != "report":
+            self._send_json(_STATUS[mock.scenario], _error(mock.scenario, mock.retry_delay))
+        elif method == "countTokens":
+            self._send_json(200, {"totalTokens": _tokens(body)})
+        elif method == "generateContent":
+            parts = _side_answer(body)
+            self._send_json(200, _response(body, parts, len(mock.calls)))
+        else:
+            self._stream(body, mock.step(body), len(mock.requests))
 
-        def do_GET(self) -> None:  # noqa: N802
-            mock.record("GET", self.path, dict(self.headers), None)
-            self._json(404, {"error": {"code": 404, "message": f"no route {self.path}", "status": "NOT_FOUND"}})
-
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw or b"{}")
-            except json.JSONDecodeError:
-                body = {"_raw": raw.decode(errors="replace")}
-            path = self.path.split("?")[0]
-            method = path.rsplit(":", 1)[-1] if ":" in path else ""
-            if method not in ("streamGenerateContent", "generateContent", "countTokens"):
-                mock.record("POST", self.path, dict(self.headers), None)
-                self._json(404, {"error": {"code": 404, "message": f"no route {path}", "status": "NOT_FOUND"}})
-                return
-            mock.record("POST", self.path, dict(self.headers), body)
-            if mock.scenario != "report":
-                self._json(_STATUS[mock.scenario], _error(mock.scenario, mock.retry_delay))
-            elif method == "countTokens":
-                self._json(200, {"totalTokens": _tokens(body)})
-            elif method == "generateContent":
-                parts = _side_answer(body)
-                self._json(200, _response(body, parts, len(mock.calls)))
-            else:
-                self._stream(body, mock.step(body), len(mock.requests))
-
-        def _stream(self, body: dict[str, Any], parts: list[dict[str, Any]], n: int) -> None:
-            """One model turn as the API streams it: a text answer in two chunks (the
-            finish reason on the last), a function call in one; usage on every chunk."""
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            chunks: list[list[dict[str, Any]]] = [parts]
-            text = parts[0].get("text") if len(parts) == 1 else None
-            if text and len(text) > 1:
-                half = len(text) // 2
-                chunks = [[{"text": text[:half]}], [{"text": text[half:]}]]
-            for i, chunk in enumerate(chunks):
-                response = _response(body, chunk, n)
-                if i < len(chunks) - 1:
-                    del response["candidates"][0]["finishReason"]
-                self.wfile.write(f"data: {json.dumps(response)}\r\n\r\n".encode())
-                self.wfile.flush()
-            self.close_connection = True
-
-    return Handler
+    def _stream(self, body: dict[str, Any], parts: list[dict[str, Any]], n: int) -> None:
+        """One model turn as the API streams it: a text answer in two chunks (the
+        finish reason on the last), a function call in one; usage on every chunk."""
+        self._start_events({"Connection": "close"})
+        chunks: list[list[dict[str, Any]]] = [parts]
+        text = parts[0].get("text") if len(parts) == 1 else None
+        if text and len(text) > 1:
+            half = len(text) // 2
+            chunks = [[{"text": text[:half]}], [{"text": text[half:]}]]
+        for i, chunk in enumerate(chunks):
+            response = _response(body, chunk, n)
+            if i < len(chunks) - 1:
+                del response["candidates"][0]["finishReason"]
+            self._send_event(response, eol="\r\n")
+        self.close_connection = True
 
 
 def main() -> None:
     scenario = sys.argv[1] if len(sys.argv) > 1 else "report"
-    mock = MockModel(scenario)
-    mock._port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    with mock:
-        print(" ".join(f"{k}={v}" for k, v in mock.env().items()), flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    mock = MockModel(scenario, port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    serve(mock, lambda m: " ".join(f"{k}={v}" for k, v in m.env().items()))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # run as a script (see above): import tests.* from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.mock_http import FINDING_ARGS, PROGRESS_ARGS, SHELL_COMMAND, LocalServer, MockHandler, serve  # noqa: E402
 
 SCENARIOS = ("report", "rate_limit", "server_error", "bad_key", "usage_limit")
 
@@ -35,9 +39,6 @@ API_KEY = "sk-mock-codex-0000000000000000"
 ENV_KEY = "CODEX_MOCK_API_KEY"
 MODEL = "mock-model"
 
-PROGRESS_ARGS = {"message": "mock started", "percent": 10}
-FINDING_ARGS = {"message": "mock finding", "type": "issue", "severity": "high"}
-SHELL_COMMAND = 'agentctl progress "shell works" --percent 90'
 
 # The items of a Responses request's ``input`` that carry a tool's result back.
 _TOOL_RESULT_TYPES = ("function_call_output", "custom_tool_call_output", "mcp_tool_call_output",
@@ -79,7 +80,7 @@ def tool_names(body: dict[str, Any]) -> dict[str, str | None]:
     return names
 
 
-class MockModel:
+class MockModel(LocalServer[tuple[str, str]]):
     """A local mock of OpenAI's Responses API on 127.0.0.1, scripted.
 
     Scenarios: ``report`` (report_progress, report_finding, one shell command, then the
@@ -91,38 +92,14 @@ class MockModel:
                  shell: str = SHELL_COMMAND, retry_after: int = 2, port: int = 0) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+        super().__init__(_Handler, port=port, name="mock-openai", path="/v1")  # calls: (method, path) of each
         self.scenario = scenario
         self.answer = answer
         self.shell = shell  # the command of the scripted shell step
         self.retry_after = retry_after  # seconds a 429 tells the client to wait (codex sleeps that long)
-        self.base_url = ""
-        self.requests: list[dict[str, Any]] = []
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every HTTP request, in order
         self.headers: list[dict[str, str]] = []  # the headers of each model request
-        self.first_request_at: float | None = None
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port = port
 
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def __enter__(self) -> MockModel:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self))
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+    # -- lifecycle (LocalServer) --------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         """The key, in the env var the provider of :meth:`codex_config` reads."""
@@ -149,11 +126,7 @@ class MockModel:
 
     def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> None:
         with self._lock:
-            self.calls.append((method, path))
-            if body is not None:
-                if self.first_request_at is None:
-                    self.first_request_at = time.monotonic()
-                self.requests.append(body)
+            if self._log((method, path), body):
                 self.headers.append(headers)
 
     def step(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,117 +184,88 @@ def _usage(body: dict[str, Any]) -> dict[str, Any]:
             "total_tokens": input_tokens + output_tokens}
 
 
-def _handler(mock: MockModel) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(MockHandler[MockModel]):
+    def _request_id(self) -> str:
+        return f"req_mock_{len(self.mock.calls)}"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        super()._send_json(status, payload, {"x-request-id": self._request_id(), **(headers or {})})
 
-        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-request-id", f"req_mock_{len(mock.calls)}")
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+    def do_GET(self) -> None:  # noqa: N802
+        self.mock.record("GET", self.path, dict(self.headers), None)
+        if self.path.split("?")[0].endswith("/models"):
+            self._send_json(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "mock"}]})
+        else:
+            self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
-        def do_GET(self) -> None:  # noqa: N802
-            mock.record("GET", self.path, dict(self.headers), None)
-            if self.path.split("?")[0].endswith("/models"):
-                self._json(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "mock"}]})
-            else:
-                self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+    def do_POST(self) -> None:  # noqa: N802
+        mock = self.mock
+        body = self._read_json()
+        path = self.path.split("?")[0]
+        if not path.endswith("/responses"):
+            mock.record("POST", self.path, dict(self.headers), None)
+            self._send_json(404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
+            return
+        mock.record("POST", self.path, dict(self.headers), body)
+        scenario = mock.scenario
+        if scenario == "bad_key":
+            self._send_json(401, {"error": {
+                "message": f"Incorrect API key provided: {API_KEY[:3]}*****{API_KEY[-4:]}. You can find your "
+                           "API key at https://platform.openai.com/account/api-keys.",
+                "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        elif scenario == "rate_limit":
+            self._send_json(429, {"error": {
+                "message": f"Rate limit reached for {MODEL} in organization org-mock on requests per min "
+                           f"(RPM): Limit 3, Used 3, Requested 1. Please try again in {mock.retry_after}s. Visit "
+                           "https://platform.openai.com/account/rate-limits to learn more.",
+                "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
+                {"retry-after": str(mock.retry_after), "x-ratelimit-limit-requests": "3",
+                 "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{mock.retry_after}s",
+                 "x-ratelimit-limit-tokens": "40000", "x-ratelimit-remaining-tokens": "39000",
+                 "x-ratelimit-reset-tokens": "1.5s"})
+        elif scenario == "usage_limit":
+            resets_at = int(time.time()) + 3600
+            self._send_json(429, {"error": {
+                "type": "usage_limit_reached", "message": "The usage limit has been reached",
+                "plan_type": "plus", "resets_at": resets_at, "resets_in_seconds": 3600}},
+                {"x-codex-primary-used-percent": "100", "x-codex-primary-window-minutes": "300",
+                 "x-codex-primary-reset-at": str(resets_at),
+                 "x-codex-secondary-used-percent": "40", "x-codex-secondary-window-minutes": "10080"})
+        elif scenario == "server_error":
+            self._send_json(500, {"error": {
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error", "param": None, "code": None}})
+        else:
+            self._stream(body, mock.step(body))
 
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw or b"{}")
-            except json.JSONDecodeError:
-                body = {"_raw": raw.decode(errors="replace")}
-            path = self.path.split("?")[0]
-            if not path.endswith("/responses"):
-                mock.record("POST", self.path, dict(self.headers), None)
-                self._json(404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
-                return
-            mock.record("POST", self.path, dict(self.headers), body)
-            scenario = mock.scenario
-            if scenario == "bad_key":
-                self._json(401, {"error": {
-                    "message": f"Incorrect API key provided: {API_KEY[:3]}*****{API_KEY[-4:]}. You can find your "
-                               "API key at https://platform.openai.com/account/api-keys.",
-                    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
-            elif scenario == "rate_limit":
-                self._json(429, {"error": {
-                    "message": f"Rate limit reached for {MODEL} in organization org-mock on requests per min "
-                               f"(RPM): Limit 3, Used 3, Requested 1. Please try again in {mock.retry_after}s. Visit "
-                               "https://platform.openai.com/account/rate-limits to learn more.",
-                    "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
-                    {"retry-after": str(mock.retry_after), "x-ratelimit-limit-requests": "3",
-                     "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{mock.retry_after}s",
-                     "x-ratelimit-limit-tokens": "40000", "x-ratelimit-remaining-tokens": "39000",
-                     "x-ratelimit-reset-tokens": "1.5s"})
-            elif scenario == "usage_limit":
-                resets_at = int(time.time()) + 3600
-                self._json(429, {"error": {
-                    "type": "usage_limit_reached", "message": "The usage limit has been reached",
-                    "plan_type": "plus", "resets_at": resets_at, "resets_in_seconds": 3600}},
-                    {"x-codex-primary-used-percent": "100", "x-codex-primary-window-minutes": "300",
-                     "x-codex-primary-reset-at": str(resets_at),
-                     "x-codex-secondary-used-percent": "40", "x-codex-secondary-window-minutes": "10080"})
-            elif scenario == "server_error":
-                self._json(500, {"error": {
-                    "message": "The server had an error while processing your request. Sorry about that!",
-                    "type": "server_error", "param": None, "code": None}})
-            else:
-                self._stream(body, mock.step(body))
+    def _stream(self, body: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        self._start_events({"Connection": "close", "x-request-id": self._request_id()})
+        rid = f"resp_mock_{len(self.mock.requests)}"
+        response = {"id": rid, "object": "response", "created_at": int(time.time()), "model": MODEL,
+                    "status": "in_progress", "output": []}
+        self._event("response.created", {"response": response})
+        for index, item in enumerate(items):
+            added = {**item, "status": "in_progress"}
+            self._event("response.output_item.added", {"output_index": index, "item": added})
+            if item["type"] == "message":
+                text = item["content"][0]["text"]
+                self._event("response.output_text.delta", {"item_id": item["id"], "output_index": index,
+                                                           "content_index": 0, "delta": text})
+                self._event("response.output_text.done", {"item_id": item["id"], "output_index": index,
+                                                          "content_index": 0, "text": text})
+            self._event("response.output_item.done", {"output_index": index, "item": item})
+        done = {**response, "status": "completed", "output": items, "usage": _usage(body)}
+        self._event("response.completed", {"response": done})
+        self.close_connection = True
 
-        def _stream(self, body: dict[str, Any], items: list[dict[str, Any]]) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.send_header("x-request-id", f"req_mock_{len(mock.calls)}")
-            self.end_headers()
-            rid = f"resp_mock_{len(mock.requests)}"
-            response = {"id": rid, "object": "response", "created_at": int(time.time()), "model": MODEL,
-                        "status": "in_progress", "output": []}
-            self._event("response.created", {"response": response})
-            for index, item in enumerate(items):
-                added = {**item, "status": "in_progress"}
-                self._event("response.output_item.added", {"output_index": index, "item": added})
-                if item["type"] == "message":
-                    text = item["content"][0]["text"]
-                    self._event("response.output_text.delta", {"item_id": item["id"], "output_index": index,
-                                                               "content_index": 0, "delta": text})
-                    self._event("response.output_text.done", {"item_id": item["id"], "output_index": index,
-                                                              "content_index": 0, "text": text})
-                self._event("response.output_item.done", {"output_index": index, "item": item})
-            done = {**response, "status": "completed", "output": items, "usage": _usage(body)}
-            self._event("response.completed", {"response": done})
-            self.close_connection = True
-
-        def _event(self, kind: str, data: dict[str, Any]) -> None:
-            payload = json.dumps({"type": kind, **data})
-            self.wfile.write(f"event: {kind}\ndata: {payload}\n\n".encode())
-            self.wfile.flush()
-
-    return Handler
+    def _event(self, kind: str, data: dict[str, Any]) -> None:
+        self._send_event({"type": kind, **data}, kind)
 
 
 def main() -> None:
     scenario = sys.argv[1] if len(sys.argv) > 1 else "report"
-    with MockModel(scenario, port=int(sys.argv[2]) if len(sys.argv) > 2 else 0) as mock:
-        print(mock.base_url, " ".join(mock.codex_config()), flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    mock = MockModel(scenario, port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    serve(mock, lambda m: f"{m.base_url} {' '.join(m.codex_config())}")
 
 
 if __name__ == "__main__":
