@@ -114,6 +114,7 @@ def bench_agent_clis(quick: bool) -> list[Row]:
             rows.append((f"{provider}: spawn to first model request", "skipped", "CLI not installed (.ci/run)"))
             continue
         try:
+            by_hand(provider, folder / binary, model, work)  # warm-up: the first start of a CLI pays for cold caches
             hand, sup = [], []
             for _ in range(n):  # alternate, so that a change in the machine's speed hits both
                 hand.append(by_hand(provider, folder / binary, model, work))

@@ -6,6 +6,7 @@ JSON or server-sent events out). What each API says stays in its own mock."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ SHELL_COMMAND = 'agentctl progress "shell works" --percent 90'
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     mock: LocalServer[Any]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a CLI killed mid-request) is not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class LocalServer(Generic[C]):
