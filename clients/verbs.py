@@ -311,6 +311,9 @@ def cmd_doctor(args: argparse.Namespace, c: Client) -> None:
                                  ("credential", p.credentials), ("reporting", p.reporting)):
                 if value:
                     out(f"  {label:<11} {value}\n")
+            if not p.installed:  # a note, not a failure, unless it was asked for
+                out("".join(f"  install     {problem.fix}\n" for problem in p.problems))
+                continue
             for problem in p.problems:
                 out(f"  problem     {problem.what}\n  fix         {problem.fix}\n")
     if not report.ok:
