@@ -52,7 +52,7 @@ def resolve_socket(explicit: str | Path | None = None) -> Path:
         config = load_config()
     except InvalidParams:
         return socket_path_from_env()  # a broken config file is the daemon's to report
-    if config.paths.runtime_dir or config.socket_path.exists():
+    if config.paths.runtime_dir or _answers(config.socket_path):
         return config.socket_path
     # Started with less environment than the daemon had (MCP clients start their servers
     # with almost none): ask where the daemon said it is, then look where it would be.
@@ -60,12 +60,22 @@ def resolve_socket(explicit: str | Path | None = None) -> Path:
         located = Path(locator_path().read_text().strip())
     except OSError:
         located = None
-    if located is not None and located.is_absolute() and located.exists():
-        return located
-    for folder in runtime_dir_candidates():
-        if (folder / "control.sock").exists():
-            return folder / "control.sock"
-    return config.socket_path
+    candidates = [located] if located is not None and located.is_absolute() else []
+    candidates += [folder / "control.sock" for folder in runtime_dir_candidates()]
+    return next((c for c in candidates if _answers(c)), config.socket_path)
+
+
+def _answers(path: Path) -> bool:
+    """True if a server listens at ``path`` (a socket file may outlive its daemon)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def check_socket(path: Path) -> None:
