@@ -448,9 +448,9 @@ class Api:
                 agents = [self.registry.agent(a) for a in ids]
                 ended = [a for a in agents if a.state.terminal]
                 if (params.any and ended) or len(ended) == len(agents):
-                    return WaitResult(done=True, agents=[AgentExit.of(a) for a in agents])
+                    return WaitResult(done=True, agents=[_exit_of(a) for a in agents])
                 await self.hub.changed(a.id for a in agents if a.state.live).wait()
-        return WaitResult(done=False, agents=[AgentExit.of(self.registry.agent(a)) for a in ids])
+        return WaitResult(done=False, agents=[_exit_of(self.registry.agent(a)) for a in ids])
 
     async def _wait_for(self, agent_id: str, predicate: Callable[[Agent], bool]) -> Agent:
         while not predicate(agent := self.registry.agent(agent_id)):
@@ -576,3 +576,11 @@ def unhandled() -> set[str]:
 
 def _stamp(now: float, fmt: str) -> str:
     return datetime.fromtimestamp(now, UTC).strftime(fmt)
+
+
+def _exit_of(agent: Agent) -> AgentExit:
+    exit = agent.exit
+    if exit is None:
+        return AgentExit(agent_id=agent.id, state=agent.state)
+    return AgentExit(agent_id=agent.id, state=agent.state, reason=exit.reason, error_class=exit.error_class,
+                     answer=exit.answer, exit=exit)

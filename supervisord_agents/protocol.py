@@ -80,7 +80,7 @@ EXIT_ALREADY_RUNNING: Final = 75
 # An argv element: anything printable (it is never given to a shell), bounded.
 # Tabs and newlines are legal in an argument (a multi-line ``sh -c`` script); other control
 # characters are not.
-ArgvItem = Annotated[str, Meta(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\Z", max_length=128 * 1024)]
+ArgvItem = Annotated[str, Meta(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\Z", max_length=32 * 1024)]
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")]
 EnvValue = Annotated[str, Meta(pattern=r"^[^\x00]*\Z", max_length=32 * 1024)]
 Prompt = Annotated[str, Meta(max_length=512 * 1024)]
@@ -306,14 +306,6 @@ class AgentExit(Struct, kw_only=True, omit_defaults=True):
     error_class: ErrorClass | None = None
     answer: str = ""
     exit: Exit | None = None
-
-    @classmethod
-    def of(cls, agent: Agent) -> AgentExit:
-        exit = agent.exit
-        if exit is None:
-            return cls(agent_id=agent.id, state=agent.state)
-        return cls(agent_id=agent.id, state=agent.state, reason=exit.reason, error_class=exit.error_class,
-                   answer=exit.answer, exit=exit)
 
 
 class WaitResult(Struct, kw_only=True):

@@ -82,12 +82,10 @@ from .errors import (
 )
 from .model import (
     ACTIVE_STATES,
-    TIMED_OUT,
     Agent,
     AgentState,
     Counts,
     DecidedBy,
-    ErrorClass,
     Exit,
     Finding,
     Severity,
@@ -95,7 +93,7 @@ from .model import (
     TaskState,
     TmuxIds,
 )
-from .results import ended_by
+from .results import explained
 
 S = AgentState
 
@@ -113,26 +111,6 @@ def terminal_state(exit: Exit, *, kill_requested: bool) -> AgentState:
     if exit.decided_by is DecidedBy.RESULT_EVENT:
         return S.COMPLETED
     return S.COMPLETED if exit.code == 0 and exit.signal is None else S.FAILED
-
-
-def explained(state: AgentState, exit: Exit, kill_reason: str) -> Exit:
-    """``exit`` with a one-line reason and an error class for every end but completion."""
-    if state is S.KILLED:
-        timed_out = kill_reason.startswith(TIMED_OUT)
-        return structs.replace(exit, reason=kill_reason or exit.reason or "kill requested",
-                                       error_class=ErrorClass.TIMEOUT if timed_out else ErrorClass.KILLED)
-    if state is S.LOST:
-        return structs.replace(exit, reason=exit.reason or "session gone without an exit record",
-                                       error_class=ErrorClass.LOST)
-    if exit.decided_by is DecidedBy.SPAWN_ERROR:
-        return structs.replace(exit, error_class=ErrorClass.START_FAILED)
-    if state is S.FAILED and not exit.reason:
-        if exit.is_error:
-            return structs.replace(exit, reason="the agent reported an error",
-                                   error_class=exit.error_class or ErrorClass.AGENT_ERROR)
-        return structs.replace(exit, reason=ended_by(exit.code, exit.signal),
-                               error_class=exit.error_class or ErrorClass.CRASHED)
-    return exit
 
 
 # --- the registry -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import Struct
 
-from .model import DecidedBy, ErrorClass, EventFormat, Exit
+from .model import TIMED_OUT, AgentState, DecidedBy, ErrorClass, EventFormat, Exit
 
 ANSWER_MAX: Final = 4000  # characters of the final answer kept with the exit
 REASON_MAX: Final = 300  # characters of a one-line reason
@@ -85,6 +85,26 @@ def ended_by(code: int | None, signal_number: int | None) -> str:
 
 def _colon(text: str) -> str:
     return f": {text}" if text else ""
+
+
+def explained(state: AgentState, exit: Exit, kill_reason: str) -> Exit:
+    """``exit`` with a one-line reason and an error class for every end but completion."""
+    if state is AgentState.KILLED:
+        timed_out = kill_reason.startswith(TIMED_OUT)
+        return msgspec.structs.replace(exit, reason=kill_reason or exit.reason or "kill requested",
+                                       error_class=ErrorClass.TIMEOUT if timed_out else ErrorClass.KILLED)
+    if state is AgentState.LOST:
+        return msgspec.structs.replace(exit, reason=exit.reason or "session gone without an exit record",
+                                       error_class=ErrorClass.LOST)
+    if exit.decided_by is DecidedBy.SPAWN_ERROR:
+        return msgspec.structs.replace(exit, error_class=ErrorClass.START_FAILED)
+    if state is AgentState.FAILED and not exit.reason:
+        if exit.is_error:
+            return msgspec.structs.replace(exit, reason="the agent reported an error",
+                                   error_class=exit.error_class or ErrorClass.AGENT_ERROR)
+        return msgspec.structs.replace(exit, reason=ended_by(exit.code, exit.signal),
+                               error_class=exit.error_class or ErrorClass.CRASHED)
+    return exit
 
 
 def one_line(text: str, limit: int = REASON_MAX) -> str:
