@@ -306,9 +306,9 @@ async def wait_for_agents(
 ) -> dict[str, Any]:
     """Block until all (or any) of the given agents have ended, or the timeout passes; sends
     progress notifications while waiting. Returns `done`, `still_running` (the ids to wait for
-    again) and, for each agent, its state and, once ended, why it failed (`reason`,
-    `error_class`) or its final `answer` (bounded: get_agent_output has all of it), with the
-    whole exit record (code, cost, tokens, turns)."""
+    again) and, for each agent, its state and, once ended, its `exit`: why it failed
+    (`reason`, `error_class`) or its final `answer` (bounded: get_agent_output has all of it),
+    with code, cost, tokens and turns."""
     deadline = anyio.current_time() + timeout_seconds
     while True:
         left = deadline - anyio.current_time()

@@ -579,8 +579,4 @@ def _stamp(now: float, fmt: str) -> str:
 
 
 def _exit_of(agent: Agent) -> AgentExit:
-    exit = agent.exit
-    if exit is None:
-        return AgentExit(agent_id=agent.id, state=agent.state)
-    return AgentExit(agent_id=agent.id, state=agent.state, reason=exit.reason, error_class=exit.error_class,
-                     answer=exit.answer, exit=exit)
+    return AgentExit(agent_id=agent.id, state=agent.state, exit=agent.exit)

@@ -10,12 +10,14 @@ This module imports no trio, so the CLI can resolve the same socket path cheaply
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
 from enum import StrEnum
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -111,8 +113,14 @@ class AgentEnv(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     deny: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENV_DENY))
 
     def filter(self, environ: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in environ.items()
-                if any(fnmatchcase(k, p) for p in self.allow) and not any(fnmatchcase(k, p) for p in self.deny)}
+        allow, deny = _patterns(tuple(self.allow)), _patterns(tuple(self.deny))
+        return {k: v for k, v in environ.items() if allow.match(k) and not deny.match(k)}
+
+
+@functools.lru_cache(maxsize=8)
+def _patterns(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """Shell-style patterns as one regex, compiled once (a spawn filters every variable)."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)")
 
 
 #: The supervisor's MCP tools that report, as each CLI names them.

@@ -121,14 +121,15 @@ class AgentFiles:
         """The agent's own CLI home: ``files`` written 0600, and each of ``links`` (the user's
         login files) linked in where it exists, so that a refreshed token reaches the user's."""
         for rel, content in files.items():
-            path = self.home / rel
-            private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
-            _write_private(path, content)
+            _write_private(self._in_home(rel), content)
         for rel, target in links.items():
             if target.exists():
-                path = self.home / rel
-                private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
-                path.symlink_to(target)
+                self._in_home(rel).symlink_to(target)
+
+    def _in_home(self, rel: str) -> Path:
+        """``rel`` under the agent's CLI home, its folders made (0700)."""
+        private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
+        return self.home / rel
 
     def write_exec(self, data: bytes) -> None:
         """The agent's argv and environment for its runner (0600: they may hold keys)."""

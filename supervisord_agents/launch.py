@@ -33,7 +33,7 @@ from .errors import StorageError
 from .files import AgentFiles
 from .model import Agent, EventFormat
 from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
-from .providers import cli_home, mcp_file_content
+from .providers import USER_SETTINGS, cli_home, mcp_file_content
 
 
 class Launch(Struct, frozen=True, kw_only=True):
@@ -120,10 +120,11 @@ class Launcher:
 
 def _user_settings(style: McpStyle) -> dict[str, Any]:
     """The user's own settings of the CLI an agent home is made for (what to carry over)."""
-    if style is not McpStyle.GEMINI:
+    rel = USER_SETTINGS.get(style)
+    if rel is None:
         return {}
     try:
-        settings = json.loads((Path.home() / ".gemini" / "settings.json").read_bytes())
+        settings = json.loads((Path.home() / rel).read_bytes())
     except (OSError, ValueError):
         return {}
     return settings if isinstance(settings, dict) else {}

@@ -44,7 +44,6 @@ from .model import (
     AgentId,
     AgentState,
     Counts,
-    ErrorClass,
     Exit,
     Finding,
     Limits,
@@ -297,14 +296,12 @@ class TaskStatus(Struct, kw_only=True):
 
 
 class AgentExit(Struct, kw_only=True, omit_defaults=True):
-    """One agent's outcome as ``agent.wait`` reports it: why it did not complete, or its
-    final answer (bounded; ``agent.output`` has the rest), and the whole exit record."""
+    """One agent's outcome as ``agent.wait`` reports it: its exit record says why it did not
+    complete (``reason``, ``error_class``) or its final ``answer`` (bounded; ``agent.output``
+    has the rest)."""
 
     agent_id: str
     state: AgentState
-    reason: str = ""
-    error_class: ErrorClass | None = None
-    answer: str = ""
     exit: Exit | None = None
 
 

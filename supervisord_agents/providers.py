@@ -93,6 +93,9 @@ commandPrefix = ["agentctl progress", "agentctl finding"]
 decision = "allow"
 priority = 100
 """
+#: The user's own settings file of a CLI that gets a home of the agent's own, relative to
+#: the user's home: what :func:`cli_home` carries over from it.
+USER_SETTINGS = {McpStyle.GEMINI: ".gemini/settings.json"}
 GEMINI_LOGIN = (".gemini/oauth_creds.json", ".gemini/google_accounts.json", ".gemini/gemini-credentials.json",
                 ".gemini/.env")
 

@@ -23,7 +23,7 @@ from msgspec import Struct
 
 from .model import TIMED_OUT, AgentState, DecidedBy, ErrorClass, EventFormat, Exit
 
-ANSWER_MAX: Final = 4000  # characters of the final answer kept with the exit
+ANSWER_MAX: Final = 2000  # characters of the final answer kept with the exit (and in memory)
 REASON_MAX: Final = 300  # characters of a one-line reason
 
 Event = Mapping[str, Any]

@@ -97,7 +97,7 @@ def test_a_real_agent_reports_and_completes_with_its_answer(reporting: Run) -> N
     progress = _progress_messages(d, agent["id"])
     assert "mock started" in progress and "shell works" in progress, progress
     waited = json.loads(d.agentctl("--json", "wait", agent["id"]).stdout)["agents"][0]
-    assert "ANSWER: all done" in waited["answer"]
+    assert "ANSWER: all done" in waited["exit"]["answer"]
 
 
 def _progress_messages(d: DaemonProcess, agent_id: str) -> list[str]:

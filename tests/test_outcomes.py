@@ -232,7 +232,8 @@ def test_reasons_and_answers_in_wait_show_and_status(daemon: DaemonProcess) -> N
     assert f"{failed['id']} failed: exited with code 3: model not found: opus-9" in waited.stdout
     assert f"{done['id']} completed: ok" in waited.stdout
     record = json.loads(daemon.agentctl("--json", "wait", failed["id"]).stdout)["agents"][0]
-    assert record["reason"] == "exited with code 3: model not found: opus-9" and record["error_class"] == "crashed"
+    assert record["exit"]["reason"] == "exited with code 3: model not found: opus-9"
+    assert record["exit"]["error_class"] == "crashed"
     shown = daemon.agentctl("show", failed["id"]).stdout
     assert "outcome      exited with code 3: model not found: opus-9" in shown
     status = daemon.agentctl("agents", "--task", task).stdout
