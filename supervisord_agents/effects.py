@@ -36,6 +36,8 @@ from .tmux import SessionSpec, TmuxBackend
 
 log = structlog.get_logger()
 
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
 
 class Effects:
     """Runs effects in a nursery it owns; every outcome goes back through the mailbox.
@@ -128,7 +130,7 @@ class Effects:
             # The daemon's environment now, not the tmux server's from when it started.
             env = agent_environment(os.environ, self.settings.current.agent_env, launch.env, identity,
                                     tools_dir=tools_dir())
-            files.write_exec(msgspec.json.encode({"argv": [*sandbox, *agent.argv], "env": env}))
+            files.write_exec([*sandbox, *agent.argv], env)
             spec = SessionSpec(
                 name=f"sa-{agent.id}",
                 argv=self.runner_argv(files, agent, events=launch.events),
@@ -138,7 +140,7 @@ class Effects:
                 task_id=agent.task_id,
             )
             ids = await self.backend.start_session(spec)
-        except (SupervisorError, OSError) as e:
+        except (SupervisorError, OSError, ValueError) as e:
             reason = getattr(e, "message", None) or str(e)
             log.warning("spawn_failed", agent_id=agent.id, reason=reason)
             files.exec.unlink(missing_ok=True)
@@ -162,7 +164,7 @@ class Effects:
                 "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         # The private /tmp must not hide the supervisor's own tools (agentctl, the MCP shim,
         # their Python) from the agent: installed under /tmp, they are bound back, read-only.
-        for tool in sorted({sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parent.parent)}):
+        for tool in sorted({sys.prefix, sys.base_prefix, _PACKAGE_ROOT}):
             if tool.startswith("/tmp/"):
                 argv += ["--ro-bind", tool, tool]
         argv += ["--bind", cwd, cwd]
@@ -176,9 +178,14 @@ class Effects:
 
     def runner_argv(self, files: AgentFiles, agent: Agent, *, events: EventFormat = EventFormat.NONE) -> list[str]:
         """The pane's command: the runner, which takes the agent's argv and environment
-        from ``exec.json``."""
+        from its ``exec`` file. It starts lean, as one starts in every pane of a burst:
+        ``-I -S`` skip ``site`` (its .pth files and an editable install's finder cost more
+        than the runner's own start) and ignore ``PYTHON*`` variables; the package is found
+        by its path, after the standard library."""
         daemon = self.settings.current.daemon
-        argv = [daemon.python or sys.executable, "-m", "supervisord_agents.runner", "--status", str(files.status),
+        boot = (f"import sys; sys.path.append({_PACKAGE_ROOT!r}); "
+                "from supervisord_agents.runner import main; sys.exit(main())")
+        argv = [daemon.python or sys.executable, "-I", "-S", "-c", boot, "--status", str(files.status),
                 "--record", str(files.record), "--log", str(files.log),
                 "--log-max", str(daemon.log_max_bytes), "--prompt", str(files.prompt), "--exec", str(files.exec)]
         if self.cgroups is not None:

@@ -6,7 +6,7 @@ none can leave the state directory::
     <state>/tasks/<task id>/agents/<agent id>/prompt.txt   the prompt (0600, removed at cleanup)
                                                mcp.json     MCP config naming the shim (removed at cleanup)
                                                launch.json  a queued agent's token and prompt (removed at start)
-                                               exec.json    its argv and environment (0600, the runner removes it)
+                                               exec         its argv and environment (0600, the runner removes it)
                                                home/        its CLI's own settings, if any (removed at cleanup)
                                                output.log   stdout+stderr (archived at cleanup)
                                                output.log.N rotated log; N: offset of its first byte
@@ -31,6 +31,7 @@ from msgspec import Struct
 
 from .model import AGENT_ID_PATTERN, TASK_ID_PATTERN, EventFormat, Exit
 from .results import conclude, read_events
+from .runner import pack_exec
 
 _TASK_RE = re.compile(TASK_ID_PATTERN)
 _AGENT_RE = re.compile(AGENT_ID_PATTERN)
@@ -49,7 +50,7 @@ class AgentFiles:
         self.mcp_config = self.dir / "mcp.json"  # for providers that take one; holds the token
         self.launch = self.dir / "launch.json"  # what a queued agent's start needs; holds the token
         self.home = self.dir / "home"  # a CLI home of its own (gemini: GEMINI_CLI_HOME)
-        self.exec = self.dir / "exec.json"  # the agent's argv and environment, until the runner has read them
+        self.exec = self.dir / "exec"  # the agent's argv and environment, until the runner has read them
         self.log = self.dir / "output.log"
         self.record = self.dir / "runner.json"
         self.status = self.dir / "status.json"
@@ -131,9 +132,10 @@ class AgentFiles:
         private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
         return self.home / rel
 
-    def write_exec(self, data: bytes) -> None:
-        """The agent's argv and environment for its runner (0600: they may hold keys)."""
-        _write_private(self.exec, data)
+    def write_exec(self, argv: list[str], env: dict[str, str]) -> None:
+        """The agent's argv and environment for its runner (0600: they may hold keys).
+        Raises ValueError for what an exec could not carry (a NUL)."""
+        _write_private(self.exec, pack_exec(argv, env))
 
     def save_launch(self, data: bytes) -> None:
         """Keep what a queued agent's start needs across a daemon restart (0600)."""

@@ -33,14 +33,13 @@ be started at all).
 from __future__ import annotations
 
 import errno
-import json
 import os
+import resource
 import select
 import signal
 import sys
 import time
 from collections import deque
-from typing import Any
 
 EXEC_FAILED = 127
 _DROP_ENV = ("TMUX", "TMUX_PANE")  # the agent must not drive the supervisor's tmux server by accident
@@ -74,12 +73,12 @@ class Args:
                              " [--cgroup DIR --cgroup-mount MOUNT] [--events FORMAT] (--exec F | -- argv)")
 
 
-def write_atomic(path: str, data: dict[str, object]) -> None:
-    """Write JSON to ``path`` so that a reader sees the old file or the whole new one."""
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one."""
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, json.dumps(data, separators=(",", ":")).encode())
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -89,6 +88,43 @@ def write_atomic(path: str, data: dict[str, object]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def json_bytes(data: dict[str, object]) -> bytes:
+    import json  # not at the top: the agent starts without it (see numbers_json), and it costs ms
+
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def numbers_json(**fields: int | float) -> bytes:
+    """A JSON object of finite numbers, without the json module (the start record)."""
+    return ("{" + ",".join(f'"{key}":{value!r}' for key, value in fields.items()) + "}").encode()
+
+
+#: The ``--exec`` file: NUL-terminated strings (file-system encoding), this tag first, then
+#: the number of argv items, the argv, and one ``KEY=VALUE`` per variable. Exact, as no
+#: string of an argv or an environment can hold a NUL, and read without a JSON parser.
+EXEC_TAG = "supervisord-agents exec 1"
+
+
+def pack_exec(argv: list[str], env: dict[str, str]) -> bytes:
+    """The ``--exec`` file's bytes. Raises ValueError for what an exec could not carry."""
+    items = [EXEC_TAG, str(len(argv)), *argv, *(f"{key}={value}" for key, value in env.items())]
+    if any("\0" in item for item in items) or any(not key or "=" in key for key in env):
+        raise ValueError("an argv item or a variable holds a NUL, or a variable's name is empty or holds '='")
+    return b"".join(os.fsencode(item) + b"\0" for item in items)
+
+
+def unpack_exec(data: bytes) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) from an ``--exec`` file's bytes. Raises ValueError."""
+    *items, rest = [os.fsdecode(item) for item in data.split(b"\0")]
+    if not data.startswith(os.fsencode(EXEC_TAG) + b"\0"):
+        raise ValueError("not an exec file of this version")
+    count = int(items[1]) if len(items) > 1 and items[1].isdigit() else -1
+    argv, variables = items[2 : 2 + count], items[2 + count :]
+    if rest or len(argv) != count or not all("=" in item[1:] for item in variables):
+        raise ValueError("a truncated exec file")
+    return argv, dict(item.split("=", 1) for item in variables)
 
 
 class EventScanner:
@@ -126,6 +162,8 @@ class EventScanner:
     def _line(self, line: bytes) -> None:
         if not line.lstrip().startswith(b"{"):
             return
+        import json  # once the agent runs (see json_bytes)
+
         try:
             event = json.loads(line)
         except ValueError:
@@ -133,13 +171,14 @@ class EventScanner:
         if not isinstance(event, dict):
             return
         event = _clip(event, self.CLIP)
+        assert isinstance(event, dict)
         if self.first is None:
             self.first = event
         self.last.append(event)
         self.seen += 1
 
 
-def _clip(value: Any, limit: int, depth: int = 0) -> Any:
+def _clip(value: object, limit: int, depth: int = 0) -> object:
     if isinstance(value, str):
         return value if len(value) <= limit else value[:limit] + "\u2026"
     if depth > 6:
@@ -260,16 +299,10 @@ def load_exec(args: Args) -> dict[str, str]:
         data = f.read()
     os.unlink(args.exec)
     try:
-        spec = json.loads(data)
-    except ValueError:
-        spec = None
-    env = spec.get("env") if isinstance(spec, dict) else None
-    argv = spec.get("argv") if isinstance(spec, dict) else None
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise OSError(errno.EINVAL, f"{args.exec} holds no environment (a JSON object of strings)")
-    if argv is not None:
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise OSError(errno.EINVAL, f"{args.exec} holds no argv (a list of strings)")
+        argv, env = unpack_exec(data)
+    except ValueError as e:
+        raise OSError(errno.EINVAL, f"{args.exec}: {e}") from None
+    if argv:
         args.command = argv
     if not args.command:
         raise OSError(errno.EINVAL, "no command to run")
@@ -302,7 +335,7 @@ def _which(name: str, path: str) -> str:
     raise OSError(errno.ENOENT, f"{name!r} not found on PATH={path}")
 
 
-def pump(pid: int, out_r: int, err_r: int, tee: Tee, leftovers: Leftovers) -> tuple[int, Any]:
+def pump(pid: int, out_r: int, err_r: int, tee: Tee, leftovers: Leftovers) -> tuple[int, resource.struct_rusage]:
     """Copy output until the agent has exited and its pipes are drained; reap it."""
     open_fds = {out_r, err_r}
     exited_at: float | None = None
@@ -546,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"cannot enter the agent's cgroup {args.cgroup}: {e.strerror or e}"
         tee.write(f"supervisord-agents runner: {message}\n".encode(), from_stdout=False)
         status.update(code=EXEC_FAILED, ended_at=time.time(), error=message)
-        write_atomic(args.status, status)
+        write_atomic(args.status, json_bytes(status))
         return EXEC_FAILED
     try:
         pid = spawn(args, load_exec(args), out_w, err_w)
@@ -559,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"cannot start {what}: {e.strerror or e}"
         tee.write(f"supervisord-agents runner: {message}\n".encode(), from_stdout=False)
         status.update(code=EXEC_FAILED, ended_at=time.time(), error=message)
-        write_atomic(args.status, status)
+        write_atomic(args.status, json_bytes(status))
         return EXEC_FAILED
     if home and not _leave(home):
         status["error"] = "could not leave the agent's cgroup: a kill of the agent ends the runner too"
@@ -568,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     status.update(child_pid=pid, pgid=pid)
     if args.record:
         try:
-            write_atomic(args.record, {"runner_pid": os.getpid(), "child_pid": pid, "pgid": pid,
-                                       "started_at": started})
+            write_atomic(args.record, numbers_json(runner_pid=os.getpid(), child_pid=pid, pgid=pid,
+                                                   started_at=started))
         except OSError as e:
             status["error"] = f"cannot write start record: {e.strerror}"
     wait_status, rusage = pump(pid, out_r, err_r, tee, Leftovers(args.cgroup))
@@ -589,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     if tee.log is not None:
         tee.log.close()
     try:
-        write_atomic(args.status, status)
+        write_atomic(args.status, json_bytes(status))
     except OSError as e:
         if e.errno != errno.ENOENT:
             raise

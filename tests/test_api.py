@@ -22,6 +22,7 @@ from supervisord_agents.daemon import Daemon
 from supervisord_agents.errors import DuplicateAgent, LimitExceeded, SpawnFailed, StorageError
 from supervisord_agents.files import AgentFiles
 from supervisord_agents.protocol import METHODS
+from supervisord_agents.runner import unpack_exec
 from supervisord_agents.server import bind_socket
 from tests.fake_tmux import FakeTmux
 from tests.harness import short_tmpdir
@@ -99,11 +100,11 @@ async def test_spawn_goes_through_the_seam(rig: InProcess) -> None:
     (spec,) = rig.fake.specs
     assert spec.name == f"sa-{agent['id']}" and spec.agent_id == agent["id"]
     # The pane runs the runner; the agent's argv and environment wait for it in exec.json.
-    assert "supervisord_agents.runner" in spec.argv and "true" not in spec.argv
+    assert "from supervisord_agents.runner import main" in spec.argv[4] and "true" not in spec.argv
     exec_file = rig.files(agent).exec
     if exec_file.exists():  # the fake backend runs no runner to take it
-        launch = json.loads(exec_file.read_text())
-        assert launch["argv"] == ["true", "x"] and launch["env"]["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
+        argv, env = unpack_exec(exec_file.read_bytes())
+        assert argv == ["true", "x"] and env["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
         assert exec_file.stat().st_mode & 0o777 == 0o600
     assert spec.env["SUPERVISORD_AGENTS_AGENT_ID"] == agent["id"]
     assert "SUPERVISORD_AGENTS_TOKEN" not in spec.env  # the kernel tells agents apart: no secret to steal

@@ -13,6 +13,8 @@ conditional and dynamic ones. Three rules, and every module must be placed in a 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,15 @@ def test_the_runner_stands_alone() -> None:
     """The runner starts in every pane: it imports nothing from the package (nor trio or msgspec)."""
     external, internal = imports_of((PACKAGE / "runner.py").read_text(), "runner")
     assert internal == set() and external & {"trio", "msgspec", "structlog"} == set()
+
+
+def test_the_runner_starts_without_site_or_a_json_parser() -> None:
+    """A burst starts one runner per pane: what it imports before the agent runs is CPU the
+    burst waits for (site alone cost more than the runner; json and typing half as much)."""
+    probe = (f"import sys; sys.path.append({str(PACKAGE.parent)!r}); import supervisord_agents.runner; "
+             "print(' '.join(m for m in ('site', 'json', 're', 'typing') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == []
 
 
 @pytest.mark.parametrize("module", sorted(client_modules()))

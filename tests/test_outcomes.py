@@ -18,6 +18,7 @@ import pytest
 from supervisord_agents.errors import InvalidParams
 from supervisord_agents.model import DecidedBy, ErrorClass, EventFormat
 from supervisord_agents.results import Report, classify, conclude, read_events, retry_after
+from supervisord_agents.runner import pack_exec, unpack_exec
 from tests.harness import FAKE_AGENT, DaemonProcess, eventually
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -173,8 +174,8 @@ def run_runner(tmp_path: Path, *argv: str, env: dict[str, str] | None = None, ev
     if events:
         args += ["--events", events]
     if env is not None:
-        exec_file = tmp_path / "exec.json"
-        exec_file.write_text(json.dumps({"argv": list(argv), "env": env}))
+        exec_file = tmp_path / "exec"
+        exec_file.write_bytes(pack_exec(list(argv), env))
         args += ["--exec", str(exec_file)]
     else:
         args += ["--", *argv]
@@ -190,7 +191,7 @@ def test_the_runner_gives_the_agent_exactly_the_argv_and_environment_of_its_exec
     run_runner(tmp_path, Path(sys.executable).name, FAKE_AGENT, "--dump-env", str(dump), env=env)
     seen = json.loads(dump.read_text())
     assert seen["ONLY"] == "this" and "RUNNER_OWN" not in seen
-    assert not (tmp_path / "exec.json").exists()  # read once, then gone: it may hold keys
+    assert not (tmp_path / "exec").exists()  # read once, then gone: it may hold keys
 
 
 def test_the_runner_keeps_first_and_last_events_clipped_and_the_last_stderr_line(tmp_path: Path) -> None:
@@ -210,14 +211,27 @@ def test_the_runner_keeps_first_and_last_events_clipped_and_the_last_stderr_line
     assert status["stderr"] == "fatal: it broke" and status["format"] == "gemini"
 
 
+def test_the_exec_file_carries_any_argv_and_environment_exactly() -> None:
+    argv = ["agent", "line one\nline two", "", "a=b", "caf\u00e9", "raw \udcff byte"]
+    env = {"PATH": "/usr/bin", "EMPTY": "", "EQ": "x=y=z", "NL": "a\nb"}
+    assert unpack_exec(pack_exec(argv, env)) == (argv, env)
+    assert unpack_exec(pack_exec([], {})) == ([], {})
+    for bad_argv, bad_env in ((["a\0b"], {}), ([], {"K": "v\0"}), ([], {"K=J": "v"}), ([], {"": "v"})):
+        with pytest.raises(ValueError):
+            pack_exec(bad_argv, bad_env)
+    for broken in (b"", b"other 1\0" + b"1\0a\0", pack_exec(["a", "b"], {})[:-3], pack_exec(["a"], {"K": "v"})[:-1]):
+        with pytest.raises(ValueError):
+            unpack_exec(broken)
+
+
 def test_a_broken_exec_file_fails_the_start_with_the_reason(tmp_path: Path) -> None:
-    exec_file = tmp_path / "exec.json"
-    exec_file.write_text('{"argv": ["true"], "env": [1, 2]}')
+    exec_file = tmp_path / "exec"
+    exec_file.write_bytes(pack_exec(["true"], {"A": "1"})[:-2])  # cut short
     status = tmp_path / "status.json"
     subprocess.run([sys.executable, "-m", "supervisord_agents.runner", "--status", str(status), "--exec",
                     str(exec_file)], check=False, capture_output=True, timeout=60)
     record = json.loads(status.read_text())
-    assert record["code"] == 127 and "holds no environment" in record["error"]
+    assert record["code"] == 127 and "a truncated exec file" in record["error"]
 
 
 # -- reasons everywhere, and each agent's environment, through a real daemon ------------------
