@@ -36,10 +36,17 @@ import errno
 import os
 import resource
 import select
-import signal
 import sys
 import time
-from collections import deque
+
+# The C modules under ``signal`` and ``collections``: their Python wrappers import enum and
+# functools, which alone would double the runner's imports (one runner starts per pane).
+try:
+    import _signal as signal  # type: ignore[import-not-found,unused-ignore]
+    from _collections import deque  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # not CPython
+    import signal  # type: ignore[no-redef,unused-ignore]
+    from collections import deque  # type: ignore[assignment,unused-ignore]
 
 EXEC_FAILED = 127
 _DROP_ENV = ("TMUX", "TMUX_PANE")  # the agent must not drive the supervisor's tmux server by accident
@@ -571,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    become_subreaper()
+    if not (args.cgroup and os.path.exists(os.path.join(args.cgroup, "cgroup.kill"))):
+        become_subreaper()  # else its cgroup holds whatever it leaves, and ctypes is not worth its ms
     try:
         home = enter_cgroup(args.cgroup, args.cgroup_mount) if args.cgroup else ""
     except OSError as e:
