@@ -119,7 +119,7 @@ class Effects:
             socket_path, sandbox = self.launcher.socket_path, []
             if agent.sandbox is Sandbox.BWRAP:
                 socket_path = self.agent_sockets.path(agent.id)
-            launch = await self.launcher.hand_over(agent, socket_path)
+            launch = self.launcher.hand_over(agent, socket_path)
             if launch is None:
                 raise TmuxError("its launch record is gone (the daemon restarted before the session was created)")
             if self.cgroups is not None:

@@ -45,6 +45,12 @@ SERVER_CONFIG: Final = "".join(f"set -g {name} {value}\n" for name, value in SER
 _NOTIFICATIONS_THAT_CHANGE: Final = frozenset(
     {"%sessions-changed", "%unlinked-window-close", "%window-close", "%session-changed", "%exit"}
 )
+#: Of those, the one that does not say something ended: a session made (most often by our
+#: own spawn, whose effect knows it) or closed (a window-close comes with it). It wakes
+#: :meth:`ControlModeTmux.wait_changed` after a short settle, so that a burst of spawns
+#: costs one reconciliation pass, and none competes with a spawn still committing.
+_NOTIFICATION_THAT_SETTLES: Final = "%sessions-changed"
+SETTLE: Final = 0.03
 _SESSION_GONE: Final = ("can't find session", "no such session", "can't find pane", "can't find window")
 
 
@@ -85,6 +91,7 @@ class ControlModeTmux:
         self._connected = trio.Event()
         self._broken: trio.Event | None = None
         self._changed = trio.Event()
+        self._urgent = trio.Event()
 
     @property
     def base_argv(self) -> list[str]:
@@ -166,7 +173,7 @@ class ControlModeTmux:
             pass  # older tmux: %output lines are ignored anyway
         await self._detach_stale_clients(proc.pid)
         log.info("tmux_connected", socket=str(self.socket_path), pid=proc.pid)
-        self._changed.set()  # whatever happened while we were away
+        self._wake()  # whatever happened while we were away
 
     async def _detach_stale_clients(self, ours: int) -> None:
         """End the control clients a previous daemon left behind (it was killed before it
@@ -235,7 +242,7 @@ class ControlModeTmux:
             pending = self._pending.popleft()
             pending.lines = ["tmux control client went away"]
             pending.done.set()
-        self._changed.set()
+        self._wake()
 
     async def _reader(self, proc: trio.Process, broken: trio.Event) -> None:
         """Feed the client's stdout to a :class:`ControlParser`: each reply resolves the
@@ -253,7 +260,7 @@ class ControlModeTmux:
                             pending.ok, pending.lines = ok, lines
                             pending.done.set()
                         case Notification(name=name, args=args) if name in _NOTIFICATIONS_THAT_CHANGE:
-                            self._changed.set()
+                            self._wake(urgent=name != _NOTIFICATION_THAT_SETTLES)
                             if name == "%exit":
                                 log.warning("tmux_exit", detail=f"{name} {args}".rstrip())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -378,9 +385,18 @@ class ControlModeTmux:
             raise TmuxError(result.stderr.decode(errors="replace").strip() or "capture-pane failed")
         return result.stdout.decode(errors="replace")
 
+    def _wake(self, *, urgent: bool = True) -> None:
+        self._changed.set()
+        if urgent:
+            self._urgent.set()
+
     async def wait_changed(self) -> None:
+        """At once when something ended (or the client reconnected); else :data:`SETTLE`
+        after the first change, taking in whatever else changed meanwhile."""
         await self._changed.wait()
-        self._changed = trio.Event()
+        with trio.move_on_after(SETTLE):
+            await self._urgent.wait()
+        self._changed, self._urgent = trio.Event(), trio.Event()
 
 
 def _tmux_env() -> dict[str, str]:
