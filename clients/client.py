@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -207,6 +208,20 @@ class Client:
     def request(self, method: str, **params: Any) -> Any:
         """Call a method by name; return its result as plain JSON values."""
         return msgspec.json.decode(self._reply(self.send(method, params)))
+
+    def pipeline(self, method: str, many: Iterable[dict[str, Any]], *, window: int = 64) -> list[Any]:
+        """Call one method with each of ``many`` params without waiting for each reply (at
+        most ``window`` unanswered, so neither side's buffers fill); return the results in
+        order, as plain JSON values. Raises the first error (the changes before it were made)."""
+        sent: deque[int] = deque()
+        results = []
+        for params in many:
+            if len(sent) >= window:
+                results.append(msgspec.json.decode(self._reply(sent.popleft())))
+            sent.append(self.send(method, params))
+        while sent:
+            results.append(msgspec.json.decode(self._reply(sent.popleft())))
+        return results
 
     def _reply(self, request_id: int) -> bytes:
         while True:

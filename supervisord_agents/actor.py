@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, Final, Protocol
 
 import outcome
@@ -42,6 +43,10 @@ log = structlog.get_logger()
 
 MAILBOX_SIZE: Final = 4096
 MAX_BATCH: Final = 1024
+
+#: Set by a caller that may let its next request go once this one's command is in the
+#: mailbox (pipelined reports, see the server): :meth:`Mailbox.submit` sets the Event then.
+ON_QUEUED: ContextVar[trio.Event | None] = ContextVar("on_queued", default=None)
 
 
 class _Pending:
@@ -163,6 +168,9 @@ class Mailbox:
             await self._send.send(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown("the daemon is shutting down") from None
+        queued = ON_QUEUED.get()
+        if queued is not None:
+            queued.set()
         with trio.CancelScope(shield=True):
             await pending.done.wait()
         assert pending.result is not None

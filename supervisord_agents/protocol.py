@@ -23,7 +23,11 @@ and result types, who may call it (:class:`Rule`) and how it is answered
 binds exactly one handler to each, and the client decodes each result into its type.
 Requests on one connection are answered in order, except those declared to wait
 (``BACKGROUND``), whose replies come when they are ready; replies carry the request's
-id, so a client may pipeline requests.
+id. A client may pipeline: send many requests without waiting, then read the replies.
+Pipelined reports (``PIPELINED``: progress, findings) are also carried out together:
+the next is taken once the previous one is queued for the actor, and they share a
+commit; any other request waits until the reports before it are answered, so it sees
+their changes, as it would one at a time.
 
 Compatibility: the ``hello`` exchange carries ``PROTOCOL_VERSION``; wire Structs only
 gain fields with defaults.
@@ -433,6 +437,9 @@ class Answer(StrEnum):
     """How the server answers a method on one connection."""
 
     INLINE = "inline"  # at once, in order with the connection's other requests
+    # A report: in order too, but the connection's next report is taken as soon as this
+    # one's command is queued for the actor, so that pipelined reports share a commit.
+    PIPELINED = "pipelined"
     BACKGROUND = "background"  # it may wait (for an agent): the connection serves others meanwhile
     STREAM = "stream"  # an acknowledgement, then a stream of Notice lines
 
@@ -490,9 +497,11 @@ AGENT_GET: Final = Method[AgentRef, Agent](
 AGENT_LIST: Final = Method[AgentListParams, list[Agent]](
     "agent.list", AgentListParams, list[Agent], "agents, by task and state", rule=Rule.OPERATOR)
 AGENT_PROGRESS: Final = Method[ProgressParams, Agent](
-    "agent.progress", ProgressParams, Agent, "report an agent's activity, message and percent", rule=Rule.SELF)
+    "agent.progress", ProgressParams, Agent, "report an agent's activity, message and percent", rule=Rule.SELF,
+    answer=Answer.PIPELINED)
 AGENT_FINDING: Final = Method[FindingParams, Finding](
-    "agent.finding", FindingParams, Finding, "record a finding for a task", rule=Rule.SELF)
+    "agent.finding", FindingParams, Finding, "record a finding for a task", rule=Rule.SELF,
+    answer=Answer.PIPELINED)
 AGENT_KILL: Final = Method[KillParams, Agent](
     "agent.kill", KillParams, Agent, "stop an agent (and with tree, its descendants); returns it ended",
     rule=Rule.DESCENDANTS, answer=Answer.BACKGROUND)

@@ -32,6 +32,7 @@ import msgspec
 import structlog
 import trio
 
+from .actor import ON_QUEUED
 from .agent_sockets import AgentSockets, listen_unix
 from .api import Api, Caller, ConnectionStats, Stream
 from .config import Settings
@@ -59,6 +60,7 @@ from .protocol import (
 log = structlog.get_logger()
 
 MAX_BACKGROUND: Final = 64  # long requests in flight on one connection
+MAX_PIPELINE: Final = 256  # pipelined reports in flight on one connection; then it is read no further
 
 
 def bind_socket(path: Path) -> socket.socket:
@@ -194,6 +196,18 @@ class _Close(Exception):
     """Raised inside a connection to close it after its last reply."""
 
 
+class _Report:
+    """A pipelined report in flight: ``queued`` once its command is in the actor's mailbox
+    (or it failed before), so the next report may go; ``sent`` once its reply is written,
+    so the next reply may be."""
+
+    __slots__ = ("queued", "sent")
+
+    def __init__(self) -> None:
+        self.queued = trio.Event()
+        self.sent = trio.Event()
+
+
 class Connection:
     def __init__(self, server: Server, stream: trio.SocketStream, caller: Caller) -> None:
         self.server = server
@@ -204,6 +218,10 @@ class Connection:
         self.send_lock = trio.Lock()
         self.background = 0
         self.cancel_scope = trio.CancelScope()
+        self.reading = False
+        self.idle_since = trio.current_time()
+        self._last_report: _Report | None = None  # until its reply is sent
+        self._reports = 0
 
     async def run(self) -> None:
         buffer = LineBuffer(self.server.settings.current.daemon.max_line)
@@ -212,46 +230,79 @@ class Connection:
 
     async def _serve(self, buffer: LineBuffer) -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._close_when_idle)
             try:
                 while True:
-                    with trio.move_on_after(self.server.settings.current.daemon.idle_timeout) as idle:
-                        data = await self.stream.receive_some(65536)
-                    if idle.cancelled_caught:
-                        if self.background:
-                            continue
-                        break
+                    self.reading, self.idle_since = True, trio.current_time()
+                    data = await self.stream.receive_some(65536)
+                    self.reading = False
                     if not data:
                         break
                     try:
                         lines = buffer.feed(data)
                     except TooLarge as e:
-                        await self.send(error_reply(None, e))
+                        await self.send_in_turn(error_reply(None, e))
                         break
-                    for line in lines:
-                        await self.dispatch(line, nursery)
+                    for i, line in enumerate(lines, 1):
+                        await self.dispatch(line, nursery, more=i < len(lines))
+                await self._reports_answered()  # a client that closed its side still gets them
             except _Close:
                 pass
             nursery.cancel_scope.cancel()
+
+    async def _close_when_idle(self) -> None:
+        """Close the connection once it has waited ``idle_timeout`` for a request with
+        nothing in flight. (A watch beside the reader, not a timeout around each read:
+        that cost a cancel scope per request.)"""
+        while True:
+            deadline = self.idle_since + self.server.settings.current.daemon.idle_timeout
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+            elif self.reading and not self.background and self._last_report is None:
+                self.cancel_scope.cancel()
+                return
+            else:
+                self.idle_since = trio.current_time()  # busy: the idle clock starts again
 
     async def send(self, message: Reply | Notice) -> None:
         data = self.encoder.encode(message) + b"\n"
         async with self.send_lock:
             await self.stream.send_all(data)
 
-    async def dispatch(self, line: bytes, nursery: trio.Nursery) -> None:
-        """Decode one request line and answer it (or start answering it, in the background)."""
+    async def send_in_turn(self, message: Reply) -> None:
+        """Send a reply after those of the reports before it."""
+        await self._reports_answered()
+        await self.send(message)
+
+    async def _reports_answered(self) -> None:
+        if self._last_report is not None:
+            await self._last_report.sent.wait()
+
+    async def dispatch(self, line: bytes, nursery: trio.Nursery, *, more: bool = False) -> None:
+        """Decode one request line and answer it (or start answering it, in the background).
+        ``more``: other requests came with it, and wait to be read."""
         try:
             request = decode_request(line)
         except BadRequest as e:
-            await self.send(error_reply(None, e))
+            await self.send_in_turn(error_reply(None, e))
             return
         try:
             params = decode_params(request)
         except SupervisorError as e:
-            await self.send(error_reply(request.id, e))
+            await self.send_in_turn(error_reply(request.id, e))
             return
         method = METHODS[request.method]
-        if method.answer is Answer.INLINE:
+        if method.answer is Answer.PIPELINED and (more or self._last_report is not None):
+            if self._reports >= MAX_PIPELINE:
+                await self._reports_answered()
+            before, report = self._last_report, _Report()
+            self._last_report = report
+            self._reports += 1
+            nursery.start_soon(self._report, request, method, params, before, report)
+            return
+        # Anything else sees what the reports before it changed, as it would one at a time.
+        await self._reports_answered()
+        if method.answer is not Answer.BACKGROUND:  # a report alone is answered at once: no task to start
             await self.answer(request, method, params)
             return
         if self.background >= MAX_BACKGROUND:
@@ -269,22 +320,51 @@ class Connection:
         finally:
             self.background -= 1
 
+    async def _report(self, request: Request, method: Method[Any, Any], params: Any, before: _Report | None,
+                      report: _Report) -> None:
+        """Answer one pipelined report: its command queued after the previous report's,
+        its reply sent after the previous report's."""
+        self.server.answering += 1
+        try:
+            if before is not None:
+                await before.queued.wait()
+            ON_QUEUED.set(report.queued)  # this task's own context: the mailbox sets it
+            try:
+                reply = await self._reply(request, method, params)
+            finally:
+                report.queued.set()
+            if before is not None:
+                await before.sent.wait()
+            assert isinstance(reply, Reply), f"{method.name} is pipelined: it cannot stream"
+            await self.send(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.cancel_scope.cancel()
+        finally:
+            self.server.answering -= 1
+            report.sent.set()
+            self._reports -= 1
+            if self._last_report is report:
+                self._last_report = None
+
+    async def _reply(self, request: Request, method: Method[Any, Any], params: Any) -> Reply | Stream:
+        """The reply to one request (or the stream it opens). A bug in a handler becomes an
+        ``internal`` error: it must not take the daemon down with it, nor hide."""
+        try:
+            result = await self.api.call(method, params, self.caller)
+        except SupervisorError as e:
+            return error_reply(request.id, e)
+        except Exception as e:
+            log.exception("handler_crashed", method=method.name)
+            return error_reply(request.id, InternalError(f"internal error in {method.name}: {type(e).__name__}"))
+        return result if isinstance(result, Stream) else Reply(id=request.id, result=result)
+
     async def answer(self, request: Request, method: Method[Any, Any], params: Any) -> None:
         self.server.answering += 1
         try:
-            try:
-                result = await self.api.call(method, params, self.caller)
-            except SupervisorError as e:
-                reply = error_reply(request.id, e)
-            except Exception as e:
-                # A bug in a handler must not take the daemon down with it, nor hide.
-                log.exception("handler_crashed", method=method.name)
-                reply = error_reply(request.id, InternalError(f"internal error in {method.name}: {type(e).__name__}"))
-            else:
-                if isinstance(result, Stream):
-                    await self.send_stream(request, result)
-                    return
-                reply = Reply(id=request.id, result=result)
+            reply = await self._reply(request, method, params)
+            if isinstance(reply, Stream):
+                await self.send_stream(request, reply)
+                return
             await self.send(reply)
         finally:
             self.server.answering -= 1

@@ -161,7 +161,34 @@ def test_pipelined_requests_on_one_connection(daemon: DaemonProcess) -> None:
     with daemon.client() as c:
         ids = [c.send("agent.finding", {"task_id": task_id, "type": "note", "message": f"p{i}"}) for i in range(500)]
         results = [c.request("daemon.health")]
+        many = c.pipeline("agent.finding", [{"task_id": task_id, "type": "note", "message": f"q{i}"}
+                                            for i in range(200)], window=16)
     assert len(ids) == 500 and results[0]["last_seq"] == 501
+    assert [f["message"] for f in many] == [f"q{i}" for i in range(200)]
+
+
+def test_pipelined_reports_share_commits_and_are_answered_in_their_place(daemon: DaemonProcess) -> None:
+    """Reports written in one go are carried out together, in order (they share commits);
+    each reply, an error among them too, comes in its request's place; a request after them
+    sees every one; a client that closed its side after writing still gets every reply."""
+    import msgspec
+
+    task_id = daemon.create_task()
+    commits = daemon.call("daemon.health")["actor"]["commits"]
+    requests: list[dict[str, object]] = [
+        {"id": i, "method": "agent.finding", "params": {"task_id": task_id, "type": "note", "message": f"p{i}"}}
+        for i in range(1, 301)]
+    requests.insert(150, {"id": 1000, "method": "agent.finding", "params": {"task_id": "TASK-20990101-000000-0000dead",
+                                                                           "type": "note", "message": "lost"}})
+    requests.append({"id": 2000, "method": "findings.list", "params": {"task_id": task_id, "limit": 1000}})
+    payload = b"".join(msgspec.json.encode(r) + b"\n" for r in requests[:100]) + b"{broken\n" + \
+        b"".join(msgspec.json.encode(r) + b"\n" for r in requests[100:])
+    replies = [msgspec.json.decode(line) for line in _raw_exchange(daemon, payload)]
+    assert [r["id"] for r in replies] == [*range(1, 101), None, *range(101, 151), 1000, *range(151, 301), 2000]
+    assert replies[100]["error"]["code"] == "bad_request" and replies[151]["error"]["code"] == "not_found"
+    assert [f["message"] for f in replies[-1]["result"]] == [f"p{i}" for i in range(1, 301)]
+    assert [r["result"]["seq"] for r in replies[:100]] == sorted(r["result"]["seq"] for r in replies[:100])
+    assert daemon.call("daemon.health")["actor"]["commits"] - commits < 150
 
 
 def test_socket_and_runtime_dir_permissions(daemon: DaemonProcess) -> None:
