@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -55,6 +54,8 @@ def ago(ts: float | None) -> str:
 
 def clock(ts: float, *, seconds_only: bool = False) -> str:
     """``ts`` in local time: ISO date and time, or only ``HH:MM:SS``."""
+    from datetime import datetime  # here: only a few verbs show a clock
+
     moment = datetime.fromtimestamp(ts)
     return moment.strftime("%H:%M:%S") if seconds_only else moment.isoformat(timespec="seconds")
 

@@ -8,14 +8,17 @@ import argparse
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from supervisord_agents.errors import NotFound
 
-from . import service_files
 from .client import resolve_socket
 from .render import emit_json
+
+if TYPE_CHECKING:
+    from . import service_files
 
 
 class Action(StrEnum):
@@ -50,6 +53,8 @@ class ServiceReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
 def cmd_service(args: argparse.Namespace) -> None:
     """Write (install), remove (uninstall) or check (status) the service-manager files.
     Raises NotFound if ``status`` (without ``--json``) finds one missing or out of date."""
+    from . import service_files  # here: what it imports (plistlib, ...) only this verb needs
+
     platform = args.platform or service_files.current_platform()
     plan = service_files.plan(platform, home=Path.home(),
                               executable=args.executable or service_files.daemon_executable(),

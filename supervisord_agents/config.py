@@ -15,7 +15,6 @@ import functools
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -238,14 +237,20 @@ def default_state_dir() -> Path:
     return Path(base) / APP
 
 
+def _temp_dir() -> Path:
+    import tempfile  # here: its imports cost a client milliseconds, for a folder rarely needed
+
+    return Path(tempfile.gettempdir())
+
+
 def default_runtime_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """``$XDG_RUNTIME_DIR``, else the folder systemd would have named in it (so that a
     client started with a minimal environment, as MCP clients start their servers, finds
     the daemon a login session started), else a folder of ours under the temp folder."""
     if sys.platform == "darwin":
-        return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+        return _temp_dir() / f"{APP}-{os.getuid()}"
     base = environ.get("XDG_RUNTIME_DIR") or _user_runtime_dir()
-    return Path(base) / APP if base else Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+    return Path(base) / APP if base else _temp_dir() / f"{APP}-{os.getuid()}"
 
 
 def _user_runtime_dir() -> str | None:
@@ -270,7 +275,7 @@ def runtime_dir_candidates(environ: Mapping[str, str] = os.environ) -> list[Path
     most likely first (for a client that finds no socket where it looked)."""
     found = [default_runtime_dir(environ)]
     for base in (_user_runtime_dir(), None):
-        candidate = Path(base) / APP if base else Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+        candidate = Path(base) / APP if base else _temp_dir() / f"{APP}-{os.getuid()}"
         if candidate not in found:
             found.append(candidate)
     return found

@@ -538,9 +538,7 @@ METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
 # --- codec --------------------------------------------------------------------------
 
 _request_decoder: Final = msgspec.json.Decoder(Request)
-_param_decoders: Final[dict[str, msgspec.json.Decoder[Params]]] = {
-    name: msgspec.json.Decoder(m.params) for name, m in METHODS.items()
-}
+_param_decoders: Final[dict[str, msgspec.json.Decoder[Params]]] = {}  # each made when first needed
 
 
 def decode_request(line: bytes) -> Request:
@@ -556,7 +554,10 @@ def decode_params(request: Request) -> Params:
     (The method itself is ``METHODS[request.method]`` once this returned.)"""
     decoder = _param_decoders.get(request.method)
     if decoder is None:
-        raise UnknownMethod(f"unknown method {request.method!r}", data={"method": request.method})
+        method = METHODS.get(request.method)
+        if method is None:
+            raise UnknownMethod(f"unknown method {request.method!r}", data={"method": request.method})
+        decoder = _param_decoders[request.method] = msgspec.json.Decoder(method.params)
     try:
         return decoder.decode(request.params)
     except msgspec.ValidationError as e:
