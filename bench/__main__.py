@@ -511,6 +511,8 @@ def bench_supervisord(quick: bool) -> list[Row]:
                 ours = timed(functools.partial(c.request, "agent.list", task_id=task), n)
             cli = timed(functools.partial(subprocess.run, [str(bin_dir / "agentctl"), "status"], env=d.env,
                                           capture_output=True), 5 if quick else 20)
+            bare = timed(functools.partial(subprocess.run, [sys.executable, "-c", "pass"], env=d.env,
+                                           capture_output=True), 5 if quick else 20)
             for a in d.call("agent.list", live=True):
                 d.call("agent.kill", agent_id=a["id"])
         finally:
@@ -525,7 +527,8 @@ def bench_supervisord(quick: bool) -> list[Row]:
             (f"supervisord `getAllProcessInfo`, {programs} programs", f"p50 {us(p50(rpc))}, p99 {us(pct(rpc, .99))}",
              "XML-RPC over its Unix socket"),
             (f"`agentctl status` (whole command), {programs} agents", f"p50 {ms(p50(cli))}",
-             f"`supervisorctl status`: p50 {ms(p50(ctl))}"),
+             f"`supervisorctl status`: p50 {ms(p50(ctl))}; `python -c pass`: p50 {ms(p50(bare))} "
+             f"({p50(cli) / p50(bare):.1f}x; goal <= 1.3x)"),
         ]
     return rows
 

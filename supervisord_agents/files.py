@@ -64,7 +64,13 @@ class AgentFiles:
             _write_private(self.mcp_config, mcp_config)
 
     def _make_dirs(self) -> None:
-        private_dirs(self.task_dir.parent, self.task_dir, self.dir.parent, self.dir)
+        """The agent's folder, 0700 (and its task's, which the task's first spawn makes)."""
+        try:
+            self.dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            private_dirs(self.task_dir.parent, self.task_dir, self.dir.parent, self.dir)
 
     def log_segments(self) -> list[tuple[int, Path]]:
         """The live log as (offset of its first byte, path), oldest first: the files the
@@ -189,8 +195,12 @@ def tighten(root: Path) -> list[str]:
 
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 class Rusage(Struct, frozen=True):
