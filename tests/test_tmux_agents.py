@@ -16,10 +16,12 @@ from typing import Any
 import libtmux
 import libtmux.exc
 import pytest
+import trio
 
 from supervisord_agents.errors import DuplicateAgent, InvalidParams, LimitExceeded, SupervisorError
 from supervisord_agents.files import AgentFiles, read_start, read_status
 from supervisord_agents.tmux import AGENT_MARKER
+from supervisord_agents.tmux_control import SETTLE, ControlModeTmux
 from tests.harness import FAKE_AGENT, DaemonProcess, alive, eventually
 
 LIVE = ("queued", "starting", "running", "stopping")
@@ -453,3 +455,47 @@ def test_a_killed_daemon_leaves_no_control_client_behind(fast: DaemonProcess) ->
     fast.stop()
     fast.kill_tmux()
     eventually(lambda: not alive(server), timeout=10, what="the tmux server gone")
+
+
+# -- the reconciler's wake-up: what tmux says changed ---------------------------------------
+
+
+class _Script:
+    """A control client's stdout that says what the test feeds it, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[bytes](16)
+        self.stdout = self
+
+    def __aiter__(self) -> _Script:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+@pytest.mark.parametrize(("notification", "after"), [
+    (b"%sessions-changed\n", SETTLE),  # a session made: most often our own spawn, which knows it
+    (b"%unlinked-window-close @4\n%sessions-changed\n", 0.0),  # an agent's session ended: at once
+    (b"%window-close @2\n", 0.0),
+])
+async def test_an_end_wakes_the_reconciler_at_once_a_session_made_after_a_settle(
+        autojump_clock: trio.abc.Clock, notification: bytes, after: float) -> None:
+    backend = ControlModeTmux(socket_path=Path("/nonexistent/tmux.sock"), config_path=Path("/nonexistent/tmux.conf"))
+    script = _Script()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backend._reader, script, trio.Event())
+        await script.send.send(notification)
+        start = trio.current_time()
+        await backend.wait_changed()
+        assert trio.current_time() - start == pytest.approx(after)
+        # A burst of sessions made while it settles costs one pass, not one each.
+        await script.send.send(b"%sessions-changed\n" * 5)
+        await backend.wait_changed()
+        with trio.move_on_after(1.0) as idle:
+            await backend.wait_changed()
+        assert idle.cancelled_caught
+        await script.send.aclose()
