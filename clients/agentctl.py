@@ -30,6 +30,7 @@ from supervisord_agents.errors import (
     NotFound,
     SupervisorError,
     Timeout,
+    TooLarge,
     UnknownMethod,
 )
 
@@ -56,7 +57,7 @@ def exit_code_for(error: SupervisorError) -> int:
         return EXIT_NOT_FOUND
     if isinstance(error, LimitExceeded):
         return EXIT_LIMIT
-    if isinstance(error, InvalidParams | BadRequest | UnknownMethod):
+    if isinstance(error, InvalidParams | BadRequest | UnknownMethod | TooLarge):
         return EXIT_BAD_INPUT
     if isinstance(error, AgentFailed):
         return EXIT_AGENT_FAILED

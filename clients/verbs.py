@@ -168,10 +168,24 @@ def cmd_show(args: argparse.Namespace, c: Client) -> None:
             out(f"{key:<12} {to_json(record)}\n")
 
 
+def read_prompt(source: str) -> str:
+    """A prompt file's text (``-``: standard input) exactly as its bytes say: no newline is
+    translated. Raises InvalidParams if it cannot be read or is not UTF-8."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as e:
+        raise InvalidParams(f"cannot read the prompt file {source}: {e.strerror or e}") from None
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise InvalidParams(f"the prompt file {source} is not UTF-8 text (byte {e.start} is {data[e.start]:#04x})") \
+            from None
+
+
 def cmd_spawn(args: argparse.Namespace, c: Client) -> None:
     prompt = args.prompt or ""
     if args.prompt_file:
-        prompt = sys.stdin.read() if args.prompt_file == "-" else Path(args.prompt_file).read_text()
+        prompt = read_prompt(args.prompt_file)
     argv = list(args.argv or [])
     if argv and argv[0] == "--":
         argv = argv[1:]

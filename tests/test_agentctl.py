@@ -198,6 +198,26 @@ def test_peek_shows_the_pane(daemon: DaemonProcess) -> None:
     ok(daemon.agentctl("kill", agent["id"]))
 
 
+def test_a_prompt_file_arrives_byte_for_byte_and_a_bad_one_is_bad_input(daemon: DaemonProcess,
+                                                                        tmp_path: Path) -> None:
+    task_id = daemon.create_task()
+    source, copy = tmp_path / "prompt.txt", tmp_path / "copy.txt"
+    source.write_bytes("line one\r\nline two\r\n\tcafé".encode())
+    agent_id = ok(daemon.agentctl("spawn", "--task", task_id, "--type", "crlf", "--prompt-file", str(source), "--",
+                                  sys.executable, FAKE_AGENT, "--copy-stdin", str(copy))).strip()
+    assert daemon.agentctl("wait", agent_id, "--timeout", "60").returncode == 0
+    assert copy.read_bytes().startswith(source.read_bytes())  # no \r\n became \n
+    latin1, huge = tmp_path / "latin1.txt", tmp_path / "huge.txt"
+    latin1.write_bytes("café".encode("latin-1"))
+    huge.write_text("€" * 400_000)  # under the prompt's 512 Ki characters, over the 1 MiB request line
+    for path, says in ((latin1, "not UTF-8"), (huge, "exceeds the cap of 1048576 bytes"),
+                       (tmp_path / "missing.txt", "cannot read the prompt file")):
+        refused = daemon.agentctl("spawn", "--task", task_id, "--type", "bad", "--prompt-file", str(path), "--",
+                                  "true", "x")
+        assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr, refused
+    assert [a["type"] for a in daemon.call("agent.list", task_id=task_id)] == ["crlf"]
+
+
 def test_prompt_file_from_stdin(daemon: DaemonProcess, tmp_path: Path) -> None:
     task_id = daemon.create_task()
     copy = tmp_path / "prompt.txt"
