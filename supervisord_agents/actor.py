@@ -69,7 +69,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
-        self._agent_waiters: dict[str, list[trio.Event]] = {}
+        self._agent_waiters: dict[str, set[trio.Event]] = {}
 
     def subscribe(
         self, *, agent_ids: Iterable[str] = (), task_id: str | None = None, size: int = 1024
@@ -79,12 +79,27 @@ class Hub:
         self._subs.add(sub)
         return sub
 
-    def changed(self, agent_ids: Iterable[str]) -> trio.Event:
-        """An Event set the next time any of these agents has a committed event."""
-        event = trio.Event()
-        for agent_id in agent_ids:
-            self._agent_waiters.setdefault(agent_id, []).append(event)
-        return event
+    async def wait_changed(self, agent_ids: Iterable[str]) -> None:
+        """Return the next time any of these agents has a committed event. A wait that
+        ends otherwise (it timed out, its client went away) leaves nothing behind."""
+        event, ids = trio.Event(), list(agent_ids)
+        for agent_id in ids:
+            self._agent_waiters.setdefault(agent_id, set()).add(event)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():
+                for agent_id in ids:
+                    waiters = self._agent_waiters.get(agent_id)
+                    if waiters is not None:
+                        waiters.discard(event)
+                        if not waiters:
+                            del self._agent_waiters[agent_id]
+
+    @property
+    def waiters(self) -> int:
+        """Waits in progress on agents' changes (each counted once per agent it waits on)."""
+        return sum(len(waiters) for waiters in self._agent_waiters.values())
 
     def publish(self, events: list[Event]) -> None:
         for event in events:

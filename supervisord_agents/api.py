@@ -449,12 +449,12 @@ class Api:
                 ended = [a for a in agents if a.state.terminal]
                 if (params.any and ended) or len(ended) == len(agents):
                     return WaitResult(done=True, agents=[_exit_of(a) for a in agents])
-                await self.hub.changed(a.id for a in agents if a.state.live).wait()
+                await self.hub.wait_changed(a.id for a in agents if a.state.live)
         return WaitResult(done=False, agents=[_exit_of(self.registry.agent(a)) for a in ids])
 
     async def _wait_for(self, agent_id: str, predicate: Callable[[Agent], bool]) -> Agent:
         while not predicate(agent := self.registry.agent(agent_id)):
-            await self.hub.changed([agent_id]).wait()
+            await self.hub.wait_changed([agent_id])
         return agent
 
     @handles(AGENT_OUTPUT)
@@ -543,6 +543,7 @@ class Api:
             actor=ActorStats(queued=self.mailbox.queued, commands=actor.commands, commits=actor.commits,
                              storage_failures=actor.storage_failures),
             subscribers=self.hub.subscribers,
+            waiters=self.hub.waiters,
             connections=self.connections.open,
             connections_refused=self.connections.refused,
             reconcile_passes=self.reconciler.passes,

@@ -415,6 +415,7 @@ class Health(Struct, kw_only=True):
     last_seq: int
     actor: ActorStats
     subscribers: int
+    waiters: int = 0  # waits in progress on agents' changes (agent.wait, a spawn until it runs)
     connections: int
     connections_refused: int  # another uid, or over the connection cap
     reconcile_passes: int

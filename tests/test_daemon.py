@@ -16,7 +16,7 @@ import pytest
 
 from supervisord_agents.clients.client import Client
 from supervisord_agents.errors import Forbidden, InvalidParams, LimitExceeded, NotFound, UnknownMethod
-from tests.harness import DaemonProcess
+from tests.harness import DaemonProcess, eventually
 
 
 def test_health_reports_the_daemon(daemon: DaemonProcess) -> None:
@@ -189,6 +189,23 @@ def test_pipelined_reports_share_commits_and_are_answered_in_their_place(daemon:
     assert [f["message"] for f in replies[-1]["result"]] == [f"p{i}" for i in range(1, 301)]
     assert [r["result"]["seq"] for r in replies[:100]] == sorted(r["result"]["seq"] for r in replies[:100])
     assert daemon.call("daemon.health")["actor"]["commits"] - commits < 150
+
+
+def test_waits_that_time_out_leave_nothing_behind(daemon: DaemonProcess) -> None:
+    """A wait that times out (or whose client went away) is forgotten: 300 of them leave no
+    waiter in the daemon, and a wait still running is counted once per agent it waits on."""
+    task_id = daemon.create_task()
+    agents = [daemon.spawn_fake(task_id, f"sleeper{i}", "--sleep", "600")["id"] for i in range(2)]
+    with daemon.client() as c:
+        for _ in range(300):
+            assert c.request("agent.wait", agent_ids=agents, timeout=0.001)["done"] is False
+        assert c.request("daemon.health")["waiters"] == 0
+        with daemon.client() as waiting:
+            waiting.send("agent.wait", {"agent_ids": agents, "timeout": 600})
+            eventually(lambda: c.request("daemon.health")["waiters"] == 2, 10, "the wait registered")
+        eventually(lambda: c.request("daemon.health")["waiters"] == 0, 10, "the wait forgotten with its client")
+    for agent_id in agents:
+        daemon.call("agent.kill", agent_id=agent_id)
 
 
 def test_socket_and_runtime_dir_permissions(daemon: DaemonProcess) -> None:
