@@ -69,6 +69,7 @@ from .model import (
 
 PROTOCOL_VERSION: Final = 1
 MAX_LINE: Final = 1 << 20  # default cap on one line, in bytes
+MAX_DATA_DEPTH: Final = 32  # how deep a finding's data may nest (whatever shows it walks it recursively)
 
 # How an agent finds the daemon and says who it is: set in every agent's environment.
 ENV_AGENT_ID: Final = "SUPERVISORD_AGENTS_AGENT_ID"
@@ -206,6 +207,25 @@ class FindingParams(Params, frozen=True, kw_only=True):
     severity: Severity = Severity.INFO
     message: Text
     data: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.data is not None and nesting(self.data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+            raise ValueError(f"`data` may nest at most {MAX_DATA_DEPTH} levels deep")
+
+
+def nesting(value: object, limit: int) -> int:
+    """How many levels of objects and arrays ``value`` nests (a scalar: 0), counted without
+    recursion and no further than ``limit + 1``."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = []
+        for container in containers:
+            level.extend(container.values() if isinstance(container, dict) else container)
+    return depth
 
 
 class FindingsListParams(Params, frozen=True, kw_only=True):
@@ -548,6 +568,8 @@ def decode_request(line: bytes) -> Request:
         return _request_decoder.decode(line)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports bad UTF-8 in a string so
         raise BadRequest(f"malformed request: {e}") from None
+    except RecursionError:
+        raise BadRequest("malformed request: it nests too deep") from None
 
 
 def decode_params(request: Request) -> Params:
@@ -565,6 +587,9 @@ def decode_params(request: Request) -> Params:
         raise InvalidParams(f"{request.method}: {e}", data={"method": request.method}) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"{request.method}: malformed params: {e}") from None
+    except RecursionError:
+        raise InvalidParams(f"{request.method}: params nest too deep (a finding's `data` may nest at most "
+                            f"{MAX_DATA_DEPTH} levels deep)", data={"method": request.method}) from None
 
 
 def error_reply(request_id: int | None, error: SupervisorError) -> Reply:

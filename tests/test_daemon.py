@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from supervisord_agents.clients.client import Client
-from supervisord_agents.errors import Forbidden, InvalidParams, LimitExceeded, NotFound, UnknownMethod
+from supervisord_agents.errors import BadRequest, Forbidden, InvalidParams, LimitExceeded, NotFound, UnknownMethod
+from supervisord_agents.protocol import MAX_DATA_DEPTH
 from tests.harness import DaemonProcess, eventually
 
 
@@ -206,6 +207,28 @@ def test_waits_that_time_out_leave_nothing_behind(daemon: DaemonProcess) -> None
         eventually(lambda: c.request("daemon.health")["waiters"] == 0, 10, "the wait forgotten with its client")
     for agent_id in agents:
         daemon.call("agent.kill", agent_id=agent_id)
+
+
+def test_finding_data_that_nests_too_deep_is_refused_and_harms_nothing(daemon: DaemonProcess) -> None:
+    """Showing a finding walks its data: data nested deeper than MAX_DATA_DEPTH is refused at
+    the door (even 100,000 levels, the most a request line holds), and the task stays readable."""
+    task_id = daemon.create_task()
+    ok = {"level": 1}
+    for _ in range(MAX_DATA_DEPTH - 1):
+        ok = {"level": ok}
+    daemon.call("agent.finding", task_id=task_id, type="note", message="deep enough", data=ok)
+    with daemon.client() as c:
+        for depth in (MAX_DATA_DEPTH + 1, 985, 100_000):
+            deep = b'{"d": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+            c._sock.sendall(b'{"id": 9, "method": "agent.finding", "params": {"task_id": "' + task_id.encode() +
+                            b'", "type": "note", "message": "deep", "data": ' + deep + b"}}\n")
+            # Past what the decoder walks (about 1,000 levels, less the daemon's own stack),
+            # the request itself is refused (bad_request); short of it, its params.
+            with pytest.raises(InvalidParams if depth < 100 else (InvalidParams, BadRequest), match="nest"):
+                c._reply(9)
+    assert [f["message"] for f in daemon.call("findings.list", task_id=task_id)] == ["deep enough"]
+    assert daemon.call("task.get", task_id=task_id)["task"]["id"] == task_id
+    assert daemon.agentctl("status").returncode == 0
 
 
 def test_socket_and_runtime_dir_permissions(daemon: DaemonProcess) -> None:
