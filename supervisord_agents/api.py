@@ -131,6 +131,7 @@ class ConnectionStats:
         self.open = 0
         self.accepted = 0
         self.refused = 0
+        self.evicted = 0  # idle connections closed to make room at the cap
 
 
 class Stream:
@@ -546,6 +547,7 @@ class Api:
             waiters=self.hub.waiters,
             connections=self.connections.open,
             connections_refused=self.connections.refused,
+            connections_evicted=self.connections.evicted,
             reconcile_passes=self.reconciler.passes,
             tmux_healthy=self.backend.healthy,
             tmux_sessions=None if last is None else last.sessions,

@@ -437,7 +437,7 @@ class Health(Struct, kw_only=True):
     subscribers: int
     waiters: int = 0  # waits in progress on agents' changes (agent.wait, a spawn until it runs)
     connections: int
-    connections_refused: int  # another uid, or over the connection cap
+    connections_refused: int  # another uid, or over the connection cap with none idle
     reconcile_passes: int
     tmux_healthy: bool
     tmux_sessions: int | None = None
@@ -446,6 +446,7 @@ class Health(Struct, kw_only=True):
     boundary_note: str = ""  # why the boundary is weaker than cgroups, when it is
     cgroup_root: str | None = None
     missing_controllers: list[str] = []  # agents' resource bounds that cannot be applied here
+    connections_evicted: int = 0  # idle connections closed to make room at the connection cap
 
 
 # --- the method table ----------------------------------------------------------------

@@ -92,6 +92,7 @@ class Server:
         self.stats = stats
         self.answering = 0  # requests being answered right now
         self.uid = os.getuid()
+        self._connections: set[Connection] = set()
 
     async def serve(
         self, sockets: list[socket.socket], *,
@@ -163,30 +164,53 @@ class Server:
             await _send_and_close(stream, encoder, error_reply(None, refusal))
             return
         cap = self.settings.current.daemon.max_connections
-        if stats.open >= cap:
+        if stats.open >= cap and not self._make_room():
             stats.refused += 1
-            full = LimitExceeded(f"too many connections (max {cap})")
+            full = LimitExceeded(f"too many connections (max {cap}), and none of them idle")
             await _send_and_close(stream, encoder, error_reply(None, full))
             return
         stats.open += 1
+        caller = Caller(pid=pid, uid=uid)
+        caller.agent_id = agent_id or identified
+        connection = Connection(self, stream, caller)
+        self._connections.add(connection)
         try:
-            caller = Caller(pid=pid, uid=uid)
-            caller.agent_id = agent_id or identified
-            await Connection(self, stream, caller).run()
+            await connection.run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except* Exception:
             # The boundary of one connection: a bug here must not stop the listener.
             log.exception("connection_crashed", peer_pid=pid)
         finally:
+            self._connections.discard(connection)
             stats.open -= 1
             await trio.aclose_forcefully(stream)
 
+    def _make_room(self) -> bool:
+        """At the connection cap: close the connection idle the longest (waiting for a
+        request, nothing in flight), so that idle connections, however many a client
+        opens, never lock others out. False if none is idle."""
+        idle = [c for c in self._connections if c.idle and not c.cancel_scope.cancel_called]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since)
+        victim.cancel_scope.cancel()
+        self.stats.evicted += 1
+        log.info("connection_evicted", peer_pid=victim.caller.pid, idle_seconds=round(trio.current_time() -
+                 victim.idle_since, 1))
+        return True
+
 
 async def _send_and_close(stream: trio.SocketStream, encoder: msgspec.json.Encoder, reply: Reply) -> None:
+    """Send a refusal and close, without a reset: what the peer had sent is read and
+    dropped first (closing with unread data resets the connection, and the peer would
+    see "connection reset" where the reason was). At most a second for all of it."""
     with trio.move_on_after(1.0):
         try:
             await stream.send_all(encoder.encode(reply) + b"\n")
+            await stream.send_eof()
+            while await stream.receive_some(65536):
+                pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     await trio.aclose_forcefully(stream)
@@ -223,6 +247,11 @@ class Connection:
         self._last_report: _Report | None = None  # until its reply is sent
         self._reports = 0
 
+    @property
+    def idle(self) -> bool:
+        """Waiting for a request, with nothing in flight."""
+        return self.reading and not self.background and self._last_report is None
+
     async def run(self) -> None:
         buffer = LineBuffer(self.server.settings.current.daemon.max_line)
         with self.cancel_scope:
@@ -258,7 +287,7 @@ class Connection:
             deadline = self.idle_since + self.server.settings.current.daemon.idle_timeout
             if trio.current_time() < deadline:
                 await trio.sleep_until(deadline)
-            elif self.reading and not self.background and self._last_report is None:
+            elif self.idle:
                 self.cancel_scope.cancel()
                 return
             else:

@@ -515,6 +515,57 @@ def test_idle_slow_and_silent_clients_do_not_starve_others() -> None:
         d.close()
 
 
+def test_idle_connections_give_way_and_a_refused_client_is_told_why() -> None:
+    """At the connection cap the connection idle the longest is closed to let a new one in, so
+    that no client locks others out by opening connections; when every one is busy, a newcomer
+    is refused with a typed error it can read (not a reset connection)."""
+    d = DaemonProcess(max_connections=6).start()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(6):  # idle: connected, never a request
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(d.socket))
+            sockets.append(s)
+        for _ in range(20):  # each new client gets in, the idlest gives way
+            assert d.call("daemon.health")["ok"]
+        sockets[0].settimeout(10)
+        assert sockets[0].recv(1) == b""  # the oldest was closed
+        task = d.create_task()
+        agent = d.spawn_fake(task, "sleeper", "--sleep", "600")["id"]
+        busy = [Client(str(d.socket)) for _ in range(6)]  # each waits for an agent: not idle
+        for c in busy:
+            c.send("agent.wait", {"agent_ids": [agent], "timeout": 600})
+        eventually(lambda: all(_closed_or_none(s) for s in sockets), 10, "every idle connection closed")
+        with pytest.raises(SupervisorError, match="too many connections"):
+            Client(str(d.socket))
+        for c in busy:
+            c.close()
+        eventually(lambda: _answers(d), 10, "the daemon serves again once the busy clients left")
+        assert d.call("daemon.health")["connections_evicted"] >= 6
+        d.call("agent.kill", agent_id=agent)
+    finally:
+        for s in sockets:
+            s.close()
+        d.close()
+
+
+def _closed_or_none(s: socket.socket) -> bool:
+    """True if the daemon has closed ``s`` (it reads end of file)."""
+    try:
+        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _answers(d: DaemonProcess) -> bool:
+    try:
+        return bool(d.call("daemon.health")["ok"])
+    except SupervisorError:
+        return False
+
+
 # -- 7. hostile names and prompts ---------------------------------------------------------
 
 
