@@ -9,8 +9,9 @@ one connection can wait for an agent and still report progress. Replies are matc
 id.
 
 Limits: a line longer than ``max_line`` gets an error reply and the connection is
-closed; past ``max_connections`` a new connection gets an error reply and is closed; a
-connection with nothing in flight is closed after ``idle_timeout``. A client that never
+closed; at ``max_connections`` the connection idle the longest is closed to make room,
+and only when none is idle does a new connection get an error reply (which it can read)
+and is closed; a connection with nothing in flight is closed after ``idle_timeout``. A client that never
 reads its replies only blocks itself (the daemon stops reading from it), and a
 subscriber that falls too far behind is cut off, so memory stays bounded.
 
