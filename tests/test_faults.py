@@ -521,6 +521,7 @@ def test_idle_connections_give_way_and_a_refused_client_is_told_why() -> None:
     is refused with a typed error it can read (not a reset connection)."""
     d = DaemonProcess(max_connections=6).start()
     sockets: list[socket.socket] = []
+    busy: list[Client] = []
     try:
         for _ in range(6):  # idle: connected, never a request
             s = socket.socket(socket.AF_UNIX)
@@ -532,9 +533,11 @@ def test_idle_connections_give_way_and_a_refused_client_is_told_why() -> None:
         assert sockets[0].recv(1) == b""  # the oldest was closed
         task = d.create_task()
         agent = d.spawn_fake(task, "sleeper", "--sleep", "600")["id"]
-        busy = [Client(str(d.socket)) for _ in range(6)]  # each waits for an agent: not idle
-        for c in busy:
-            c.send("agent.wait", {"agent_ids": [agent], "timeout": 600})
+        for _ in range(6):  # each waits for an agent: not idle (its wait is under way once the
+            # request after it is answered), and each pushes out an idle one
+            busy.append(Client(str(d.socket)))
+            busy[-1].send("agent.wait", {"agent_ids": [agent], "timeout": 600})
+            busy[-1].request("daemon.health")
         eventually(lambda: all(_closed_or_none(s) for s in sockets), 10, "every idle connection closed")
         with pytest.raises(SupervisorError, match="too many connections"):
             Client(str(d.socket))
@@ -544,6 +547,8 @@ def test_idle_connections_give_way_and_a_refused_client_is_told_why() -> None:
         assert d.call("daemon.health")["connections_evicted"] >= 6
         d.call("agent.kill", agent_id=agent)
     finally:
+        for c in busy:
+            c.close()
         for s in sockets:
             s.close()
         d.close()
