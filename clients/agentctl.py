@@ -36,6 +36,7 @@ from supervisord_agents.errors import (
 
 from .cli_parser import build_parser
 from .client import Client, DaemonNotRunning
+from .render import visible
 from .verbs import AgentFailed
 
 EXIT_OK: Final = 0
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             with connect(args.socket, args.wait) as client:
                 args.func(args, client)
     except SupervisorError as e:
-        sys.stderr.write(f"agentctl: {e.message}\n")
+        sys.stderr.write(f"agentctl: {visible(e.message)}\n")  # it may quote an agent
         return exit_code_for(e)
     except (OSError, msgspec.DecodeError) as e:
         sys.stderr.write(f"agentctl: {e}\n")

@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regex")
     p.add_argument("--format", default=OutputFormat.TEXT, choices=values(OutputFormat))
     p.add_argument("--max-bytes", type=int, default=1 << 20)
+    p.add_argument("--raw", action="store_true",
+                   help="write the output as the agent wrote it, escape sequences and all (they drive your terminal)")
     p = verb("peek", verbs.cmd_peek, "the agent's screen")
     p.add_argument("agent")
     p.add_argument("--lines", type=int, default=0, help="also this many lines of history")

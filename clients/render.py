@@ -17,6 +17,20 @@ AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "OU
 _json: Final = msgspec.json.Encoder()
 
 
+#: Characters that drive a terminal rather than show on it: C0 controls but tab and newline,
+#: DEL, C1 controls, and the bidirectional overrides that reorder what is shown.
+_DRIVERS: Final = [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+                   *range(0x2066, 0x206A)]
+_VISIBLE: Final = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _DRIVERS}
+
+
+def visible(text: str) -> str:
+    """``text`` safe to write to a terminal: what would drive it (escape sequences, carriage
+    returns, title and clipboard requests, bidi overrides) shown escaped, as ``\\x1b``.
+    Agents write much of what agentctl shows, and an agent can be wrong or hostile."""
+    return text.translate(_VISIBLE)
+
+
 def to_json(value: Any) -> str:
     """``value`` (Structs, enums, and containers of them) as one line of JSON: the shape
     the daemon sent it in."""

@@ -48,7 +48,19 @@ from supervisord_agents.protocol import (
 )
 
 from .client import Client
-from .render import AGENT_HEADERS, agent_rows, ago, clock, counts_cell, emit_json, indent, outcome, table, to_json
+from .render import (
+    AGENT_HEADERS,
+    agent_rows,
+    ago,
+    clock,
+    counts_cell,
+    emit_json,
+    indent,
+    outcome,
+    table,
+    to_json,
+    visible,
+)
 
 #: A verb that talks to the daemon.
 Verb = Callable[[argparse.Namespace, Client], None]
@@ -66,7 +78,8 @@ class ProvidersBroken(SupervisorError):
 
 
 def out(text: str) -> None:
-    sys.stdout.write(text)
+    """Write text for people: anything that would drive the terminal shown escaped."""
+    sys.stdout.write(visible(text))
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -234,14 +247,15 @@ def cmd_logs(args: argparse.Namespace, c: Client) -> None:
     if args.json and not args.follow:
         emit_json(result)
         return
-    out(result.output)
+    write = sys.stdout.write if args.raw else out
+    write(result.output)
     if result.note:
         sys.stderr.write(f"({result.note})\n")
     offset = result.offset
     while args.follow:
         agent = c.call(AGENT_GET, agent_id=args.agent)
         chunk = c.call(AGENT_OUTPUT, agent_id=args.agent, offset=offset, format=args.format)
-        out(chunk.output)
+        write(chunk.output)
         sys.stdout.flush()
         offset = chunk.offset
         if agent.state.terminal and not chunk.output:

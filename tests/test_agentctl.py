@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import BIN, FAKE_AGENT, DaemonProcess, short_tmpdir
+from tests.harness import BIN, FAKE_AGENT, DaemonProcess, eventually, short_tmpdir
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -216,6 +216,27 @@ def test_a_prompt_file_arrives_byte_for_byte_and_a_bad_one_is_bad_input(daemon: 
                                   "true", "x")
         assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr, refused
     assert [a["type"] for a in daemon.call("agent.list", task_id=task_id)] == ["crlf"]
+
+
+def test_what_agents_write_cannot_drive_the_operators_terminal(daemon: DaemonProcess) -> None:
+    """Findings, messages, reasons and output come from agents: agentctl shows what would
+    drive a terminal (an erase and a colour that turn "real bug" into a green "no bugs found",
+    a clipboard write, a bidi override) escaped, in every verb; ``logs --raw`` opts out."""
+    task_id = daemon.create_task()
+    spoof = "real bug\x1b[2K\r\x1b[32mno bugs found \x1b]52;c;ZXZpbA==\x07 \u202eevil"
+    daemon.call("agent.finding", task_id=task_id, type="note", message=spoof)
+    agent = daemon.call("agent.spawn", task_id=task_id, type="painter",
+                        argv=["sh", "-c", "printf 'ok \\033[31mred\\033[0m\\n'; exec sleep 600"])
+    daemon.call("agent.progress", agent_id=agent["id"], message=spoof)
+    for verb in (["findings", "--task", task_id], ["status"], ["show", agent["id"]], ["events"], ["agents"],
+                 ["task", "show", task_id]):
+        shown = ok(daemon.agentctl(*verb))
+        assert not set(shown) & set("\x1b\r\x07\u202e"), verb
+    assert "real bug\\x1b[2K\\x0d\\x1b[32mno bugs found" in ok(daemon.agentctl("findings", "--task", task_id))
+    eventually(lambda: "red" in ok(daemon.agentctl("logs", agent["id"])), 30, "the agent's output logged")
+    assert "ok \\x1b[31mred" in ok(daemon.agentctl("logs", agent["id"]))
+    assert "ok \x1b[31mred" in ok(daemon.agentctl("logs", agent["id"], "--raw"))
+    ok(daemon.agentctl("kill", agent["id"]))
 
 
 def test_prompt_file_from_stdin(daemon: DaemonProcess, tmp_path: Path) -> None:
