@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import msgspec
 
+from supervisord_agents.codec import LineBuffer
 from supervisord_agents.config import load_config, locator_path, runtime_dir_candidates, socket_path_from_env
 from supervisord_agents.errors import Forbidden, InvalidParams, SupervisorError, Unavailable, from_code
 from supervisord_agents.model import Event
@@ -32,7 +33,6 @@ from supervisord_agents.protocol import (
     ENV_TOKEN,
     HELLO,
     PROTOCOL_VERSION,
-    LineBuffer,
     Method,
     P,
     R,

@@ -11,7 +11,8 @@ Pure core (no I/O, no clock; time is an argument):
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
     drift           compare the registry with one tmux listing; a plan of what to correct
     results         each provider's JSON events read into one report; how a run ended, and why
-    protocol        the wire: the method table, params and results, limits, NDJSON framing
+    protocol        the wire: the method table, params and results, limits
+    codec           request lines decoded (envelope, then the method's params), error replies, NDJSON framing
     tmux            the ``TmuxBackend`` seam and the values that cross it
     tmux_protocol   tmux control mode as a sans-IO parser, and tmux command quoting
 

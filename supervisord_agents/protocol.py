@@ -1,4 +1,4 @@
-"""The wire protocol: NDJSON messages as typed msgspec Structs, and a sans-IO line buffer.
+"""The wire protocol: NDJSON messages as typed msgspec Structs, and the method table.
 
 One request per line::
 
@@ -12,10 +12,8 @@ One reply per request, carrying the same id, with either a result or an error::
 A subscription (``events.subscribe``) is acknowledged by a reply and then streams
 ``{"seq": N, "event": {...}}`` lines on the same connection.
 
-Params are decoded in two steps: the envelope first, with ``params`` kept raw, and then
-the raw params with the decoder of the method's own Struct. So an unknown method is
-reported as such, and wrong types name the method's field. Every name field is
-pattern-checked here (see :mod:`.model`), before any other code sees it.
+Params are decoded (by :mod:`.codec`) with their method's own Struct, so every name
+field is pattern-checked here (see :mod:`.model`), before any other code sees it.
 
 Every method is declared once, as a :class:`Method` in ``METHODS``: its name, params
 and result types, who may call it (:class:`Rule`) and how it is answered
@@ -41,7 +39,6 @@ from typing import Annotated, Any, Final, Generic, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from .errors import BadRequest, InvalidParams, SupervisorError, TooLarge, UnknownMethod
 from .model import (
     AbsPath,
     Agent,
@@ -556,77 +553,3 @@ METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
     AGENT_FINDING, AGENT_KILL, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
     DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_DOCTOR, DAEMON_STOP,
 )}
-
-# --- codec --------------------------------------------------------------------------
-
-_request_decoder: Final = msgspec.json.Decoder(Request)
-_param_decoders: Final[dict[str, msgspec.json.Decoder[Params]]] = {}  # each made when first needed
-
-
-def decode_request(line: bytes) -> Request:
-    """Decode one request line. Raises BadRequest."""
-    try:
-        return _request_decoder.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec reports bad UTF-8 in a string so
-        raise BadRequest(f"malformed request: {e}") from None
-    except RecursionError:
-        raise BadRequest("malformed request: it nests too deep") from None
-
-
-def decode_params(request: Request) -> Params:
-    """Decode a request's params with its method's schema. Raises UnknownMethod, InvalidParams.
-    (The method itself is ``METHODS[request.method]`` once this returned.)"""
-    decoder = _param_decoders.get(request.method)
-    if decoder is None:
-        method = METHODS.get(request.method)
-        if method is None:
-            raise UnknownMethod(f"unknown method {request.method!r}", data={"method": request.method})
-        decoder = _param_decoders[request.method] = msgspec.json.Decoder(method.params)
-    try:
-        return decoder.decode(request.params)
-    except msgspec.ValidationError as e:
-        raise InvalidParams(f"{request.method}: {e}", data={"method": request.method}) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(f"{request.method}: malformed params: {e}") from None
-    except RecursionError:
-        raise InvalidParams(f"{request.method}: params nest too deep (a finding's `data` may nest at most "
-                            f"{MAX_DATA_DEPTH} levels deep)", data={"method": request.method}) from None
-
-
-def error_reply(request_id: int | None, error: SupervisorError) -> Reply:
-    return Reply(id=request_id, error=ErrorBody(code=error.code.value, message=error.message, data=error.data))
-
-
-class LineBuffer:
-    """Split a byte stream into lines, refusing any line longer than ``max_line``.
-
-    Sans-IO: feed it whatever the socket returned, get back the complete lines (without
-    their newline). A partial line that grows past the cap raises TooLarge, after which
-    the connection should be closed: there is no way to find the next message boundary
-    without reading the rest of the oversized one.
-    """
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        if b"\n" not in data:
-            self._check()
-            return []
-        *lines, rest = self._buf.split(b"\n")
-        self._buf = bytearray(rest)
-        self._check()
-        for line in lines:
-            if len(line) > self.max_line:
-                raise TooLarge(f"line of {len(line)} bytes exceeds the cap of {self.max_line}")
-        return [bytes(line) for line in lines if line.strip()]
-
-    def _check(self) -> None:
-        if len(self._buf) > self.max_line:
-            raise TooLarge(f"line exceeds the cap of {self.max_line} bytes")
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)

@@ -36,6 +36,7 @@ import trio
 from .actor import ON_QUEUED
 from .agent_sockets import AgentSockets, listen_unix
 from .api import Api, Caller, ConnectionStats, Stream
+from .codec import LineBuffer, decode_params, decode_request, error_reply
 from .config import Settings
 from .errors import (
     BadRequest,
@@ -45,18 +46,7 @@ from .errors import (
     SupervisorError,
     TooLarge,
 )
-from .protocol import (
-    METHODS,
-    Answer,
-    LineBuffer,
-    Method,
-    Notice,
-    Reply,
-    Request,
-    decode_params,
-    decode_request,
-    error_reply,
-)
+from .protocol import METHODS, Answer, Method, Notice, Reply, Request
 
 log = structlog.get_logger()
 

@@ -25,7 +25,7 @@ PACKAGE = Path(supervisord_agents.__file__).parent
 CLIENTS = PACKAGE.parent / "clients"
 README = PACKAGE.parent / "README.md"
 
-CORE = {"errors", "model", "commands", "registry", "drift", "protocol", "tmux", "tmux_protocol", "results"}
+CORE = {"errors", "model", "commands", "registry", "drift", "protocol", "codec", "tmux", "tmux_protocol", "results"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
             "procs", "cgroups", "agent_sockets", "access", "providers", "doctor", "config", "logs", "service"}
 ENTRY = {"daemon", "runner"}
@@ -33,7 +33,7 @@ IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",
                 "libtmux", "mcp", "__import__"})
 CLIENT_MAY_IMPORT = {"protocol", "model", "errors"}
-CLIENT_LIBRARY_MAY_ALSO_IMPORT = {"config"}
+CLIENT_LIBRARY_MAY_ALSO_IMPORT = {"config", "codec"}  # where the daemon is; how lines are framed
 
 
 def imports_of(source: str, module: str, package: str = "supervisord_agents") -> tuple[set[str], set[str]]:

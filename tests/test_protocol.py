@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from supervisord_agents.codec import LineBuffer, decode_params, decode_request, error_reply
 from supervisord_agents.errors import (
     BadRequest,
     DuplicateAgent,
@@ -27,15 +28,7 @@ from supervisord_agents.errors import (
     UnknownMethod,
     from_code,
 )
-from supervisord_agents.protocol import (
-    MAX_LINE,
-    METHODS,
-    LineBuffer,
-    Request,
-    decode_params,
-    decode_request,
-    error_reply,
-)
+from supervisord_agents.protocol import MAX_LINE, METHODS, Request
 
 AGENT = "worker-101500-0a1b2c"
 TASK = "TASK-20240101-101500-0a1b2c3d"
