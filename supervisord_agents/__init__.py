@@ -40,6 +40,7 @@ Adapters (own I/O, run inside the daemon):
 Entry points:
     daemon          ``supervisord-agents``: builds the parts, runs them in one nursery
     runner          what runs in each tmux pane around the agent (standard library only)
+    tee             the runner's copy of the agent's output: rotated log, last stderr line, JSON events
     clients/        ``agentctl``, ``agents-mcp`` and the blocking client library
                     (installed as ``supervisord_agents.clients``)
 """

@@ -1,7 +1,7 @@
 """What an agent's own event stream says of how its run ended.
 
 Claude Code, Codex and Gemini CLI each print JSON events on stdout, each in a format of
-its own. The runner keeps the first and the last of them (``runner.EventScanner``);
+its own. The runner keeps the first and the last of them (``tee.EventScanner``);
 :func:`read_events` reads those into one :class:`Report`: whether the run succeeded, and
 if not the error's class and text; the final answer; cost, tokens, turns; the provider's
 session id; and when a rate limit resets, if the provider said. :func:`conclude` then

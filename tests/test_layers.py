@@ -28,7 +28,7 @@ README = PACKAGE.parent / "README.md"
 CORE = {"errors", "model", "commands", "registry", "drift", "protocol", "codec", "tmux", "tmux_protocol", "results"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
             "procs", "cgroups", "agent_sockets", "access", "providers", "doctor", "config", "logs", "service"}
-ENTRY = {"daemon", "runner"}
+ENTRY = {"daemon", "runner", "tee"}  # the runner's process: runner and its tee
 IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog", "subprocess", "pathlib", "io",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",
                 "libtmux", "mcp", "__import__"})
@@ -102,10 +102,12 @@ def test_adapters_never_import_the_server(module: str) -> None:
     assert internal & {"server", "daemon"} == set()
 
 
-def test_the_runner_stands_alone() -> None:
-    """The runner starts in every pane: it imports nothing from the package (nor trio or msgspec)."""
-    external, internal = imports_of((PACKAGE / "runner.py").read_text(), "runner")
-    assert internal == set() and external & {"trio", "msgspec", "structlog"} == set()
+@pytest.mark.parametrize(("module", "may_import"), [("runner", {"tee"}), ("tee", set())])
+def test_the_runner_stands_alone(module: str, may_import: set[str]) -> None:
+    """The runner starts in every pane: it imports nothing from the package but its tee (nor
+    trio or msgspec)."""
+    external, internal = imports_of((PACKAGE / f"{module}.py").read_text(), module)
+    assert internal == may_import and external & {"trio", "msgspec", "structlog"} == set()
 
 
 def test_the_runner_starts_without_site_or_a_json_parser() -> None:

@@ -14,7 +14,7 @@ import pytest
 from supervisord_agents.files import AgentFiles, read_status
 from supervisord_agents.output import read_output, summarize
 from supervisord_agents.protocol import OutputParams
-from supervisord_agents.runner import LogFile
+from supervisord_agents.tee import LogFile
 
 TASK = "TASK-20260101-000000-0000beef"
 AGENT = "talker-000000-00000a"
