@@ -112,6 +112,7 @@ from .tmux import TmuxBackend
 
 LATEST_FINDINGS: Final = 5
 REPLAY_PAGE: Final = 1000
+READ_THREADS: Final = 4  # worker threads for reads clients ask for (trio's default pool has 40)
 
 
 class Caller:
@@ -212,6 +213,10 @@ class Api:
         self.boundary_note = boundary_note
         self.started_at = time.time()
         self._minting: set[str] = set()
+        # Reads that clients ask for (an agent's output, a replay of the event log) take at
+        # most these worker threads: however many arrive, and however slow each is (a big
+        # log, a slow regex), the daemon's own work in threads (cleanups, kills) keeps its own.
+        self._reads = trio.CapacityLimiter(READ_THREADS)
 
     async def call(self, method: Method[Any, Any], params: Any, caller: Caller) -> Any:
         """Answer one request (a ``Stream`` for a streaming method). Raises SupervisorError."""
@@ -461,7 +466,7 @@ class Api:
     @handles(AGENT_OUTPUT)
     async def agent_output(self, params: OutputParams, caller: Caller) -> OutputResult:
         agent = self.registry.agent(params.agent_id)
-        return await trio.to_thread.run_sync(read_output, self.launcher.files(agent), params)
+        return await trio.to_thread.run_sync(read_output, self.launcher.files(agent), params, limiter=self._reads)
 
     @handles(AGENT_PEEK)
     async def agent_peek(self, params: PeekParams, caller: Caller) -> Screen:
@@ -503,7 +508,7 @@ class Api:
             while True:
                 read = functools.partial(self.store.read_events, sent, agent_ids=agent_ids,
                                          task_id=params.task_id, limit=REPLAY_PAGE)
-                rows = await trio.to_thread.run_sync(read)
+                rows = await trio.to_thread.run_sync(read, limiter=self._reads)
                 for seq, raw in rows:
                     yield Notice(seq=seq, event=msgspec.Raw(raw))
                     sent = seq

@@ -152,6 +152,40 @@ async def test_exit_is_read_from_the_status_record(rig: InProcess) -> None:
     assert after["cleanup"]["ok"] and Path(after["cleanup"]["archive"]).exists()
 
 
+async def test_slow_reads_cannot_take_the_worker_threads_the_daemon_needs(
+        rig: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads that clients ask for run on a few worker threads of their own: 60 stuck at once
+    (a huge log, a slow regex) leave the daemon's own work in threads (a cleanup) untouched."""
+    release = threading.Event()
+    real = api_module.read_output
+
+    def stuck(*args: Any) -> Any:
+        release.wait(60)
+        return real(*args)
+
+    monkeypatch.setattr(api_module, "read_output", stuck)
+    task_id = await rig.task()
+    reader, done = await rig.spawn(task_id, "reader"), await rig.spawn(task_id, "done")
+    answered = 0
+
+    async def read() -> None:
+        nonlocal answered
+        await rig.call("agent.output", agent_id=reader["id"])
+        answered += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(60):
+            nursery.start_soon(read)
+        await trio.sleep(0.1)
+        rig.fake.end(done["id"])
+        with trio.fail_after(30):
+            while not (await rig.call("agent.get", agent_id=done["id"]))["cleanup"]:
+                await trio.sleep(0.01)
+        assert answered == 0  # the reads were still stuck while the cleanup ran
+        release.set()
+    assert answered == 60
+
+
 async def test_kill_while_starting_is_carried_out_once_the_session_exists(rig: InProcess) -> None:
     task_id = await rig.task()
     gate = trio.Event()
