@@ -39,6 +39,7 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     log_level: Annotated[str, Meta(pattern=r"^(debug|info|warning|error)\Z")] = "info"
     max_line: Annotated[int, Meta(ge=1024, le=64 << 20)] = 1 << 20
     max_connections: Annotated[int, Meta(ge=1, le=100_000)] = 2048
+    max_connections_per_agent: Annotated[int, Meta(ge=1, le=100_000)] = 32  # an agent cannot fill the table
     idle_timeout: Annotated[float, Meta(gt=0)] = 600.0
     global_max_concurrent: Annotated[int, Meta(ge=1, le=100_000)] = 100
     reconcile_interval: Annotated[float, Meta(gt=0)] = 2.0

@@ -84,6 +84,7 @@ class Server:
         self.answering = 0  # requests being answered right now
         self.uid = os.getuid()
         self._connections: set[Connection] = set()
+        self._per_agent: dict[str, int] = {}  # open connections of each agent
 
     async def serve(
         self, sockets: list[socket.socket], *,
@@ -154,17 +155,25 @@ class Server:
             log.warning("peer_refused", peer_uid=uid, peer_pid=pid, reason=refusal.message)
             await _send_and_close(stream, encoder, error_reply(None, refusal))
             return
-        cap = self.settings.current.daemon.max_connections
-        if stats.open >= cap and not self._make_room():
+        config = self.settings.current.daemon
+        who = agent_id or identified
+        full: LimitExceeded | None = None
+        if who is not None and self._per_agent.get(who, 0) >= config.max_connections_per_agent:
+            full = LimitExceeded(f"agent {who} has {config.max_connections_per_agent} connections open "
+                                 "(max_connections_per_agent)")
+        elif stats.open >= config.max_connections and not self._make_room():
+            full = LimitExceeded(f"too many connections (max {config.max_connections}), and none of them idle")
+        if full is not None:
             stats.refused += 1
-            full = LimitExceeded(f"too many connections (max {cap}), and none of them idle")
             await _send_and_close(stream, encoder, error_reply(None, full))
             return
         stats.open += 1
         caller = Caller(pid=pid, uid=uid)
-        caller.agent_id = agent_id or identified
+        caller.agent_id = who
         connection = Connection(self, stream, caller)
         self._connections.add(connection)
+        if who is not None:
+            self._per_agent[who] = self._per_agent.get(who, 0) + 1
         try:
             await connection.run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -174,6 +183,10 @@ class Server:
             log.exception("connection_crashed", peer_pid=pid)
         finally:
             self._connections.discard(connection)
+            if who is not None:
+                self._per_agent[who] -= 1
+                if not self._per_agent[who]:
+                    del self._per_agent[who]
             stats.open -= 1
             await trio.aclose_forcefully(stream)
 

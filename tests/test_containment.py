@@ -259,6 +259,44 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+AGENT_HOLDS_CONNECTIONS = """
+import os, socket, sys, time
+me = os.environ["SUPERVISORD_AGENTS_AGENT_ID"].encode()
+held = []
+for _ in range(8):  # each waits on the agent itself: busy, so none is evicted
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["SUPERVISORD_AGENTS_SOCKET"])
+    s.sendall(b'{"id": 1, "method": "agent.wait", "params": {"agent_ids": ["' + me + b'"], "timeout": 600}}\\n')
+    held.append(s)
+time.sleep(1.0)
+refused = 0
+for s in held:
+    s.settimeout(0.2)
+    try:
+        refused += b"max_connections_per_agent" in s.recv(4096)
+    except TimeoutError:
+        pass
+open(sys.argv[1], "w").write(str(refused))
+time.sleep(600)
+"""
+
+
+def test_an_agent_cannot_fill_the_connection_table() -> None:
+    """An agent holds at most max_connections_per_agent connections: the others are refused
+    with a reason it can read, and the operator still gets in."""
+    d = DaemonProcess(max_connections_per_agent=3).start()
+    try:
+        task = d.create_task()
+        result = d.base / "refused.txt"
+        agent = d.call("agent.spawn", task_id=task, type="hoarder",
+                       argv=[sys.executable, "-c", AGENT_HOLDS_CONNECTIONS, str(result)])
+        assert eventually(lambda: result.exists() and result.read_text(), 60, "the agent counted") == "5"
+        assert d.call("daemon.health")["connections"] >= 3  # its three, and this one
+        d.call("agent.kill", agent_id=agent["id"])
+    finally:
+        d.close()
+
+
 def test_the_state_directory_is_private_whatever_was_there() -> None:
     """A pre-existing 0755 state directory is tightened to 0700, and the database, its WAL, the lock,
     task folders and log archives are 0600/0700."""
