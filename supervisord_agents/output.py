@@ -16,6 +16,7 @@ Formats:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -31,7 +32,7 @@ from .protocol import OutputParams, OutputResult
 
 REGEX_SECONDS: Final = 1.0
 SUMMARY_WIDTH: Final = 200
-MAX_SCAN: Final = 256 << 20  # bytes of a log a single request may read
+MAX_SCAN: Final = 16 << 20  # bytes of a log one request reads (from its end, without an offset): memory per read
 
 _json = msgspec.json.Decoder()
 
@@ -49,7 +50,10 @@ def read_output(files: AgentFiles, params: OutputParams) -> OutputResult:
         log = cast(_Log, f.raw)
         if params.offset is not None and params.offset < log.start:
             notes.append(f"bytes {params.offset}-{log.start} were dropped when the log was rotated")
-        lines, end = _lines(f, log, params)
+        lines, end, scanned_from = _lines(f, log, params)
+        if params.offset is None and scanned_from > log.start:
+            notes.append(f"searched the last {MAX_SCAN >> 20} MiB of the log, from byte {scanned_from};"
+                         " read what came before with offset")
         if not log.compressed:
             size = log.end()
         elif params.offset is not None and end == params.offset:
@@ -149,28 +153,30 @@ def _open_log(files: AgentFiles) -> io.BufferedReader:
     return io.BufferedReader(_Log(parts, compressed=compressed), buffer_size=1 << 16)
 
 
-def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[str], int]:
-    """Decoded lines to consider, and the offset just past them."""
+def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[str], int, int]:
+    """Decoded lines to consider, the offset just past them, and the offset they start at."""
     if not log.parts:
-        return [], 0
+        return [], 0, 0
     if params.offset is None and params.tail is not None and params.regex is None and not log.compressed:
         end = f.seek(0, os.SEEK_END)
-        return _tail_lines(f, log.start, end, params.tail), end
+        return _tail_lines(f, log.start, end, params.tail), end, log.start
     start = f.seek(params.offset or 0)
     if params.offset is None:
         window: deque[bytes] = deque()
         total = 0
-        for raw in f:
+        for raw in iter(functools.partial(f.readline, MAX_SCAN), b""):  # a line without end is cut
             window.append(raw)
             total += len(raw)
             while total > MAX_SCAN and window:
-                total -= len(window.popleft())
-        return [_decode(r) for r in window], f.tell()
+                dropped = window.popleft()
+                total -= len(dropped)
+                start += len(dropped)
+        return [_decode(r) for r in window], f.tell(), start
     data = f.read(params.max_bytes)
     # Stop at the last complete line so the next offset starts a line.
     cut = data.rfind(b"\n") + 1 if len(data) == params.max_bytes else len(data)
     data = data[: cut or len(data)]
-    return [_decode(r) for r in data.splitlines()], start + len(data)
+    return [_decode(r) for r in data.splitlines()], start + len(data), start
 
 
 def _decompressed_end(f: io.BufferedReader, start: int) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from supervisord_agents import output
 from supervisord_agents.files import AgentFiles, read_status
 from supervisord_agents.output import read_output, summarize
 from supervisord_agents.protocol import OutputParams
@@ -123,6 +124,19 @@ def test_the_runner_rotates_a_runaway_agent(files: AgentFiles) -> None:
     assert sum(p.stat().st_size for _, p in segments) <= 2 * 65536 + 65536  # one read chunk of slack
     last = read(files, tail=1)
     assert last["output"] == f"{19999:07d} {'y' * 91}\n" and last["offset"] == 2_000_000
+
+
+def test_a_read_holds_a_bounded_window_of_a_big_log(files: AgentFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an offset a request reads the last MAX_SCAN bytes of the log (memory per read is
+    bounded, whatever the log's size), says so, and a line without an end is cut, not held whole."""
+    monkeypatch.setattr(output, "MAX_SCAN", 1000)  # ten lines
+    long_line = b"a long line " + b"y" * 5000 + b"\n"  # read in pieces of 1000
+    files.log.write_bytes(long_line + written(50))
+    result = read(files, regex="^line")
+    assert result["output"] == "".join(line(i).decode() for i in range(40, 50))
+    assert "searched the last" in str(result["note"]) and "offset" in str(result["note"])
+    assert read(files, regex="^line", offset=0)["note"] == ""  # reading by offset: no window
+    assert read(files, offset=len(long_line), max_bytes=300)["output"] == "".join(line(i).decode() for i in range(3))
 
 
 def test_an_offset_past_the_end_of_an_archive_reports_the_real_size(files: AgentFiles) -> None:
