@@ -84,7 +84,6 @@ class Server:
         self.answering = 0  # requests being answered right now
         self.uid = os.getuid()
         self._connections: set[Connection] = set()
-        self._per_agent: dict[str, int] = {}  # open connections of each agent
 
     async def serve(
         self, sockets: list[socket.socket], *,
@@ -158,7 +157,7 @@ class Server:
         config = self.settings.current.daemon
         who = agent_id or identified
         full: LimitExceeded | None = None
-        if who is not None and self._per_agent.get(who, 0) >= config.max_connections_per_agent:
+        if who is not None and self._held_by(who) >= config.max_connections_per_agent:
             full = LimitExceeded(f"agent {who} has {config.max_connections_per_agent} connections open "
                                  "(max_connections_per_agent)")
         elif stats.open >= config.max_connections and not self._make_room():
@@ -172,8 +171,6 @@ class Server:
         caller.agent_id = who
         connection = Connection(self, stream, caller)
         self._connections.add(connection)
-        if who is not None:
-            self._per_agent[who] = self._per_agent.get(who, 0) + 1
         try:
             await connection.run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -183,12 +180,12 @@ class Server:
             log.exception("connection_crashed", peer_pid=pid)
         finally:
             self._connections.discard(connection)
-            if who is not None:
-                self._per_agent[who] -= 1
-                if not self._per_agent[who]:
-                    del self._per_agent[who]
             stats.open -= 1
             await trio.aclose_forcefully(stream)
+
+    def _held_by(self, agent_id: str) -> int:
+        """Connections open as this agent (by the kernel's word, or its token's after hello)."""
+        return sum(1 for c in self._connections if c.caller.agent_id == agent_id)
 
     def _make_room(self) -> bool:
         """At the connection cap: close the connection idle the longest (waiting for a
