@@ -212,7 +212,8 @@ class Client:
     def pipeline(self, method: str, many: Iterable[dict[str, Any]], *, window: int = 64) -> list[Any]:
         """Call one method with each of ``many`` params without waiting for each reply (at
         most ``window`` unanswered, so neither side's buffers fill); return the results in
-        order, as plain JSON values. Raises the first error (the changes before it were made)."""
+        order, as plain JSON values. Raises the first error: the requests before it were
+        carried out, and those already sent after it may have been too."""
         sent: deque[int] = deque()
         results = []
         for params in many:
