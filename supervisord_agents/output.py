@@ -3,10 +3,12 @@
 The log is the runner's copy of the agent's stdout and stderr: ``output.log`` (and the
 file rotated before it) while the agent is live, ``archive/<id>.log.gz`` after cleanup.
 Offsets count every byte the agent wrote, whatever rotation dropped since. Everything here is bounded: at
-most ``max_bytes`` of output (with a note when cut), a regex that gives up after
+most ``max_bytes`` of output (with a note when cut), a regex that gives up on one line after
 ``REGEX_SECONDS`` (the ``regex`` package supports timeouts; the stdlib ``re`` cannot be
-interrupted, and a caller-supplied pattern could otherwise hang a worker thread), and a
-per-line cap in the summary format.
+interrupted, and a caller-supplied pattern could otherwise hang a worker thread), a search
+that stops after ``SEARCH_SECONDS`` in all (with the lines found so far and a note saying
+where to continue: one call holds one of the few read threads for no longer than that,
+however many lines its window has), and a per-line cap in the summary format.
 
 Formats:
 - ``text``: the lines as written;
@@ -20,6 +22,7 @@ import functools
 import gzip
 import io
 import os
+import time
 from collections import deque
 from typing import Any, Final, cast
 
@@ -30,7 +33,8 @@ from .errors import InvalidParams, Timeout
 from .files import AgentFiles
 from .protocol import OutputParams, OutputResult
 
-REGEX_SECONDS: Final = 1.0
+REGEX_SECONDS: Final = 1.0  # one line's search; longer is an error (the regex is too slow)
+SEARCH_SECONDS: Final = 5.0  # one call's search, all lines together; then it stops where it is
 SUMMARY_WIDTH: Final = 200
 MAX_SCAN: Final = 16 << 20  # bytes of a log one request reads (from its end, without an offset): memory per read
 
@@ -50,7 +54,7 @@ def read_output(files: AgentFiles, params: OutputParams) -> OutputResult:
         log = cast(_Log, f.raw)
         if params.offset is not None and params.offset < log.start:
             notes.append(f"bytes {params.offset}-{log.start} were dropped when the log was rotated")
-        lines, end, scanned_from = _lines(f, log, params)
+        raws, end, scanned_from = _lines(f, log, params)
         if params.offset is None and scanned_from > log.start:
             notes.append(f"searched the last {MAX_SCAN >> 20} MiB of the log, from byte {scanned_from};"
                          " read what came before with offset")
@@ -61,10 +65,12 @@ def read_output(files: AgentFiles, params: OutputParams) -> OutputResult:
             end = size = _decompressed_end(f, log.start)
         else:
             size = end
-    try:
-        selected = [line for line in lines if _keep(line, params.format, pattern)]
-    except TimeoutError:
-        raise Timeout(f"regex took longer than {REGEX_SECONDS} s; simplify it") from None
+    selected, stopped = _select(raws, scanned_from, params.format, pattern)
+    if stopped is not None:
+        # As a window that was cut: what was found, a note, and the offset to go on from.
+        end = stopped
+        notes.append(f"the regex search stopped after {SEARCH_SECONDS:g} s at byte {stopped}, before the end;"
+                     f" continue with offset {stopped}")
     if params.tail is not None:
         selected = selected[-params.tail:] if params.tail else []
     rendered = [text for line in selected if (text := _render(line, params.format))]
@@ -153,8 +159,9 @@ def _open_log(files: AgentFiles) -> io.BufferedReader:
     return io.BufferedReader(_Log(parts, compressed=compressed), buffer_size=1 << 16)
 
 
-def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[str], int, int]:
-    """Decoded lines to consider, the offset just past them, and the offset they start at."""
+def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[bytes], int, int]:
+    """Lines to consider (as read, with their ends), the offset just past them, and the offset
+    they start at."""
     if not log.parts:
         return [], 0, 0
     if params.offset is None and params.tail is not None and params.regex is None and not log.compressed:
@@ -171,12 +178,12 @@ def _lines(f: io.BufferedReader, log: _Log, params: OutputParams) -> tuple[list[
                 dropped = window.popleft()
                 total -= len(dropped)
                 start += len(dropped)
-        return [_decode(r) for r in window], f.tell(), start
+        return list(window), f.tell(), start
     data = f.read(params.max_bytes)
     # Stop at the last complete line so the next offset starts a line.
     cut = data.rfind(b"\n") + 1 if len(data) == params.max_bytes else len(data)
     data = data[: cut or len(data)]
-    return [_decode(r) for r in data.splitlines()], start + len(data), start
+    return data.splitlines(keepends=True), start + len(data), start
 
 
 def _decompressed_end(f: io.BufferedReader, start: int) -> int:
@@ -186,7 +193,7 @@ def _decompressed_end(f: io.BufferedReader, start: int) -> int:
     return f.tell()
 
 
-def _tail_lines(f: Any, first: int, end: int, n: int) -> list[str]:
+def _tail_lines(f: Any, first: int, end: int, n: int) -> list[bytes]:
     """The last ``n`` lines, reading backwards in blocks (cost grows with n, not the file)."""
     block, pos, chunks, newlines = 65536, end, [], 0
     while pos > first and newlines <= n:
@@ -197,21 +204,52 @@ def _tail_lines(f: Any, first: int, end: int, n: int) -> list[str]:
         chunks.append(chunk)
         newlines += chunk.count(b"\n")
     data = b"".join(reversed(chunks))
-    return [_decode(r) for r in data.splitlines()[-n:]] if n else []
+    return data.splitlines(keepends=True)[-n:] if n else []
 
 
 def _decode(raw: bytes) -> str:
     return raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
 
 
-def _keep(line: str, fmt: str, pattern: regex.Pattern[str] | None) -> bool:
-    if fmt != "text" and not line.startswith("{"):
-        return fmt == "summary" and bool(line.strip()) and (pattern is None or _search(pattern, line))
-    return pattern is None or _search(pattern, line)
+def _select(
+    raws: list[bytes], start: int, fmt: str, pattern: regex.Pattern[str] | None,
+) -> tuple[list[str], int | None]:
+    """The lines to keep of ``raws`` (which begin at offset ``start``), and the offset of the
+    first line left unsearched when the call's time ran out (None: all were searched).
+
+    The deadline is set here, once, after the reading: the reading is bounded by size, and
+    the first line always gets the whole per-line bound (``SEARCH_SECONDS`` is the larger),
+    so every call either gets further or says why it cannot. Each line's search gets what is
+    left, at most ``REGEX_SECONDS``. Raises Timeout when one line alone takes longer than it
+    may (the first line searched, or any line with its whole per-line bound): going on from
+    there could not get past it.
+    """
+    if pattern is None:
+        return [line for raw in raws if _keep(line := _decode(raw), fmt, None, 0)], None
+    selected: list[str] = []
+    pos = start
+    deadline = time.monotonic() + SEARCH_SECONDS
+    for i, raw in enumerate(raws):
+        budget = min(REGEX_SECONDS, deadline - time.monotonic())
+        if budget <= 0:
+            return selected, pos
+        line = _decode(raw)
+        try:
+            if _keep(line, fmt, pattern, budget):
+                selected.append(line)
+        except TimeoutError:
+            if i and budget < REGEX_SECONDS:
+                return selected, pos  # the call's time ran out, not the line's
+            raise Timeout(f"regex took longer than {budget:.3g} s on one line (at byte {pos}); simplify it",
+                          data={"offset": pos}) from None
+        pos += len(raw)
+    return selected, None
 
 
-def _search(pattern: regex.Pattern[str], line: str) -> bool:
-    return pattern.search(line[:65536], timeout=REGEX_SECONDS) is not None
+def _keep(line: str, fmt: str, pattern: regex.Pattern[str] | None, timeout: float) -> bool:
+    if fmt != "text" and not line.startswith("{") and (fmt != "summary" or not line.strip()):
+        return False
+    return pattern is None or pattern.search(line[:65536], timeout=timeout) is not None
 
 
 def _render(line: str, fmt: str) -> str:

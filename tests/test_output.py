@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from supervisord_agents import output
+from supervisord_agents.errors import Timeout
 from supervisord_agents.files import AgentFiles, read_status
 from supervisord_agents.output import read_output, summarize
 from supervisord_agents.protocol import OutputParams
@@ -137,6 +138,35 @@ def test_a_read_holds_a_bounded_window_of_a_big_log(files: AgentFiles, monkeypat
     assert "searched the last" in str(result["note"]) and "offset" in str(result["note"])
     assert read(files, regex="^line", offset=0)["note"] == ""  # reading by offset: no window
     assert read(files, offset=len(long_line), max_bytes=300)["output"] == "".join(line(i).decode() for i in range(3))
+
+
+SLOW = r"^ok|(a|aa)+$"  # backtracks on a run of a's that ends in b: ~2^(n/1.4) steps for n a's
+
+
+def test_a_slow_regex_over_many_lines_stops_in_time_and_says_where(files: AgentFiles,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call's regex search is bounded in all, not only per line: over many slow lines it
+    returns what it found before its time ran out, the offset it stopped at and a note saying
+    so; going on from each offset gets further, until a line alone exhausts the bound, which
+    is a timeout error naming that line's offset."""
+    monkeypatch.setattr(output, "SEARCH_SECONDS", 0.1)  # the per-line bound stays 1 s
+    lines = [f"ok {i:04d}\n" if i % 10 == 0 else "a" * 16 + "b\n" for i in range(300)]  # ~1 ms each but ok
+    lines += ["a" * 60 + "b\n", "ok after\n"]  # the first never ends: the search cannot get past it
+    files.log.write_text("".join(lines))
+    starts = [sum(len(x) for x in lines[:i]) for i in range(len(lines))]
+    endless = starts[-2]
+    found, notes, offsets = "", [], []
+    result = read(files, regex=SLOW)  # no offset: as `agentctl logs --regex` asks
+    with pytest.raises(Timeout, match=f"on one line \\(at byte {endless}\\)"):
+        for _ in range(len(lines)):
+            found += str(result["output"])
+            notes.append(str(result["note"]))
+            offsets.append(int(str(result["offset"])))
+            result = read(files, regex=SLOW, offset=offsets[-1])
+    assert all(f"stopped after 0.1 s at byte {o}, before the end; continue with offset {o}" in note
+               for note, o in zip(notes, offsets, strict=True))
+    assert offsets == sorted(set(offsets)) and set(offsets) <= set(starts) and offsets[-1] == endless
+    assert found == "".join(x for x in lines[:-2] if x.startswith("ok"))
 
 
 def test_an_offset_past_the_end_of_an_archive_reports_the_real_size(files: AgentFiles) -> None:
