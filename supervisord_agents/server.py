@@ -11,9 +11,13 @@ id.
 Limits: a line longer than ``max_line`` gets an error reply and the connection is
 closed; at ``max_connections`` the connection idle the longest is closed to make room,
 and only when none is idle does a new connection get an error reply (which it can read)
-and is closed; a connection with nothing in flight is closed after ``idle_timeout``. A client that never
-reads its replies only blocks itself (the daemon stops reading from it), and a
-subscriber that falls too far behind is cut off, so memory stays bounded.
+and is closed, unless it is the operator's: one slot beyond the cap is kept for the
+operator (a peer in no agent, by the kernel's account at accept), so that agents holding
+every connection busy cannot lock the operator out; an agent never gets it (nor keeps
+it by sending a token). A connection with nothing in flight is closed after
+``idle_timeout``. A client that never reads its replies only blocks itself (the daemon
+stops reading from it), and a subscriber that falls too far behind is cut off, so memory
+stays bounded.
 
 Security: the socket is 0600 inside a 0700 directory, and the peer's uid (SO_PEERCRED
 on Linux, LOCAL_PEERCRED on macOS) must be the daemon's own.
@@ -27,7 +31,7 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 import structlog
@@ -84,6 +88,9 @@ class Server:
         self.answering = 0  # requests being answered right now
         self.uid = os.getuid()
         self._connections: set[Connection] = set()
+        # The operator's connection in the slot kept beyond max_connections (counted in
+        # stats.open, not in the table's max_connections).
+        self.operator_slot: Connection | None = None
 
     async def serve(
         self, sockets: list[socket.socket], *,
@@ -160,8 +167,10 @@ class Server:
         if who is not None and self._held_by(who) >= config.max_connections_per_agent:
             full = LimitExceeded(f"agent {who} has {config.max_connections_per_agent} connections open "
                                  "(max_connections_per_agent)")
-        elif stats.open >= config.max_connections and not self._make_room():
-            full = LimitExceeded(f"too many connections (max {config.max_connections}), and none of them idle")
+        elif (room := self._room(who is None, config.max_connections)) is None:
+            beyond = (" (the one kept beyond them is the operator's)" if who is not None else
+                      ", and the one kept beyond them for the operator is busy")
+            full = LimitExceeded(f"too many connections (max {config.max_connections}), none of them idle{beyond}")
         if full is not None:
             stats.refused += 1
             await _send_and_close(stream, encoder, error_reply(None, full))
@@ -171,6 +180,9 @@ class Server:
         caller.agent_id = who
         connection = Connection(self, stream, caller)
         self._connections.add(connection)
+        if room == "operator":
+            self.operator_slot = connection
+            log.info("connection_in_operator_slot", peer_pid=pid, open=stats.open)
         try:
             await connection.run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -180,6 +192,8 @@ class Server:
             log.exception("connection_crashed", peer_pid=pid)
         finally:
             self._connections.discard(connection)
+            if self.operator_slot is connection:
+                self.operator_slot = None
             stats.open -= 1
             await trio.aclose_forcefully(stream)
 
@@ -187,19 +201,35 @@ class Server:
         """Connections open as this agent (by the kernel's word, or its token's after hello)."""
         return sum(1 for c in self._connections if c.caller.agent_id == agent_id)
 
-    def _make_room(self) -> bool:
+    def _room(self, operator: bool, limit: int) -> Literal["table", "operator"] | None:
+        """Where a new connection goes: "table", one of the ``limit`` (max_connections),
+        where the connection idle the longest gives way if none is free; "operator", the
+        slot kept beyond them, for the operator only, when none gives way (or when the one
+        that gives way held it); None: nowhere."""
+        slot = self.operator_slot
+        if self.stats.open - (slot is not None) < limit:
+            return "table"
+        # An agent may not push the operator's slot out: that would not free it a place in the table.
+        victim = self._make_room(spare=None if operator else slot)
+        if victim is not None:
+            return "operator" if victim is slot else "table"
+        if operator and (slot is None or slot.cancel_scope.cancel_called):
+            return "operator"
+        return None
+
+    def _make_room(self, spare: Connection | None) -> Connection | None:
         """At the connection cap: close the connection idle the longest (waiting for a
-        request, nothing in flight), so that idle connections, however many a client
-        opens, never lock others out. False if none is idle."""
-        idle = [c for c in self._connections if c.idle and not c.cancel_scope.cancel_called]
+        request, nothing in flight) but ``spare``, so that idle connections, however many
+        a client opens, never lock others out. The one closed; None if none is idle."""
+        idle = [c for c in self._connections if c.idle and not c.cancel_scope.cancel_called and c is not spare]
         if not idle:
-            return False
+            return None
         victim = min(idle, key=lambda c: c.idle_since)
         victim.cancel_scope.cancel()
         self.stats.evicted += 1
         log.info("connection_evicted", peer_pid=victim.caller.pid, idle_seconds=round(trio.current_time() -
                  victim.idle_since, 1))
-        return True
+        return victim
 
 
 async def _send_and_close(stream: trio.SocketStream, encoder: msgspec.json.Encoder, reply: Reply) -> None:
@@ -394,6 +424,13 @@ class Connection:
             reply = await self._reply(request, method, params)
             if isinstance(reply, Stream):
                 await self.send_stream(request, reply)
+                return
+            if self.caller.agent_id is not None and self.server.operator_slot is self:
+                # A token (hello) made the operator's slot an agent's: an agent never holds it.
+                await self.send(error_reply(request.id, LimitExceeded(
+                    f"this connection came in through the slot kept for the operator; agent {self.caller.agent_id}"
+                    " may not hold it (too many connections)")))
+                self.cancel_scope.cancel()
                 return
             await self.send(reply)
         finally:

@@ -21,10 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from supervisord_agents import procs
+from supervisord_agents.api import Caller
 from supervisord_agents.clients.client import Client, resolve_socket
-from supervisord_agents.config import default_runtime_dir, load_config
-from supervisord_agents.errors import Forbidden
+from supervisord_agents.config import Settings, default_runtime_dir, load_config
+from supervisord_agents.daemon import Daemon
+from supervisord_agents.errors import Forbidden, SupervisorError
+from supervisord_agents.protocol import (
+    AGENT_SPAWN,
+    ENV_TOKEN,
+    PROTOCOL_VERSION,
+    TASK_CREATE,
+    Boundary,
+    SpawnParams,
+    TaskCreateParams,
+)
+from supervisord_agents.server import bind_socket
+from tests.fake_tmux import FakeTmux
 from tests.harness import BIN, FAKE_AGENT, DaemonProcess, alive, eventually, short_tmpdir
 
 PROBE = str(Path(__file__).with_name("agent_probe.py"))
@@ -295,6 +310,141 @@ def test_an_agent_cannot_fill_the_connection_table() -> None:
         d.call("agent.kill", agent_id=agent["id"])
     finally:
         d.close()
+
+
+AGENT_FILLS_THE_TABLE = """
+import json, os, socket, sys, time
+me = os.environ["SUPERVISORD_AGENTS_AGENT_ID"]
+wait = {"id": 1, "method": "agent.wait", "params": {"agent_ids": [me], "timeout": 600}}
+get = {"id": 2, "method": "agent.get", "params": {"agent_id": me}}
+held, refusal = [], None
+while refusal is None and len(held) < 20:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(os.environ["SUPERVISORD_AGENTS_SOCKET"])
+    s.sendall(json.dumps(wait).encode() + b"\\n" + json.dumps(get).encode() + b"\\n")
+    reply = json.loads(s.makefile("rb").readline())  # agent.get's: the wait before it is under way
+    if reply.get("id") == 2:
+        held.append(s)
+    else:
+        refusal = reply
+open(sys.argv[1], "w").write(json.dumps({"held": len(held), "refusal": refusal}))
+time.sleep(600)
+"""
+
+
+def test_agents_holding_every_connection_cannot_lock_the_operator_out() -> None:
+    """With the table full of an agent's busy connections, the operator still gets in through
+    the one slot kept beyond max_connections, which no agent gets: the agent's next connection
+    is refused with a line saying why, and a second operator connection while the first holds
+    the slot busy is refused too."""
+    d = DaemonProcess(max_connections=4).start()
+    holder: Client | None = None
+    try:
+        task = d.create_task()
+        result = d.base / "table.json"
+        agent = d.call("agent.spawn", task_id=task, type="filler",
+                       argv=[sys.executable, "-c", AGENT_FILLS_THE_TABLE, str(result)])
+        filled = eventually(lambda: read_json(result), 60, "the agent filled the table")
+        assert filled["held"] == 4
+        error = filled["refusal"]["error"]
+        assert error["code"] == "limit_exceeded"
+        assert error["message"] == ("too many connections (max 4), none of them idle"
+                                    " (the one kept beyond them is the operator's)")
+        status = d.agentctl("status")  # the real CLI, as the operator
+        assert status.returncode == 0, status.stderr
+        assert task in status.stdout
+        holder = eventually(lambda: _operator_client(d), 10, "the operator's slot free again")
+        holder.send("agent.wait", {"agent_ids": [agent["id"]], "timeout": 600})
+        assert holder.request("daemon.health")["connections"] == 5  # the table's four, and the operator's one
+        refused = d.agentctl("status")
+        assert refused.returncode != 0 and "the one kept beyond them for the operator is busy" in refused.stderr
+        holder.close()
+        with eventually(lambda: _operator_client(d), 10, "the operator's slot free again") as c:
+            c.request("agent.kill", agent_id=agent["id"])
+    finally:
+        if holder is not None:
+            holder.close()
+        d.close()
+
+
+def _operator_client(d: DaemonProcess) -> Client | None:
+    """A connection of the operator's, or None while there is no room for it."""
+    try:
+        return d.client(timeout=10)
+    except SupervisorError as e:
+        if "too many connections" in e.message:
+            return None
+        raise
+
+
+async def test_a_token_cannot_take_the_operators_slot(monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery) -> None:
+    """Where only a token tells an agent from the operator (no cgroups, no /proc), every peer
+    looks like the operator at accept: a connection that came in through the operator's slot
+    and then says it is an agent (hello with its token) is refused and closed."""
+    monkeypatch.setattr(procs, "HAVE_PROC", False)
+    base = short_tmpdir()
+    env = {"SUPERVISORD_AGENTS_CONFIG": str(base / "config.toml"), "SUPERVISORD_AGENTS_STATE_DIR": str(base / "s"),
+           "SUPERVISORD_AGENTS_RUNTIME_DIR": str(base / "r"), "SUPERVISORD_AGENTS_CGROUP_ROOT": "off",
+           "SUPERVISORD_AGENTS_MAX_CONNECTIONS": "2"}
+    (base / "config.toml").write_text("")
+    config = load_config(None, environ=env)
+    config.state_dir.mkdir(mode=0o700)
+    fake = FakeTmux()
+    daemon = Daemon(Settings(config), backend=fake)
+    assert daemon.api.access.boundary is Boundary.TOKEN
+    done = trio.Event()
+
+    async def run() -> None:
+        try:
+            await daemon.run([bind_socket(config.socket_path)])
+        finally:
+            done.set()
+
+    nursery.start_soon(run)
+    streams: list[trio.SocketStream] = []
+    try:
+        operator = Caller(pid=os.getpid(), uid=os.getuid())
+        task = await daemon.api.call(TASK_CREATE, TaskCreateParams(description="t", cwd=str(base)), operator)
+        agent = await daemon.api.call(AGENT_SPAWN, SpawnParams(task_id=task.id, type="w", argv=["true"]), operator)
+        hello = {"id": 1, "method": "hello", "params": {"protocol": PROTOCOL_VERSION,
+                                                         "token": fake.specs[0].env[ENV_TOKEN]}}
+        wait = {"id": 2, "method": "agent.wait", "params": {"agent_ids": [agent.id], "timeout": 600}}
+        get = {"id": 3, "method": "agent.get", "params": {"agent_id": agent.id}}
+        for _ in range(2):  # the agent's, by its token, busy: the table is full
+            streams.append(stream := await trio.open_unix_socket(str(config.socket_path)))
+            replies = await _replies(stream, [hello, wait, get], until=3)
+            assert replies[0]["result"]["agent_id"] == agent.id
+        streams.append(stream := await trio.open_unix_socket(str(config.socket_path)))
+        (refusal,) = await _replies(stream, [hello], until=1)
+        assert "slot kept for the operator" in refusal["error"]["message"]
+        assert await _replies(stream, [], until=0) == []  # and closed
+        streams.append(stream := await trio.open_unix_socket(str(config.socket_path)))
+        replies = await _replies(stream, [{**hello, "params": {"protocol": PROTOCOL_VERSION}}], until=1)
+        assert replies[0]["result"]["agent_id"] is None  # the operator gets the slot it left
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        daemon.stopping.set()
+        with trio.fail_after(30):
+            await done.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def _replies(stream: trio.SocketStream, requests: list[dict[str, Any]], until: int) -> list[dict[str, Any]]:
+    """Send ``requests``; the replies read until the one with id ``until`` (or end of file)."""
+    await stream.send_all(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+    replies: list[dict[str, Any]] = []
+    buffer = b""
+    with trio.fail_after(10):
+        while not any(r.get("id") == until or r.get("id") is None for r in replies):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            replies += [json.loads(line) for line in lines]
+    return replies
 
 
 def test_the_state_directory_is_private_whatever_was_there() -> None:

@@ -518,7 +518,8 @@ def test_idle_slow_and_silent_clients_do_not_starve_others() -> None:
 def test_idle_connections_give_way_and_a_refused_client_is_told_why() -> None:
     """At the connection cap the connection idle the longest is closed to let a new one in, so
     that no client locks others out by opening connections; when every one is busy, a newcomer
-    is refused with a typed error it can read (not a reset connection)."""
+    is refused with a typed error it can read (not a reset connection), once the one slot kept
+    beyond the cap for the operator is busy too."""
     d = DaemonProcess(max_connections=6).start()
     sockets: list[socket.socket] = []
     busy: list[Client] = []
@@ -539,7 +540,10 @@ def test_idle_connections_give_way_and_a_refused_client_is_told_why() -> None:
             busy[-1].send("agent.wait", {"agent_ids": [agent], "timeout": 600})
             busy[-1].request("daemon.health")
         eventually(lambda: all(_closed_or_none(s) for s in sockets), 10, "every idle connection closed")
-        with pytest.raises(SupervisorError, match="too many connections"):
+        busy.append(Client(str(d.socket)))  # the operator's slot: in, and busy
+        busy[-1].send("agent.wait", {"agent_ids": [agent], "timeout": 600})
+        busy[-1].request("daemon.health")
+        with pytest.raises(SupervisorError, match="too many connections .* for the operator is busy"):
             Client(str(d.socket))
         for c in busy:
             c.close()
