@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("doctor", verbs.cmd_doctor, "check that each provider's agents can run and report")
     p.add_argument("providers", nargs="*", help="only these (default: every configured one)")
 
+    p = sub.add_parser("backup", parents=[common], help="copy the daemon's database, consistently, while it runs",
+                       description="Copy the daemon's SQLite database to PATH with SQLite's backup API (a read-only "
+                                   "snapshot: the daemon keeps writing), check the copy, and say what it holds.")
+    p.set_defaults(local=verbs.cmd_backup)
+    p.add_argument("path", help="the file to write")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    p.add_argument("--database", help="the database to copy (default: the one the daemon's config names)")
+
     p = sub.add_parser("service", parents=[common], help="install, remove or check the systemd/launchd files",
                        description="Write (install), remove (uninstall) or check (status) the user service files "
                                    "that run the daemon under systemd (Linux) or launchd (macOS).")

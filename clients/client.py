@@ -66,6 +66,12 @@ def resolve_socket(explicit: str | Path | None = None) -> Path:
     return next((c for c in candidates if _answers(c)), config.socket_path)
 
 
+def database_path() -> Path:
+    """The daemon's database, where its config puts it (the config file, then the
+    environment, as the daemon reads them). Raises InvalidParams if the config cannot be read."""
+    return load_config().db_path
+
+
 def _answers(path: Path) -> bool:
     """True if a server listens at ``path`` (a socket file may outlive its daemon)."""
     if not path.exists():

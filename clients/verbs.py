@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import msgspec
 
-from supervisord_agents.errors import InvalidParams, SupervisorError, Timeout
+from supervisord_agents.errors import Conflict, InvalidParams, NotFound, StorageError, SupervisorError, Timeout
 from supervisord_agents.model import AgentState, TaskContext, TaskState
 from supervisord_agents.protocol import (
     AGENT_FINDING,
@@ -47,7 +47,7 @@ from supervisord_agents.protocol import (
     LimitsGiven,
 )
 
-from .client import Client
+from .client import Client, database_path
 from .render import (
     AGENT_HEADERS,
     agent_rows,
@@ -411,4 +411,88 @@ def cmd_repair(args: argparse.Namespace, c: Client) -> None:
 def cmd_stop(args: argparse.Namespace, c: Client) -> None:
     result = c.call(DAEMON_STOP)
     emit_json(result) if args.json else out("daemon stopping\n")
+
+
+class BackupReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``agentctl backup --json`` prints."""
+
+    source: str
+    path: str
+    bytes: int
+    last_seq: int  # the copy holds every event up to this one
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    """Copy the daemon's database to ``args.path``, consistent, while the daemon runs (or not).
+
+    A local verb: SQLite's backup API reads one snapshot of the database (every batch
+    committed when it began) from a read-only connection, which WAL allows while the
+    daemon writes. The copy goes to a temporary file beside PATH, is checked with ``PRAGMA
+    quick_check`` (so every backup also checks the whole history, which the daemon's
+    start-up check does not), then takes PATH's name, mode 0600. Raises Conflict if PATH
+    exists (without ``--force``), InvalidParams if PATH is a folder or the database itself,
+    NotFound if there is no database, StorageError if the copy fails or is damaged."""
+    import sqlite3  # here: only this verb needs them, and agentctl starts on every call
+    import tempfile
+    from contextlib import closing
+
+    source = Path(args.database) if args.database else database_path()
+    dest = Path(args.path).absolute()
+    if not source.is_file():
+        raise NotFound(f"no database at {source}")
+    if dest.is_dir():
+        raise InvalidParams(f"{dest} is a folder: name the file to write")
+    if dest.exists() and dest.samefile(source):
+        raise InvalidParams(f"{dest} is the database itself")
+    if dest.exists() and not args.force:
+        raise Conflict(f"{dest} exists (pass --force to replace it)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)  # mode 0600
+    os.close(fd)
+    try:
+        try:
+            with closing(sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)) as db, \
+                    closing(sqlite3.connect(tmp)) as copy:
+                db.backup(copy)  # in one step: one read transaction, one snapshot
+                copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal to keep beside it
+                try:
+                    problems = [row[0] for row in copy.execute("PRAGMA quick_check") if row[0] != "ok"]
+                except sqlite3.DatabaseError as e:  # some damage stops the check itself
+                    problems = [str(e)]
+                if problems:
+                    raise StorageError(f"{source} is damaged, no backup written: {'; '.join(problems[:5])}")
+                last_seq = copy.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot back up {source}: {e}") from e
+        size = os.path.getsize(tmp)
+        _publish(tmp, dest, force=args.force)
+    finally:
+        try:
+            os.unlink(tmp)  # left only if the copy failed (or was linked into place)
+        except FileNotFoundError:
+            pass
+    report = BackupReport(source=str(source), path=str(dest), bytes=size, last_seq=last_seq)
+    if args.json:
+        emit_json(report)
+    else:
+        out(f"backed up {source} to {dest}: {size:,} bytes, events up to #{last_seq}\n")
+
+
+def _publish(tmp: str, dest: Path, *, force: bool) -> None:
+    """Give the finished copy its name (replacing a file there only with ``force``), durably."""
+    if force:
+        os.replace(tmp, dest)
+    else:
+        try:
+            os.link(tmp, dest)  # fails if a file appeared there meanwhile: never replaces one
+        except FileExistsError:
+            raise Conflict(f"{dest} exists (pass --force to replace it)") from None
+        except OSError:  # a file system without hard links: check, then rename
+            if dest.exists():
+                raise Conflict(f"{dest} exists (pass --force to replace it)") from None
+            os.replace(tmp, dest)
+    folder = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the name, like the copy (which SQLite synced), survives a power loss
+    finally:
+        os.close(folder)
 

@@ -19,6 +19,7 @@ Pure core (no I/O, no clock; time is an argument):
 Adapters (own I/O, run inside the daemon):
     actor           the only writer: mailbox, group commit, acknowledgement after commit, event hub
     store           SQLite (WAL, synchronous=FULL): current rows and the append-only event log
+    watermark       what start-up checks of the database: a high-water mark beside it, its pages
     launch          a spawn's secrets (token, prompt) from the request to the agent's session
     effects         start, stop and clean up agents once the actor's decisions are committed
     reconciler      the loop that keeps the registry truthful about tmux (timer, notifications)

@@ -38,6 +38,7 @@ from .commands import Applied, Command, Effect, Event, EventKind
 from .errors import ShuttingDown, StorageError, SupervisorError
 from .registry import Registry
 from .store import Batch, Store
+from .watermark import Watermark
 
 log = structlog.get_logger()
 
@@ -213,6 +214,7 @@ class Actor:
         run_effects: EffectRunner,
         *,
         clock: Callable[[], float] = time.time,
+        mark: Watermark | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -220,6 +222,7 @@ class Actor:
         self.mailbox = mailbox
         self.run_effects = run_effects
         self.clock = clock
+        self.mark = mark  # the high-water mark of committed events, advanced after each commit
         self._commit_limiter = trio.CapacityLimiter(1)
         self.commits = 0
         self.commands = 0
@@ -287,6 +290,8 @@ class Actor:
             finally:
                 self._settling = frozenset()
             self.commits += 1
+            if self.mark is not None:  # after the commit, before anyone is told: events are numbered in order
+                self.mark.advance(events[-1].seq)
         for pending, result in applied:
             pending.resolve(outcome.Value(result.result))
         if events:

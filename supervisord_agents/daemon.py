@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import gc
 import os
 import signal
@@ -45,6 +46,7 @@ from .server import Server, bind_socket
 from .store import Store
 from .tmux import TmuxBackend
 from .tmux_control import ControlModeTmux
+from .watermark import Watermark, check_integrity
 
 log = structlog.get_logger()
 
@@ -99,12 +101,16 @@ class Daemon:
     lifecycle. Collaborators come first (the mailbox before the actor that reads it),
     so there is nothing to wire afterwards."""
 
-    def __init__(self, settings: Settings, *, backend: TmuxBackend | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, backend: TmuxBackend | None = None, accept_rollback: bool = False
+    ) -> None:
         config = settings.current
         self.settings = settings
+        self.accept_rollback = accept_rollback  # start on a database behind its mark (restored from a backup)
         # Before tmux starts: a delegated daemon moves into its leaf, and the server it forks follows.
         self.cgroups, boundary_note = setup_cgroups(config.daemon.cgroup_root, str(config.state_dir))
         self.store = Store(config.db_path)
+        self.mark = Watermark(config.db_path)
         self.registry = Registry(global_max_concurrent=config.daemon.global_max_concurrent)
         self.hub = Hub()
         self.mailbox = Mailbox()
@@ -117,7 +123,7 @@ class Daemon:
         self.launcher = Launcher(config.state_dir, config.socket_path)
         self.agent_sockets = AgentSockets(config.runtime_dir)
         self.effects = Effects(self.mailbox, self.backend, self.launcher, settings, self.cgroups, self.agent_sockets)
-        self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects)
+        self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects, mark=self.mark)
         self.reconciler = Reconciler(self.actor, self.backend, self.effects, settings)
         self.stopping = trio.Event()
         connections = ConnectionStats()
@@ -134,10 +140,15 @@ class Daemon:
         finally:
             for sock in sockets:
                 sock.close()
+            self.mark.close()
 
     async def _run(self, sockets: list[socket.socket]) -> None:
         await trio.to_thread.run_sync(self.store.open)
+        await trio.to_thread.run_sync(check_integrity, self.store.path)  # a damaged database is refused, not served
         loaded = await trio.to_thread.run_sync(self.store.load)
+        # A database behind the events this daemon acknowledged is refused too (see watermark.py).
+        await trio.to_thread.run_sync(functools.partial(self.mark.open, loaded.last_seq,
+                                                        accept_rollback=self.accept_rollback))
         self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)
         # The loaded rows live as long as the daemon: keep the collector from rescanning
         # them (tens of thousands of objects) on every full collection.
@@ -234,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path,
                         help="TOML config file (default: $SUPERVISORD_AGENTS_CONFIG or the user config dir)")
     parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    parser.add_argument("--accept-rollback", action="store_true",
+                        help="start on a database that is behind the events this daemon acknowledged (after "
+                             "restoring it from a backup): accept it as it is")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -259,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         sockets = service.activated_sockets() or [bind_socket(config.socket_path)]
         if not config.paths.runtime_dir:
             leave_locator(config.socket_path)
-        trio.run(Daemon(Settings(config, args.config)).run, sockets)
+        trio.run(Daemon(Settings(config, args.config), accept_rollback=args.accept_rollback).run, sockets)
     except SupervisorError as e:
         log.error("daemon_failed", error=e.message)
         sys.stderr.write(f"supervisord-agents: {e.message}\n")

@@ -80,13 +80,13 @@ class DaemonProcess:
         env.update(self.extra_env)
         return env
 
-    def start(self, *, wait: bool = True) -> DaemonProcess:
+    def start(self, *args: str, wait: bool = True) -> DaemonProcess:
         config = self.base / "config.toml"
         if not config.exists():
             config.write_text("")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisord_agents.daemon"], env=self.env, cwd=ROOT,
+            [sys.executable, "-m", "supervisord_agents.daemon", *args], env=self.env, cwd=ROOT,
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         )
         log.close()
