@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p = verb("close", verbs.cmd_task_close, "close a task to new agents", task_sub)
     p.add_argument("task")
+    p = verb("purge", verbs.cmd_task_purge,
+             "delete a closed task's history: its agents, findings, events, logs and archives", task_sub)
+    p.add_argument("task")
 
     p = verb("agents", verbs.cmd_agents, "list agents")
     p.add_argument("--task")
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type")
     p.add_argument("--severity", choices=values(Severity))
     p.add_argument("--since", type=int, default=0, help="only findings after this sequence number")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, help="at most this many (default: all, read a page at a time)")
     p = verb("events", verbs.cmd_events, "the event log (replay, then --follow for live)")
     p.add_argument("--since", type=int)
     p.add_argument("--follow", "-f", action="store_true")

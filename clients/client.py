@@ -35,7 +35,9 @@ from supervisord_agents.protocol import (
     PROTOCOL_VERSION,
     Method,
     P,
+    Page,
     R,
+    T,
 )
 
 MAX_REPLY: Final = 64 << 20  # the longest reply line this client reads
@@ -214,6 +216,26 @@ class Client:
     def request(self, method: str, **params: Any) -> Any:
         """Call a method by name; return its result as plain JSON values."""
         return msgspec.json.decode(self._reply(self.send(method, params)))
+
+    def pages(self, method: Method[P, Page[T]], **params: Any) -> Iterator[T]:
+        """Every item of a list method, a page at a time: each page is asked for when the
+        items before it have been taken, so a caller that streams them holds one page."""
+        while True:
+            page = self.call(method, **params)
+            yield from page.items
+            if page.next is None:
+                return
+            params["cursor"] = page.next
+
+    def request_all(self, method: str, **params: Any) -> list[Any]:
+        """Every item of a list method called by name, as plain JSON values."""
+        items: list[Any] = []
+        while True:
+            page = self.request(method, **params)
+            items.extend(page["items"])
+            if page.get("next") is None:
+                return items
+            params["cursor"] = page["next"]
 
     def pipeline(self, method: str, many: Iterable[dict[str, Any]], *, window: int = 64) -> list[Any]:
         """Call one method with each of ``many`` params without waiting for each reply (at

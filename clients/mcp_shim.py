@@ -194,10 +194,21 @@ async def close_task(task_id: str) -> dict[str, Any]:
     return record(task)
 
 
+#: Items in one page of a list tool: a page must fit comfortably in a model's context.
+PAGE: Final = 20
+_CURSOR: Final = "The `next` of your previous call, to continue where it stopped."
+
+
 @server.tool()
-async def list_tasks(state: TaskState | None = None) -> dict[str, Any]:
-    """All tasks (or only open or closed ones) with their counts."""
-    return {"tasks": plain(await call(TASK_LIST, state=state))}
+async def list_tasks(
+    state: TaskState | None = None,
+    cursor: Annotated[str | None, Field(description=_CURSOR)] = None,
+    limit: Annotated[int, Field(ge=1, le=100)] = PAGE,
+) -> dict[str, Any]:
+    """Tasks (all, or only open or closed ones) with their counts, oldest first, a page at a
+    time; `next` is null on the last page."""
+    page = await call(TASK_LIST, state=state, cursor=cursor, limit=limit)
+    return {"tasks": plain(page.items), "next": page.next}
 
 
 # -- agents ----------------------------------------------------------------------------
@@ -268,10 +279,16 @@ async def spawn_child_agent(
 
 
 @server.tool()
-async def list_agents(task_id: str | None = None, state: AgentState | None = None) -> dict[str, Any]:
+async def list_agents(
+    task_id: str | None = None,
+    state: AgentState | None = None,
+    cursor: Annotated[str | None, Field(description=_CURSOR)] = None,
+    limit: Annotated[int, Field(ge=1, le=100)] = PAGE,
+) -> dict[str, Any]:
     """Agents, filtered by task and/or state (queued, starting, running, stopping, completed,
-    failed, killed, lost)."""
-    return {"agents": plain(await call(AGENT_LIST, task_id=task_id, state=state))}
+    failed, killed, lost), oldest first, a page at a time; `next` is null on the last page."""
+    page = await call(AGENT_LIST, task_id=task_id, state=state, cursor=cursor, limit=limit)
+    return {"agents": plain(page.items), "next": page.next}
 
 
 @server.tool()
@@ -372,13 +389,15 @@ async def list_findings(
     severity: Severity | None = None,
     since: Annotated[int, Field(description="Only findings after this sequence number: pass the "
                                             "`next_since` of your previous call to read only what is new.")] = 0,
-    limit: int = 50,
+    limit: Annotated[int, Field(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """Findings reported by agents, oldest first, filtered; `next_since` is the cursor for the
-    next call."""
-    findings = await call(FINDINGS_LIST, task_id=task_id, agent_id=agent_id, type=type, severity=severity,
-                          since=since, limit=limit)
-    return {"findings": plain(findings), "next_since": findings[-1].seq if findings else since}
+    """Findings reported by agents, oldest first, filtered, a page at a time; `next_since` is
+    the cursor for the next call (`more` says whether there is more after this page)."""
+    page = await call(FINDINGS_LIST, task_id=task_id, agent_id=agent_id, type=type, severity=severity,
+                      since=since, limit=limit)
+    findings = page.items
+    return {"findings": plain(findings), "next_since": findings[-1].seq if findings else since,
+            "more": page.next is not None}
 
 
 async def _peers(me: Agent) -> dict[str, Any]:

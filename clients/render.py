@@ -42,6 +42,36 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(to_json(value) + "\n")
 
 
+def emit_json_items(items: Iterable[Any]) -> None:
+    """Write ``items`` to stdout as one JSON array, an item at a time, as they arrive."""
+    sep = "["
+    for item in items:
+        sys.stdout.write(sep + to_json(item))
+        sep = ","
+    sys.stdout.write("[]\n" if sep == "[" else "]\n")
+
+
+def stream_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *, chunk: int = 100) -> None:
+    """Rows under headers, written ``chunk`` rows at a time as they arrive; columns are as
+    wide as the widest cell seen so far, so they line up within each chunk and widen, never
+    narrow, further down."""
+    widths = [len(h) for h in headers]
+    lines: list[list[str]] = [[str(h) for h in headers]]
+
+    def flush() -> None:
+        for r in lines:
+            sys.stdout.write(visible("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()) + "\n")
+        lines.clear()
+
+    for row in rows:
+        cells = ["" if c is None else str(c) for c in row]
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+        lines.append(cells)
+        if len(lines) >= chunk:
+            flush()
+    flush()
+
+
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     """Rows under headers, in columns two spaces apart; None shows as empty."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]

@@ -11,6 +11,7 @@ point turns into an exit code in one place (``agentctl.exit_code_for``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -37,10 +38,12 @@ from supervisord_agents.protocol import (
     DAEMON_RECONCILE,
     DAEMON_STOP,
     FINDINGS_LIST,
+    MAX_PAGE,
     TASK_CLOSE,
     TASK_CREATE,
     TASK_GET,
     TASK_LIST,
+    TASK_PURGE,
     Boundary,
     Headroom,
     Health,
@@ -55,8 +58,10 @@ from .render import (
     clock,
     counts_cell,
     emit_json,
+    emit_json_items,
     indent,
     outcome,
+    stream_table,
     table,
     to_json,
     visible,
@@ -86,8 +91,7 @@ def out(text: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace, c: Client) -> None:
-    tasks = c.call(TASK_LIST, state=TaskState.OPEN)
-    statuses = [c.call(TASK_GET, task_id=t.task.id) for t in tasks]
+    statuses = [c.call(TASK_GET, task_id=t.task.id) for t in c.pages(TASK_LIST, state=TaskState.OPEN)]
     health = c.call(DAEMON_HEALTH)
     if args.json:
         emit_json({"tasks": statuses, "health": health})
@@ -105,13 +109,13 @@ def cmd_status(args: argparse.Namespace, c: Client) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace, c: Client) -> None:
-    tasks = c.call(TASK_LIST, state=args.state)
+    tasks = c.pages(TASK_LIST, state=args.state)
     if args.json:
-        emit_json(tasks)
+        emit_json_items(tasks)
         return
-    rows = [[s.task.id, s.task.state, s.task.priority, counts_cell(s.counts), s.task.description[:60]]
-            for s in tasks]
-    out(table(rows, ["TASK", "STATE", "PRI", "AGENTS", "DESCRIPTION"]))
+    rows = ([s.task.id, s.task.state, s.task.priority, counts_cell(s.counts), s.task.description[:60]]
+            for s in tasks)
+    stream_table(rows, ["TASK", "STATE", "PRI", "AGENTS", "DESCRIPTION"])
 
 
 def cmd_task_create(args: argparse.Namespace, c: Client) -> None:
@@ -157,8 +161,11 @@ def cmd_task_close(args: argparse.Namespace, c: Client) -> None:
 
 
 def cmd_agents(args: argparse.Namespace, c: Client) -> None:
-    agents = c.call(AGENT_LIST, task_id=args.task, state=args.state)
-    emit_json(agents) if args.json else out(table(agent_rows(agents), AGENT_HEADERS))
+    agents = c.pages(AGENT_LIST, task_id=args.task, state=args.state)
+    if args.json:
+        emit_json_items(agents)
+        return
+    stream_table((row for a in agents for row in agent_rows([a])), AGENT_HEADERS)
 
 
 def cmd_show(args: argparse.Namespace, c: Client) -> None:
@@ -292,13 +299,21 @@ def cmd_finding(args: argparse.Namespace, c: Client) -> None:
 
 
 def cmd_findings(args: argparse.Namespace, c: Client) -> None:
-    findings = c.call(FINDINGS_LIST, task_id=args.task, agent_id=args.agent, type=args.type,
-                      severity=args.severity, since=args.since, limit=args.limit)
+    page = min(args.limit, MAX_PAGE) if args.limit is not None else MAX_PAGE
+    findings = itertools.islice(c.pages(FINDINGS_LIST, task_id=args.task, agent_id=args.agent, type=args.type,
+                                        severity=args.severity, since=args.since, limit=page), args.limit)
     if args.json:
-        emit_json(findings)
+        emit_json_items(findings)
         return
-    rows = [[f.seq, f.severity, f.type, f.agent_id or "", f.message[:80]] for f in findings]
-    out(table(rows, ["SEQ", "SEVERITY", "TYPE", "AGENT", "MESSAGE"]))
+    rows = ([f.seq, f.severity, f.type, f.agent_id or "", f.message[:80]] for f in findings)
+    stream_table(rows, ["SEQ", "SEVERITY", "TYPE", "AGENT", "MESSAGE"])
+
+
+def cmd_task_purge(args: argparse.Namespace, c: Client) -> None:
+    purged = c.call(TASK_PURGE, task_id=args.task)
+    emit_json(purged) if args.json else out(
+        f"{purged.task_id} purged: {purged.agents} agents and {purged.findings} findings deleted, with their"
+        " events, logs and archives\n")
 
 
 def cmd_events(args: argparse.Namespace, c: Client) -> None:

@@ -9,6 +9,7 @@ Pure core (no I/O, no clock; time is an argument):
     model           ids, names, tasks, agents, findings, events: frozen Structs and StrEnums
     commands        the registry's vocabulary: commands in; events, effects, results out
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
+    tables          what the registry holds (live work), its indexes, and the tallies of settled history
     drift           compare the registry with one tmux listing; a plan of what to correct
     results         each provider's JSON events read into one report; how a run ended, and why
     protocol        the wire: the method table, params and results, limits
@@ -18,7 +19,8 @@ Pure core (no I/O, no clock; time is an argument):
 
 Adapters (own I/O, run inside the daemon):
     actor           the only writer: mailbox, group commit, acknowledgement after commit, event hub
-    store           SQLite (WAL, synchronous=FULL): current rows and the append-only event log
+    store           SQLite (WAL, synchronous=FULL): current rows and the append-only event log, pages of history
+    history         reads of what memory no longer holds (settled agents, closed tasks, findings), by page
     watermark       what start-up checks of the database: a high-water mark beside it, its pages
     launch          a spawn's secrets (token, prompt) from the request to the agent's session
     effects         start, stop and clean up agents once the actor's decisions are committed

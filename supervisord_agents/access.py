@@ -11,6 +11,8 @@ left out is filled in with itself or its task, what reaches beyond is refused wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from . import procs
@@ -22,10 +24,12 @@ from .registry import Registry
 
 
 class Access:
-    """Identity and rules, over the registry (for descendants and runners) and the cgroups."""
+    """Identity and rules, over the registry (for runners), the agents' rows (for descendants,
+    settled ones too: ``lookup``) and the cgroups."""
 
-    def __init__(self, registry: Registry, cgroups: Cgroups | None) -> None:
+    def __init__(self, registry: Registry, lookup: Callable[[str], Agent], cgroups: Cgroups | None) -> None:
         self.registry = registry
+        self.lookup = lookup
         self.cgroups = cgroups
         self.boundary = Boundary.CGROUP if cgroups else Boundary.ANCESTRY if procs.HAVE_PROC else Boundary.TOKEN
 
@@ -77,7 +81,7 @@ class Access:
     def is_descendant(self, agent_id: str, ancestor: str) -> bool:
         current: str | None = agent_id
         while current is not None:
-            current = self.registry.agent(current).parent  # raises UnknownAgent for an unknown id
+            current = self.lookup(current).parent  # raises UnknownAgent for an unknown id
             if current == ancestor:
                 return True
         return False

@@ -301,23 +301,9 @@ class Actor:
             self.run_effects(effects)
 
     def _batch(self, events: list[Event]) -> Batch:
-        task_ids: dict[str, None] = {}
-        agent_ids: dict[str, None] = {}
-        findings = []
-        for event in events:
-            if event.kind in (EventKind.TASK_CREATED, EventKind.TASK_CLOSED):
-                task_ids[event.task_id] = None
-            elif event.kind is EventKind.FINDING:
-                findings.append(event.data)
-            if event.agent_id is not None and event.kind is not EventKind.FINDING:
-                agent_ids[event.agent_id] = None
-        reg = self.registry
-        return Batch(
-            events=events,
-            tasks=[reg.tasks[t] for t in task_ids],
-            agents=[reg.agents[a] for a in agent_ids],
-            findings=findings,
-        )
+        tasks, agents, purged = self.registry.take_changes()
+        findings = [e.data for e in events if e.kind is EventKind.FINDING]
+        return Batch(events=events, tasks=tasks, agents=agents, findings=findings, purged=purged)
 
     async def _rollback(self, error: StorageError, pendings: list[_Pending]) -> None:
         """The batch did not commit: fail its callers and reload the last committed state."""
@@ -325,6 +311,6 @@ class Actor:
         log.error("commit_failed", error=str(error), commands=len(pendings))
         # Restore memory first, so no caller can observe the change that was not saved.
         loaded = await trio.to_thread.run_sync(self.store.load, limiter=self._commit_limiter)
-        self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)
+        self.registry.load(loaded)
         for pending in pendings:
             pending.resolve(outcome.Error(StorageError(f"not saved: {error.message}")))

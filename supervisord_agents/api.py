@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import secrets
+import shutil
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,12 +37,13 @@ from . import __version__, doctor
 from .access import Access
 from .actor import Actor, Hub, Mailbox, Subscription
 from .cgroups import Cgroups
-from .commands import CloseTask, CreateTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
+from .commands import CloseTask, CreateTask, PurgeTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
 from .config import ENV_PREFIX, McpStyle, Settings
-from .errors import Forbidden, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
+from .errors import Forbidden, IllegalTransition, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
+from .history import History
 from .launch import Launch, Launcher, mcp_shim
-from .model import Agent, AgentState, DecidedBy, Finding, Task
+from .model import Agent, AgentState, DecidedBy, Finding, Task, TaskState
 from .output import read_output
 from .protocol import (
     AGENT_FINDING,
@@ -66,6 +68,7 @@ from .protocol import (
     TASK_CREATE,
     TASK_GET,
     TASK_LIST,
+    TASK_PURGE,
     ActorStats,
     AgentExit,
     AgentListParams,
@@ -76,7 +79,6 @@ from .protocol import (
     DoctorReport,
     FindingParams,
     FindingsListParams,
-    Headroom,
     Health,
     HelloParams,
     HelloResult,
@@ -87,8 +89,10 @@ from .protocol import (
     OutputParams,
     OutputResult,
     P,
+    Page,
     PeekParams,
     ProgressParams,
+    Purged,
     R,
     ReconcileParams,
     ReconcileReport,
@@ -110,7 +114,6 @@ from .reconciler import Reconciler
 from .store import Store
 from .tmux import TmuxBackend
 
-LATEST_FINDINGS: Final = 5
 REPLAY_PAGE: Final = 1000
 READ_THREADS: Final = 4  # worker threads for reads clients ask for (trio's default pool has 40)
 
@@ -209,14 +212,15 @@ class Api:
         self.settings = settings
         self.connections = connections
         self.stop_daemon = stop
-        self.access = Access(self.registry, cgroups)
         self.boundary_note = boundary_note
         self.started_at = time.time()
         self._minting: set[str] = set()
-        # Reads that clients ask for (an agent's output, a replay of the event log) take at
-        # most these worker threads: however many arrive, and however slow each is (a big
-        # log, a slow regex), the daemon's own work in threads (cleanups, kills) keeps its own.
+        # Reads that clients ask for (an agent's output, a replay of the event log, a page of
+        # history) take at most these worker threads: however many arrive, and however slow each
+        # is (a big log, a slow regex), the daemon's own work in threads (cleanups, kills) keeps its own.
         self._reads = trio.CapacityLimiter(READ_THREADS)
+        self.history = History(self.registry, store, self._reads)
+        self.access = Access(self.registry, self.history.agent, cgroups)
 
     async def call(self, method: Method[Any, Any], params: Any, caller: Caller) -> Any:
         """Answer one request (a ``Stream`` for a streaming method). Raises SupervisorError."""
@@ -250,7 +254,7 @@ class Api:
         """The calling agent, re-checked on every call: an agent that has ended can do nothing."""
         if caller.agent_id is None:
             return None
-        agent = self.registry.agent(caller.agent_id)
+        agent = self.history.agent(caller.agent_id)
         if agent.state.terminal:
             raise Forbidden(f"agent {agent.id} has ended ({agent.state}); it can do nothing more")
         return agent
@@ -260,7 +264,8 @@ class Api:
     @handles(TASK_CREATE)
     async def task_create(self, params: TaskCreateParams, caller: Caller) -> Task:
         now = time.time()
-        task_id = self._mint(lambda: f"TASK-{_stamp(now, '%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}", self.registry.tasks)
+        task_id = self._mint(lambda: f"TASK-{_stamp(now, '%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}",
+                             self.history.task_exists)
         task = Task(
             id=task_id, description=params.description, priority=params.priority, cwd=params.cwd,
             context=params.context, limits=params.limits.over(self.settings.current.limits), sandbox=params.sandbox,
@@ -274,37 +279,34 @@ class Api:
 
     @handles(TASK_GET)
     async def task_get(self, params: TaskRef, caller: Caller) -> TaskStatus:
-        """Status of one task from memory, in time independent of stored progress and findings."""
-        task = self.registry.task(params.task_id)
-        counts = self.registry.counts(task.id)
-        limits = task.limits
-        spent = self.registry.cost(task.id)
-        return TaskStatus(
-            task=task,
-            counts=counts,
-            headroom=Headroom(
-                concurrent_left=max(0, limits.max_concurrent - counts.active),
-                total_left=max(0, limits.max_total - counts.spawned),
-                max_depth=limits.max_depth,
-                cost_usd=spent,
-                cost_left_usd=None if limits.max_cost_usd is None else max(0.0, limits.max_cost_usd - spent),
-            ),
-            agents=list(self.registry.agents_of(task.id)),
-            latest_findings=self.registry.findings_of(task.id)[-LATEST_FINDINGS:],
-        )
+        """Counts and headroom from memory for a held task; at most a page of agents and findings."""
+        return await self.history.task_status(params.task_id)
 
     @handles(TASK_LIST)
-    async def task_list(self, params: TaskListParams, caller: Caller) -> list[TaskSummary]:
-        return [
-            TaskSummary(task=t, counts=self.registry.counts(t.id))
-            for t in self.registry.tasks.values()
-            if params.state is None or t.state is params.state
-        ]
+    async def task_list(self, params: TaskListParams, caller: Caller) -> Page[TaskSummary]:
+        return await self.history.task_page(params)
 
     @handles(TASK_CLOSE)
     async def task_close(self, params: TaskRef, caller: Caller) -> Task:
+        if params.task_id not in self.registry.tasks:
+            task = self.history.task(params.task_id)
+            raise IllegalTransition(f"task {task.id} is already closed", data={"task_id": task.id})
         result: Task = await self.mailbox.submit(CloseTask(params.task_id))
         return result
+
+    @handles(TASK_PURGE)
+    async def task_purge(self, params: TaskRef, caller: Caller) -> Purged:
+        return await self.purge(params.task_id, reason="asked")
+
+    async def purge(self, task_id: str, *, reason: str) -> Purged:
+        """Delete a closed task's rows and events, then its files (what a crash between the
+        two leaves, the retention sweep removes: a folder of a task the store does not have)."""
+        tally = await self.history.closed_tally(task_id)
+        findings = await trio.to_thread.run_sync(self.store.findings_count, task_id, limiter=self._reads)
+        await self.mailbox.submit(PurgeTask(task_id=task_id, settled=tally.states, reason=reason))
+        task_dir = self.launcher.state_dir / "tasks" / task_id  # a validated id: no path separators
+        await trio.to_thread.run_sync(functools.partial(shutil.rmtree, task_dir, ignore_errors=True))
+        return Purged(task_id=task_id, agents=sum(tally.states.values()), findings=findings)
 
     # -- agents --------------------------------------------------------------------
 
@@ -337,8 +339,16 @@ class Api:
 
     def _prepare(self, params: SpawnParams, task_id: str, parent: str | None) -> tuple[Agent, Launch]:
         """The agent to submit, and its launch (minted token, composed prompt)."""
-        task = self.registry.task(task_id)
-        depth = self.registry.child_depth(parent)
+        task = self.history.task(task_id)
+        if task.state is TaskState.CLOSED:
+            raise IllegalTransition(f"task {task.id} is closed", data={"task_id": task.id})
+        depth = 1
+        if parent is not None:
+            up = self.history.agent(parent)
+            if not up.state.live:
+                raise IllegalTransition(f"parent {up.id} is {up.state} and cannot have children",
+                                        data={"parent": up.id, "state": up.state.value})
+            depth = up.depth + 1
         settings = self.settings.current
         provider = settings.provider(params.provider)
         if params.provider == "command" and not params.argv:
@@ -348,7 +358,7 @@ class Api:
             raise InvalidParams(f"working directory {cwd} does not exist")
         now = time.time()
         stamp = _stamp(now, "%H%M%S")
-        agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.registry.agents)
+        agent_id = self._mint(lambda: f"{params.type}-{stamp}-{secrets.token_hex(3)}", self.history.agent_exists)
         try:
             refused = sorted(k for k in params.env if k.startswith(ENV_PREFIX))
             if refused:
@@ -376,22 +386,11 @@ class Api:
 
     @handles(AGENT_GET)
     async def agent_get(self, params: AgentRef, caller: Caller) -> Agent:
-        return self.registry.agent(params.agent_id)
+        return self.history.agent(params.agent_id)
 
     @handles(AGENT_LIST)
-    async def agent_list(self, params: AgentListParams, caller: Caller) -> list[Agent]:
-        if params.task_id is not None:
-            self.registry.task(params.task_id)
-            agents = self.registry.agents_of(params.task_id)
-        elif params.state is not None:
-            agents = self.registry.agents_in([params.state])
-        else:
-            agents = iter(self.registry.agents.values())
-        return [
-            a for a in agents
-            if (params.state is None or a.state is params.state)
-            and (params.live is None or a.state.live == params.live)
-        ]
+    async def agent_list(self, params: AgentListParams, caller: Caller) -> Page[Agent]:
+        return await self.history.agent_page(params)
 
     @handles(AGENT_PROGRESS)
     async def agent_progress(self, params: ProgressParams, caller: Caller) -> Agent:
@@ -406,12 +405,15 @@ class Api:
     async def agent_finding(self, params: FindingParams, caller: Caller) -> Finding:
         agent_id, task_id = params.agent_id, params.task_id
         if agent_id is not None:
-            agent_task = self.registry.agent(agent_id).task_id
+            agent_task = self.history.agent(agent_id).task_id
             if task_id not in (None, agent_task):
                 raise InvalidParams(f"agent {agent_id} belongs to task {agent_task}, not {task_id}")
             task_id = agent_task
         if task_id is None:
             raise InvalidParams("a finding needs a task_id or an agent_id")
+        if task_id not in self.registry.tasks and self.history.task_exists(task_id):
+            raise IllegalTransition(f"task {task_id} is closed and all its agents have ended",
+                                    data={"task_id": task_id})
         command = ReportFinding(task_id=task_id, agent_id=agent_id, type=params.type, severity=params.severity,
                                 message=params.message, data=params.data)
         result: Finding = await self.mailbox.submit(command)
@@ -419,7 +421,10 @@ class Api:
 
     @handles(AGENT_KILL)
     async def agent_kill(self, params: KillParams, caller: Caller) -> Agent:
-        target = self.registry.agent(params.agent_id)
+        target = self.history.agent(params.agent_id)
+        if target.id not in self.registry.agents:
+            raise IllegalTransition(f"agent {target.id} is {target.state}: cannot kill",
+                                    data={"agent_id": target.id, "state": target.state.value})
         await self.mailbox.submit(RequestKill(agent_id=target.id, reason=params.reason, tree=params.tree))
         if params.tree:
             for child in self._live_descendants(target.id):
@@ -448,42 +453,37 @@ class Api:
         Event-driven: it sleeps on the hub until one of them has a committed change."""
         ids = list(dict.fromkeys(params.agent_ids))
         for agent_id in ids:
-            self.registry.agent(agent_id)
+            self.history.agent(agent_id)
         with trio.move_on_after(params.timeout if params.timeout is not None else float("inf")):
             while True:
-                agents = [self.registry.agent(a) for a in ids]
+                agents = [self.history.agent(a) for a in ids]
                 ended = [a for a in agents if a.state.terminal]
                 if (params.any and ended) or len(ended) == len(agents):
                     return WaitResult(done=True, agents=[_exit_of(a) for a in agents])
                 await self.hub.wait_changed(a.id for a in agents if a.state.live)
-        return WaitResult(done=False, agents=[_exit_of(self.registry.agent(a)) for a in ids])
+        return WaitResult(done=False, agents=[_exit_of(self.history.agent(a)) for a in ids])
 
     async def _wait_for(self, agent_id: str, predicate: Callable[[Agent], bool]) -> Agent:
-        while not predicate(agent := self.registry.agent(agent_id)):
+        while not predicate(agent := self.history.agent(agent_id)):
             await self.hub.wait_changed([agent_id])
         return agent
 
     @handles(AGENT_OUTPUT)
     async def agent_output(self, params: OutputParams, caller: Caller) -> OutputResult:
-        agent = self.registry.agent(params.agent_id)
+        agent = self.history.agent(params.agent_id)
         return await trio.to_thread.run_sync(read_output, self.launcher.files(agent), params, limiter=self._reads)
 
     @handles(AGENT_PEEK)
     async def agent_peek(self, params: PeekParams, caller: Caller) -> Screen:
         """The agent's pane as it is on screen now (plus ``lines`` of history)."""
-        agent = self.registry.agent(params.agent_id)
+        agent = self.history.agent(params.agent_id)
         if agent.tmux is None or agent.state.terminal:
             raise InvalidParams(f"agent {agent.id} has no session ({agent.state})")
         return Screen(agent_id=agent.id, screen=await self.backend.capture_pane(agent.tmux.pane_id, params.lines))
 
     @handles(FINDINGS_LIST)
-    async def findings_list(self, params: FindingsListParams, caller: Caller) -> list[Finding]:
-        if params.task_id is not None:
-            self.registry.task(params.task_id)
-        return self.registry.query_findings(
-            task_id=params.task_id, agent_id=params.agent_id, type=params.type, severity=params.severity,
-            since=params.since, limit=params.limit,
-        )
+    async def findings_list(self, params: FindingsListParams, caller: Caller) -> Page[Finding]:
+        return await self.history.findings_page(params)
 
     # -- events --------------------------------------------------------------------
 
@@ -545,6 +545,7 @@ class Api:
             socket=str(config.socket_path),
             tasks=len(self.registry.tasks),
             counts=self.registry.counts(),
+            agents_held=len(self.registry.agents),
             last_seq=self.registry.last_seq,
             actor=ActorStats(queued=self.mailbox.queued, commands=actor.commands, commits=actor.commits,
                              storage_failures=actor.storage_failures),
@@ -568,11 +569,11 @@ class Api:
         self.stop_daemon()
         return Stopping(stopping=True)
 
-    def _mint(self, make: Callable[[], str], existing: dict[str, Any]) -> str:
+    def _mint(self, make: Callable[[], str], exists: Callable[[str], bool]) -> str:
         """A fresh id, unique among stored ids and ids still on their way to the actor."""
         while True:
             candidate = make()
-            if candidate not in existing and candidate not in self._minting:
+            if candidate not in self._minting and not exists(candidate):
                 self._minting.add(candidate)
                 return candidate
 

@@ -5,11 +5,13 @@ decoder of the method's own Struct (see :data:`~supervisord_agents.protocol.METH
 an unknown method is reported as such and wrong types name the method's field. Input that
 nests deeper than the decoder walks is a typed error too, never a dropped connection.
 :class:`LineBuffer` frames a byte stream into lines and refuses one past the line cap.
+Page cursors are opaque to clients: :func:`cursor` and :func:`read_cursor`.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import base64
+from typing import Any, Final
 
 import msgspec
 
@@ -87,3 +89,25 @@ class LineBuffer:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+
+# --- page cursors -----------------------------------------------------------------------
+
+
+def cursor(kind: str, *key: float | str | int) -> str:
+    """An opaque cursor: the key a list continues after, and which list it belongs to."""
+    return base64.urlsafe_b64encode(msgspec.json.encode([kind, *key])).rstrip(b"=").decode()
+
+
+def read_cursor(kind: str, text: str, *types: type) -> tuple[Any, ...]:
+    """The key of a cursor made by :func:`cursor` for the list ``kind``. Raises InvalidParams."""
+    try:
+        value = msgspec.json.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        value = None
+    if (
+        not isinstance(value, list) or len(value) != len(types) + 1 or value[0] != kind
+        or not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(value[1:], types, strict=True))
+    ):
+        raise InvalidParams(f"not a cursor of {kind}: pass back a page's `next` unchanged")
+    return tuple(value[1:])

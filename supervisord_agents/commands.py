@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from .model import Agent, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds
+from .model import Agent, AgentState, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds
 
 # --- commands -----------------------------------------------------------------------
 
@@ -95,6 +95,15 @@ class RecordCleanup(Struct, frozen=True):
     cleanup: CleanupRecord
 
 
+class PurgeTask(Struct, frozen=True, kw_only=True):
+    """Delete a closed task's history (rows, findings, events); ``settled`` is what its agents
+    were, by state, as the store holds them (they leave the global counts)."""
+
+    task_id: str
+    settled: dict[AgentState, int]
+    reason: str = ""
+
+
 class ReportDrift(Struct, frozen=True):
     """Something changed behind the daemon's back (its tmux server's hooks or options, a
     foreign session or pane) and was undone: recorded in the event log, no state change."""
@@ -116,6 +125,7 @@ Command = (
     | RecordCleanup
     | SetGlobalLimit
     | ReportDrift
+    | PurgeTask
 )
 
 # --- effects -------------------------------------------------------------
@@ -154,6 +164,6 @@ class Applied(Struct, frozen=True):
 
 __all__ = [
     "Adopt", "Applied", "CleanUpAgent", "CloseTask", "Command", "CreateTask", "Effect", "Event", "EventKind",
-    "Exited", "RecordCleanup", "ReportDrift", "ReportFinding", "ReportProgress", "RequestKill", "SetGlobalLimit",
-    "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent",
+    "Exited", "PurgeTask", "RecordCleanup", "ReportDrift", "ReportFinding", "ReportProgress", "RequestKill",
+    "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent",
 ]

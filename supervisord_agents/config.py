@@ -51,6 +51,9 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     #: Where agents' cgroups go: "" finds one (a delegated cgroup, else beside our own),
     #: a path uses that cgroup2 folder, "off" runs without (identity by process ancestry).
     cgroup_root: str = ""
+    #: Purge a closed task's history (agents, findings, events, logs) this many days after it
+    #: closed, once all its agents have ended and been cleaned up; 0: keep it until `task purge`.
+    closed_task_retention_days: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class McpStyle(StrEnum):

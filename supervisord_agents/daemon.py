@@ -20,6 +20,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -49,6 +50,8 @@ from .tmux_control import ControlModeTmux
 from .watermark import Watermark, check_integrity
 
 log = structlog.get_logger()
+
+RETENTION_INTERVAL: Final = 3600.0  # seconds between retention passes
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -149,7 +152,7 @@ class Daemon:
         # A database behind the events this daemon acknowledged is refused too (see watermark.py).
         await trio.to_thread.run_sync(functools.partial(self.mark.open, loaded.last_seq,
                                                         accept_rollback=self.accept_rollback))
-        self.registry.load(loaded.tasks, loaded.agents, loaded.findings, loaded.last_seq)
+        self.registry.load(loaded)
         # The loaded rows live as long as the daemon: keep the collector from rescanning
         # them (tens of thousands of objects) on every full collection.
         gc.freeze()
@@ -174,6 +177,7 @@ class Daemon:
             nursery.start_soon(self.reconciler.run)
             server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
             nursery.start_soon(self._signals)
+            nursery.start_soon(self._retention)
             service.notify("READY=1")
             boundary = self.api.access.boundary.value
             log.info("serving", socket=str(self.settings.current.socket_path), pid=os.getpid(), version=__version__,
@@ -192,6 +196,22 @@ class Daemon:
             nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.store.close)
         log.info("stopped")
+
+    async def _retention(self) -> None:
+        """Purge closed tasks past ``closed_task_retention_days``, at start and then hourly
+        (a task whose agents have not all settled is left for a later pass)."""
+        while True:
+            days = self.settings.current.daemon.closed_task_retention_days
+            if days:
+                due = await trio.to_thread.run_sync(self.store.closed_before, time.time() - days * 86400)
+                for task_id in due:
+                    try:
+                        await self.api.purge(task_id, reason=f"closed more than {days:g} days ago")
+                    except SupervisorError as e:
+                        log.info("purge_deferred", task_id=task_id, reason=e.message)
+                    else:
+                        log.info("purged", task_id=task_id, reason="retention")
+            await trio.sleep(RETENTION_INTERVAL)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -35,6 +35,21 @@ ShortText = Annotated[str, Meta(max_length=4096)]
 Percent = Annotated[int, Meta(ge=0, le=100)]
 Seq = Annotated[int, Meta(ge=0)]
 
+def nesting(value: object, limit: int) -> int:
+    """How many levels of objects and arrays ``value`` nests (a scalar: 0), counted without
+    recursion and no further than ``limit + 1``."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = []
+        for container in containers:
+            level.extend(container.values() if isinstance(container, dict) else container)
+    return depth
+
+
 # --- states -------------------------------------------------------------------------
 
 
@@ -168,6 +183,9 @@ class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: A budget: no spawn once the task's ended agents have cost this much (USD, from their
     #: final stream-json results). None: no budget.
     max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None = None
+    #: Quotas of the findings its agents may record: how many, and their bytes (message and data).
+    max_findings: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    max_findings_bytes: Annotated[int, Meta(ge=1, le=1 << 40)] = 64 << 20
     #: Bounds of each agent's cgroup (over the provider's); None: the provider's, or none.
     resources: Resources = Resources()
 
@@ -293,6 +311,7 @@ class EventKind(StrEnum):
     FINDING = "finding"  # data: the finding
     CLEANUP = "cleanup"  # data: the cleanup record
     DRIFT = "drift"  # data: {"what": [...]}: what the daemon found changed behind its back and undid
+    TASK_PURGED = "task_purged"  # data: {"agents", "reason"}: a closed task's history was deleted
 
 
 class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):

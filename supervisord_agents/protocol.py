@@ -27,8 +27,13 @@ the next is taken once the previous one is queued for the actor, and they share 
 commit; any other request waits until the reports before it are answered, so it sees
 their changes, as it would one at a time.
 
+Lists page (DESIGN section 11): a list method returns a :class:`Page` of at most
+``limit`` items (``MAX_PAGE`` at most) and, when there is more, an opaque ``next`` cursor
+to pass back as ``cursor``. What every size a client controls may be is in the table
+``LIMITS`` below, and in the annotations of the params themselves.
+
 Compatibility: the ``hello`` exchange carries ``PROTOCOL_VERSION``; wire Structs only
-gain fields with defaults.
+gain fields with defaults. Version 2: list methods return pages.
 """
 
 from __future__ import annotations
@@ -62,11 +67,31 @@ from .model import (
     TaskId,
     TaskState,
     Text,
+    nesting,
 )
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MAX_LINE: Final = 1 << 20  # default cap on one line, in bytes
 MAX_DATA_DEPTH: Final = 32  # how deep a finding's data may nest (whatever shows it walks it recursively)
+MAX_PAGE: Final = 500  # items in one page of a list
+DEFAULT_PAGE: Final = 100
+
+#: Every size a client controls, in one place (the daemon's configurable ones are its defaults).
+LIMITS: Final = {
+    "line_bytes": (MAX_LINE, "one request or reply line (daemon.max_line)"),
+    "prompt_bytes": (512 * 1024, "a spawn's prompt (characters; also within the line)"),
+    "text_chars": (65536, "a finding's message, a task's description or background"),
+    "short_text_chars": (4096, "a progress message, a kill reason, a context item"),
+    "data_depth": (MAX_DATA_DEPTH, "levels a finding's data may nest"),
+    "argv_items": (256, "extra argv elements of a spawn"),
+    "argv_item_chars": (32 * 1024, "one argv element or env value"),
+    "env_items": (64, "env variables of a spawn"),
+    "wait_agents": (1000, "agents one agent.wait waits for"),
+    "page_items": (MAX_PAGE, "items in one page of a list"),
+    "cursor_chars": (256, "a page cursor"),
+    "findings_per_task": (10_000, "findings of one task (default of limits.max_findings)"),
+    "finding_bytes_per_task": (64 << 20, "bytes of one task's findings (default of limits.max_findings_bytes)"),
+}
 
 # How an agent finds the daemon and says who it is: set in every agent's environment.
 ENV_AGENT_ID: Final = "SUPERVISORD_AGENTS_AGENT_ID"
@@ -87,6 +112,8 @@ EnvValue = Annotated[str, Meta(pattern=r"^[^\x00]*\Z", max_length=32 * 1024)]
 Prompt = Annotated[str, Meta(max_length=512 * 1024)]
 Token = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{16,128}\Z")]
 Limit = Annotated[int, Meta(ge=1, le=10_000)]
+PageSize = Annotated[int, Meta(ge=1, le=MAX_PAGE)]
+Cursor = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,256}\Z")]
 
 # --- envelope -----------------------------------------------------------------------
 
@@ -141,6 +168,8 @@ class LimitsGiven(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_
     max_total: Annotated[int, Meta(ge=1, le=100_000)] | UnsetType = UNSET
     max_depth: Annotated[int, Meta(ge=1, le=50)] | UnsetType = UNSET
     max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None | UnsetType = UNSET
+    max_findings: Annotated[int, Meta(ge=1, le=10_000_000)] | UnsetType = UNSET
+    max_findings_bytes: Annotated[int, Meta(ge=1, le=1 << 40)] | UnsetType = UNSET
     resources: Resources | UnsetType = UNSET
 
     def over(self, base: Limits) -> Limits:
@@ -164,6 +193,8 @@ class TaskRef(Params, frozen=True, kw_only=True):
 
 class TaskListParams(Params, frozen=True, kw_only=True):
     state: TaskState | None = None
+    cursor: Cursor | None = None  # a page's ``next``
+    limit: PageSize = DEFAULT_PAGE
 
 
 class SpawnParams(Params, frozen=True, kw_only=True):
@@ -188,6 +219,8 @@ class AgentListParams(Params, frozen=True, kw_only=True):
     task_id: TaskId | None = None
     state: AgentState | None = None
     live: bool | None = None
+    cursor: Cursor | None = None  # a page's ``next``
+    limit: PageSize = DEFAULT_PAGE
 
 
 class ProgressParams(Params, frozen=True, kw_only=True):
@@ -210,28 +243,14 @@ class FindingParams(Params, frozen=True, kw_only=True):
             raise ValueError(f"`data` may nest at most {MAX_DATA_DEPTH} levels deep")
 
 
-def nesting(value: object, limit: int) -> int:
-    """How many levels of objects and arrays ``value`` nests (a scalar: 0), counted without
-    recursion and no further than ``limit + 1``."""
-    depth, level = 0, [value]
-    while depth <= limit:
-        containers = [v for v in level if isinstance(v, dict | list)]
-        if not containers:
-            break
-        depth += 1
-        level = []
-        for container in containers:
-            level.extend(container.values() if isinstance(container, dict) else container)
-    return depth
-
-
 class FindingsListParams(Params, frozen=True, kw_only=True):
     task_id: TaskId | None = None
     agent_id: AgentId | None = None
     type: Name | None = None
     severity: Severity | None = None
-    since: Seq = 0
-    limit: Limit = 100
+    since: Seq = 0  # findings after this sequence number
+    cursor: Cursor | None = None  # a page's ``next`` (instead of since)
+    limit: PageSize = DEFAULT_PAGE
 
 
 class SubscribeParams(Params, frozen=True, kw_only=True):
@@ -293,6 +312,16 @@ class HelloResult(Struct, kw_only=True):
     agent_id: str | None = None
 
 
+T = TypeVar("T")
+
+
+class Page(Struct, Generic[T], kw_only=True):
+    """One page of a list, and the cursor to the next (None: this is the last)."""
+
+    items: list[T]
+    next: str | None = None
+
+
 class TaskSummary(Struct, kw_only=True):
     task: Task
     counts: Counts
@@ -312,7 +341,7 @@ class TaskStatus(Struct, kw_only=True):
     task: Task
     counts: Counts
     headroom: Headroom
-    agents: list[Agent]
+    agents: list[Agent]  # its live agents, then the latest ended ones (at most STATUS_AGENTS); agent.list has all
     latest_findings: list[Finding]
 
 
@@ -353,6 +382,12 @@ class Subscribed(Struct, kw_only=True):
 
     subscribed: bool
     last_seq: int
+
+
+class Purged(Struct, kw_only=True):
+    task_id: str
+    agents: int  # agent rows deleted (and their archives)
+    findings: int
 
 
 class Stopping(Struct, kw_only=True):
@@ -427,7 +462,7 @@ class Health(Struct, kw_only=True):
     uptime: float
     state_dir: str
     socket: str
-    tasks: int
+    tasks: int  # held in memory: open, or with agents not yet settled
     counts: Counts
     last_seq: int
     actor: ActorStats
@@ -444,6 +479,7 @@ class Health(Struct, kw_only=True):
     cgroup_root: str | None = None
     missing_controllers: list[str] = []  # agents' resource bounds that cannot be applied here
     connections_evicted: int = 0  # idle connections closed to make room at the connection cap
+    agents_held: int = 0  # agents in memory: live, not yet cleaned up, or the ancestor of one
 
 
 # --- the method table ----------------------------------------------------------------
@@ -504,17 +540,20 @@ TASK_CREATE: Final = Method[TaskCreateParams, Task](
     rule=Rule.OPERATOR)
 TASK_GET: Final = Method[TaskRef, TaskStatus](
     "task.get", TaskRef, TaskStatus, "one task's status: counts, headroom, agents, latest findings", rule=Rule.OWN_TASK)
-TASK_LIST: Final = Method[TaskListParams, list[TaskSummary]](
-    "task.list", TaskListParams, list[TaskSummary], "tasks with their counts", rule=Rule.OPERATOR)
+TASK_LIST: Final = Method[TaskListParams, Page[TaskSummary]](
+    "task.list", TaskListParams, Page[TaskSummary], "tasks with their counts, a page at a time", rule=Rule.OPERATOR)
 TASK_CLOSE: Final = Method[TaskRef, Task](
     "task.close", TaskRef, Task, "close a task to new agents", rule=Rule.OPERATOR)
+TASK_PURGE: Final = Method[TaskRef, Purged](
+    "task.purge", TaskRef, Purged, "delete a closed task's history: agents, findings, events, archives",
+    rule=Rule.OPERATOR)
 AGENT_SPAWN: Final = Method[SpawnParams, Agent](
     "agent.spawn", SpawnParams, Agent, "admit and start an agent; returns once it runs (or is queued)",
     rule=Rule.CHILDREN, answer=Answer.BACKGROUND)
 AGENT_GET: Final = Method[AgentRef, Agent](
     "agent.get", AgentRef, Agent, "one agent", rule=Rule.DESCENDANTS)
-AGENT_LIST: Final = Method[AgentListParams, list[Agent]](
-    "agent.list", AgentListParams, list[Agent], "agents, by task and state", rule=Rule.OPERATOR)
+AGENT_LIST: Final = Method[AgentListParams, Page[Agent]](
+    "agent.list", AgentListParams, Page[Agent], "agents, by task and state, a page at a time", rule=Rule.OPERATOR)
 AGENT_PROGRESS: Final = Method[ProgressParams, Agent](
     "agent.progress", ProgressParams, Agent, "report an agent's activity, message and percent", rule=Rule.SELF,
     answer=Answer.PIPELINED)
@@ -531,8 +570,8 @@ AGENT_OUTPUT: Final = Method[OutputParams, OutputResult](
     "agent.output", OutputParams, OutputResult, "an agent's output: tail, offset, regex, format", rule=Rule.DESCENDANTS)
 AGENT_PEEK: Final = Method[PeekParams, Screen](
     "agent.peek", PeekParams, Screen, "an agent's screen as it is now", rule=Rule.DESCENDANTS)
-FINDINGS_LIST: Final = Method[FindingsListParams, list[Finding]](
-    "findings.list", FindingsListParams, list[Finding], "findings after a sequence number, filtered",
+FINDINGS_LIST: Final = Method[FindingsListParams, Page[Finding]](
+    "findings.list", FindingsListParams, Page[Finding], "findings after a sequence number, filtered, a page at a time",
     rule=Rule.OWN_TASK)
 EVENTS_SUBSCRIBE: Final = Method[SubscribeParams, Subscribed](
     "events.subscribe", SubscribeParams, Subscribed, "replay the event log after a sequence number, then follow it",
@@ -549,7 +588,7 @@ DAEMON_STOP: Final = Method[NoParams, Stopping](
 
 #: Every method the daemon serves, by name.
 METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
-    HELLO, TASK_CREATE, TASK_GET, TASK_LIST, TASK_CLOSE, AGENT_SPAWN, AGENT_GET, AGENT_LIST, AGENT_PROGRESS,
+    HELLO, TASK_CREATE, TASK_GET, TASK_LIST, TASK_CLOSE, TASK_PURGE, AGENT_SPAWN, AGENT_GET, AGENT_LIST, AGENT_PROGRESS,
     AGENT_FINDING, AGENT_KILL, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
     DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_DOCTOR, DAEMON_STOP,
 )}

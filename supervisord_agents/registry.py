@@ -36,14 +36,16 @@ Admission of a spawn is checked and recorded in the same ``apply`` call, so two 
 can never both pass a limit that only one of them fits under: the actor applies
 commands one at a time.
 
+Memory follows live work: the rows, indexes and tallies are the registry's
+:class:`~supervisord_agents.tables.Tables`, which hold live tasks and agents and let
+settled ones go (their rows stay in the store).
+
 This module does no I/O and reads no clock; ``now`` is an argument.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any, Final
 
 from msgspec import Struct, structs
@@ -59,6 +61,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     Event,
     EventKind,
     Exited,
+    PurgeTask,
     RecordCleanup,
     ReportDrift,
     ReportFinding,
@@ -77,23 +80,20 @@ from .errors import (
     IllegalTransition,
     InvalidParams,
     LimitExceeded,
-    UnknownAgent,
-    UnknownTask,
 )
 from .model import (
     ACTIVE_STATES,
     Agent,
     AgentState,
-    Counts,
     DecidedBy,
     Exit,
     Finding,
-    Severity,
     Task,
     TaskState,
     TmuxIds,
 )
 from .results import explained
+from .tables import Image, Tables, finding_size, image_of  # noqa: F401 - re-exported
 
 S = AgentState
 
@@ -116,141 +116,8 @@ def terminal_state(exit: Exit, *, kill_requested: bool) -> AgentState:
 # --- the registry -----------------------------------------------------------------------
 
 
-class Registry:
-    """Tasks, agents and findings in memory, with indexes that make every count O(1)."""
-
-    def __init__(self, *, global_max_concurrent: int = 100) -> None:
-        self.global_max_concurrent = global_max_concurrent
-        self.tasks: dict[str, Task] = {}
-        self.agents: dict[str, Agent] = {}
-        self.findings: list[Finding] = []
-        self.last_seq = 0
-        # Indexes. Every one is derived from the rows and rebuilt by ``load``.
-        self._by_state: dict[AgentState, set[str]] = {s: set() for s in AgentState}
-        self._task_by_state: dict[str, dict[AgentState, set[str]]] = {}
-        self._task_agents: dict[str, list[str]] = {}
-        self._live_type: dict[tuple[str, str], str] = {}
-        self._live_session: dict[str, str] = {}
-        self._children: dict[str, list[str]] = {}
-        self._by_token: dict[str, str] = {}
-        self._uncleaned: set[str] = set()  # terminal agents whose cleanup has not succeeded
-        self._queued: dict[str, None] = {}  # queued agents, oldest first (FIFO)
-        self._task_findings: dict[str, list[Finding]] = {}
-
-    # -- loading ---------------------------------------------------------------------
-
-    def load(
-        self, tasks: Iterable[Task], agents: Iterable[Agent], findings: Iterable[Finding], last_seq: int
-    ) -> None:
-        """Replace the contents with rows read from storage, and rebuild the indexes."""
-        self.__init__(global_max_concurrent=self.global_max_concurrent)  # type: ignore[misc]
-        for task in tasks:
-            self._put_task(task)
-        for agent in sorted(agents, key=lambda a: a.created_at):
-            self._put_agent(agent)
-        for finding in sorted(findings, key=lambda f: f.seq):
-            self._add_finding(finding)
-        self.last_seq = last_seq
-
-    # -- reads -----------------------------------------------------------------------
-
-    def task(self, task_id: str) -> Task:
-        try:
-            return self.tasks[task_id]
-        except KeyError:
-            raise UnknownTask(f"no task {task_id!r}", data={"task_id": task_id}) from None
-
-    def agent(self, agent_id: str) -> Agent:
-        try:
-            return self.agents[agent_id]
-        except KeyError:
-            raise UnknownAgent(f"no agent {agent_id!r}", data={"agent_id": agent_id}) from None
-
-    def agents_of(self, task_id: str) -> Iterator[Agent]:
-        """The agents of a task, oldest first."""
-        return (self.agents[a] for a in self._task_agents.get(task_id, ()))
-
-    def agents_in(self, states: Iterable[AgentState]) -> Iterator[Agent]:
-        for state in states:
-            yield from (self.agents[a] for a in self._by_state[state])
-
-    def children(self, agent_id: str) -> list[str]:
-        return list(self._children.get(agent_id, ()))
-
-    def uncleaned(self) -> list[Agent]:
-        """Terminal agents whose cleanup has not (yet) succeeded."""
-        return [self.agents[a] for a in self._uncleaned]
-
-    def agent_for_token(self, token_hash: str) -> Agent | None:
-        agent_id = self._by_token.get(token_hash)
-        return None if agent_id is None else self.agents[agent_id]
-
-    def agent_for_session(self, session_id: str) -> Agent | None:
-        agent_id = self._live_session.get(session_id)
-        return None if agent_id is None else self.agents[agent_id]
-
-    def live_of_type(self, task_id: str, type: str) -> Agent | None:
-        agent_id = self._live_type.get((task_id, type))
-        return None if agent_id is None else self.agents[agent_id]
-
-    def counts(self, task_id: str | None = None) -> Counts:
-        """Counts for one task, or for all tasks; sizes of index sets, never stored."""
-        if task_id is None:
-            by_state = self._by_state
-            spawned = len(self.agents)
-        else:
-            by_state = self._task_by_state.get(task_id, {})
-            spawned = len(self._task_agents.get(task_id, ()))
-
-        def n(state: AgentState) -> int:
-            return len(by_state.get(state, ()))
-
-        return Counts(
-            active=sum(n(s) for s in ACTIVE_STATES),
-            queued=n(S.QUEUED),
-            completed=n(S.COMPLETED),
-            failed=n(S.FAILED),
-            killed=n(S.KILLED),
-            lost=n(S.LOST),
-            spawned=spawned,
-        )
-
-    def cost(self, task_id: str) -> float:
-        """What a task's ended agents cost (USD, from their final results): summed from the
-        rows when asked, like every count, so it cannot drift."""
-        return math.fsum(
-            a.exit.cost_usd for a in self.agents_of(task_id) if a.exit is not None and a.exit.cost_usd is not None
-        )
-
-    def findings_of(self, task_id: str | None) -> list[Finding]:
-        """Findings of one task (or all), in sequence order. Do not mutate the list."""
-        return self.findings if task_id is None else self._task_findings.get(task_id, [])
-
-    def query_findings(
-        self,
-        *,
-        task_id: str | None = None,
-        agent_id: str | None = None,
-        type: str | None = None,
-        severity: Severity | None = None,
-        since: int = 0,
-        limit: int = 100,
-    ) -> list[Finding]:
-        """Findings after sequence number ``since`` that match every given filter, oldest first."""
-        rows = self.findings_of(task_id)
-        start = bisect.bisect_right(rows, since, key=lambda f: f.seq)
-        out: list[Finding] = []
-        for finding in rows[start:]:
-            if agent_id is not None and finding.agent_id != agent_id:
-                continue
-            if type is not None and finding.type != type:
-                continue
-            if severity is not None and finding.severity != severity:
-                continue
-            out.append(finding)
-            if len(out) >= limit:
-                break
-        return out
+class Registry(Tables):
+    """The state machine over the held tables: commands in, events and effects out."""
 
     # -- the one way in ----------------------------------------------------------------
 
@@ -262,6 +129,8 @@ class Registry:
                 return self._create_task(task, now)
             case CloseTask(task_id):
                 return self._close_task(task_id, now)
+            case PurgeTask():
+                return self._purge_task(command, now)
             case SpawnAgent(agent, queue):
                 return self._spawn(agent, now, queue=queue)
             case ReportFinding():
@@ -296,8 +165,21 @@ class Registry:
         if task.state is TaskState.CLOSED:
             raise IllegalTransition(f"task {task_id} is already closed", data={"task_id": task_id})
         task = structs.replace(task, state=TaskState.CLOSED, closed_at=now)
-        self.tasks[task.id] = task
+        self.tasks[task.id] = self._changed_tasks[task.id] = task
+        self._drop_task_if_done(task.id)
         return Applied([self._event(now, EventKind.TASK_CLOSED, task.id, data=task)], [], task)
+
+    def _purge_task(self, cmd: PurgeTask, now: float) -> Applied:
+        # The caller found the task closed in the store; here: it must not be held.
+        task = self.tasks.get(cmd.task_id)
+        if task is not None:
+            why = "is open" if task.state is TaskState.OPEN else "has agents not yet ended and cleaned up"
+            raise IllegalTransition(f"task {task.id} {why}: it cannot be purged", data={"task_id": task.id})
+        for state, n in cmd.settled.items():
+            self._totals[state] -= n
+        self._purged.append(cmd.task_id)
+        data = {"agents": sum(cmd.settled.values()), "reason": cmd.reason}
+        return Applied([self._event(now, EventKind.TASK_PURGED, cmd.task_id, data=data)], [], data)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -305,7 +187,7 @@ class Registry:
         task = self.task(agent.task_id)
         if task.state is not TaskState.OPEN:
             raise IllegalTransition(f"task {task.id} is closed", data={"task_id": task.id})
-        if agent.id in self.agents:
+        if agent.id in self.agents:  # the api checks the store for settled agents' ids
             raise Conflict(f"agent id {agent.id} is already in use", data={"agent_id": agent.id})
         if agent.parent is not None:
             parent = self.agent(agent.parent)
@@ -355,7 +237,7 @@ class Registry:
                 f"agent {existing} of type {type!r} is already active in task {task.id}",
                 data={"existing_agent": existing, "type": type},
             )
-        spawned = len(self._task_agents.get(task.id, ()))
+        spawned = self.counts(task.id).spawned
         if spawned >= limits.max_total:
             raise LimitExceeded(
                 f"task {task.id} has spawned {spawned} agents (max total {limits.max_total})",
@@ -457,6 +339,7 @@ class Registry:
     def _cleanup(self, agent: Agent, cmd: RecordCleanup, now: float) -> Applied:
         agent = self._replace(agent, cleanup=cmd.cleanup, updated_at=now)
         event = self._event(now, EventKind.CLEANUP, agent.task_id, agent.id, data=cmd.cleanup)
+        self._settle(agent)
         return Applied([event], [], agent)
 
     def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Applied:
@@ -477,16 +360,30 @@ class Registry:
                     f"agent {agent.id} belongs to task {agent.task_id}, not {task.id}",
                     data={"agent_id": agent.id},
                 )
+        count, used = self.findings_use(task.id)
+        size = finding_size(cmd.message, cmd.data)
+        limits = task.limits
+        if count >= limits.max_findings:
+            raise LimitExceeded(
+                f"task {task.id} has {count} findings (max {limits.max_findings})",
+                data={"limit": "max_findings", "value": limits.max_findings},
+            )
+        if used + size > limits.max_findings_bytes:
+            raise LimitExceeded(
+                f"task {task.id} has {used} bytes of findings; {size} more would pass its"
+                f" max of {limits.max_findings_bytes}",
+                data={"limit": "max_findings_bytes", "value": limits.max_findings_bytes},
+            )
         seq = self.last_seq + 1
         finding = Finding(
             seq=seq, task_id=task.id, agent_id=cmd.agent_id, type=cmd.type,
             severity=cmd.severity, message=cmd.message, data=cmd.data, at=now,
         )
         event = self._event(now, EventKind.FINDING, task.id, cmd.agent_id, data=finding)
-        self._add_finding(finding)
+        self._findings[task.id] = [count + 1, used + size]
         return Applied([event], [], finding)
 
-    # -- bookkeeping: rows and their indexes change only here --------------------------
+    # -- events -----------------------------------------------------------------------
 
     def _event(
         self, now: float, kind: EventKind, task_id: str, agent_id: str | None = None,
@@ -505,59 +402,6 @@ class Registry:
                 f"session {tmux.session_id} already belongs to agent {holder}",
                 data={"session_id": tmux.session_id, "agent_id": holder},
             )
-
-    def _put_task(self, task: Task) -> None:
-        self.tasks[task.id] = task
-        self._task_by_state.setdefault(task.id, {s: set() for s in AgentState})
-        self._task_agents.setdefault(task.id, [])
-        self._task_findings.setdefault(task.id, [])
-
-    def _put_agent(self, agent: Agent) -> None:
-        """Insert a new agent row and index it."""
-        self.agents[agent.id] = agent
-        self._task_agents.setdefault(agent.task_id, []).append(agent.id)
-        self._task_by_state.setdefault(agent.task_id, {s: set() for s in AgentState})
-        if agent.parent is not None:
-            self._children.setdefault(agent.parent, []).append(agent.id)
-        if agent.token_hash:
-            self._by_token[agent.token_hash] = agent.id
-        self._index(agent)
-
-    def _replace(self, old: Agent, **changes: Any) -> Agent:
-        """Replace an agent row with a changed copy, keeping every index in step."""
-        new = structs.replace(old, **changes)
-        self._unindex(old)
-        self.agents[new.id] = new
-        self._index(new)
-        return new
-
-    def _index(self, agent: Agent) -> None:
-        self._by_state[agent.state].add(agent.id)
-        if agent.state is S.QUEUED:
-            self._queued[agent.id] = None
-        self._task_by_state[agent.task_id][agent.state].add(agent.id)
-        if agent.state.live:
-            self._live_type[(agent.task_id, agent.type)] = agent.id
-            if agent.tmux is not None:
-                self._live_session[agent.tmux.session_id] = agent.id
-        elif agent.cleanup is None or not agent.cleanup.ok:
-            self._uncleaned.add(agent.id)
-
-    def _unindex(self, agent: Agent) -> None:
-        self._by_state[agent.state].discard(agent.id)
-        self._queued.pop(agent.id, None)
-        self._task_by_state[agent.task_id][agent.state].discard(agent.id)
-        if agent.state.live:
-            if self._live_type.get((agent.task_id, agent.type)) == agent.id:
-                del self._live_type[(agent.task_id, agent.type)]
-            if agent.tmux is not None and self._live_session.get(agent.tmux.session_id) == agent.id:
-                del self._live_session[agent.tmux.session_id]
-        self._uncleaned.discard(agent.id)
-
-    def _add_finding(self, finding: Finding) -> None:
-        self.findings.append(finding)
-        self._task_findings.setdefault(finding.task_id, []).append(finding)
-
 
 # --- the transition table -------------------------------------------------------------
 

@@ -118,6 +118,11 @@ class DaemonProcess:
         with self.client() as c:
             return c.request(method, **params)
 
+    def list(self, method: str, **params: Any) -> list[Any]:
+        """Every item of a list method, following its pages."""
+        with self.client() as c:
+            return c.request_all(method, **params)
+
     def agentctl(self, *args: str, input: str | None = None, timeout: float = 60,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

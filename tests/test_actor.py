@@ -57,8 +57,9 @@ async def test_a_reply_means_the_change_is_on_disk(tmp_path: Path, nursery: trio
     result = await actor.mailbox.submit(finding("hello"))
     fresh = Store(tmp_path / "db.sqlite3")
     fresh.open()
-    loaded = fresh.load()
-    assert [f.message for f in loaded.findings] == ["hello"] and loaded.findings[0].seq == result.seq
+    stored = fresh.findings(task_id=TASK.id)
+    assert [f.message for f in stored] == ["hello"] and stored[0].seq == result.seq
+    assert fresh.load().findings == {TASK.id: (1, len("hello"))}
     fresh.close()
 
 
@@ -71,7 +72,7 @@ async def test_concurrent_commands_are_group_committed(tmp_path: Path, nursery: 
             n.start_soon(actor.mailbox.submit, finding(f"m{i}"))
     assert sum(store.batches[1:]) == 200
     assert len(store.batches) - 1 < 200  # fewer transactions than commands
-    assert len(actor.registry.findings) == 200
+    assert actor.registry.findings_use(TASK.id)[0] == len(store.findings(limit=1000)) == 200
 
 
 async def test_a_refused_command_does_not_disturb_its_batch(tmp_path: Path, nursery: trio.Nursery) -> None:
@@ -93,7 +94,7 @@ async def test_a_refused_command_does_not_disturb_its_batch(tmp_path: Path, nurs
         n.start_soon(submit, "bad", bad)
         n.start_soon(submit, "good2", finding("b"))
     assert isinstance(results["bad"], UnknownTask)
-    assert sorted(f.message for f in actor.registry.findings) == ["a", "b"]
+    assert sorted(f.message for f in actor.store.findings()) == ["a", "b"]
 
 
 async def test_storage_failure_rolls_back_memory(tmp_path: Path, nursery: trio.Nursery) -> None:
@@ -104,11 +105,11 @@ async def test_storage_failure_rolls_back_memory(tmp_path: Path, nursery: trio.N
     store.fail = True
     with pytest.raises(StorageError):
         await actor.mailbox.submit(finding("lost"))
-    assert actor.registry.findings == [] and actor.registry.last_seq == seq_before
+    assert actor.registry.findings_use(TASK.id) == (0, 0) and actor.registry.last_seq == seq_before
     store.fail = False
     done = await actor.mailbox.submit(finding("kept"))
     assert done.seq == seq_before + 1
-    assert [f.message for f in store.load().findings] == ["kept"]
+    assert [f.message for f in store.findings()] == ["kept"]
 
 
 async def test_subscribers_see_only_committed_events(tmp_path: Path, nursery: trio.Nursery) -> None:
@@ -146,4 +147,4 @@ async def test_close_drains_the_mailbox(tmp_path: Path) -> None:
         n.start_soon(actor.mailbox.submit, finding("queued"))
         await trio.testing.wait_all_tasks_blocked()  # the submit has reached the mailbox
         actor.mailbox.close()
-    assert [f.message for f in store.load().findings] == ["queued"]
+    assert [f.message for f in store.findings()] == ["queued"]

@@ -92,7 +92,7 @@ def test_a_real_agent_reports_and_completes_with_its_answer(reporting: Run) -> N
     assert exit["session_id"] and exit["output_tokens"]
     if reporting.provider == "claude":  # the only CLI that reports cost and turns
         assert exit["cost_usd"] is not None and exit["turns"]
-    findings = d.call("findings.list", task_id=agent["task_id"])
+    findings = d.list("findings.list", task_id=agent["task_id"])
     assert [(f["agent_id"], f["message"], f["severity"]) for f in findings] == [(agent["id"], "mock finding", "high")]
     progress = _progress_messages(d, agent["id"])
     assert "mock started" in progress and "shell works" in progress, progress

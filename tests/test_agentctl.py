@@ -215,7 +215,7 @@ def test_a_prompt_file_arrives_byte_for_byte_and_a_bad_one_is_bad_input(daemon: 
         refused = daemon.agentctl("spawn", "--task", task_id, "--type", "bad", "--prompt-file", str(path), "--",
                                   "true", "x")
         assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr, refused
-    assert [a["type"] for a in daemon.call("agent.list", task_id=task_id)] == ["crlf"]
+    assert [a["type"] for a in daemon.list("agent.list", task_id=task_id)] == ["crlf"]
 
 
 def test_what_agents_write_cannot_drive_the_operators_terminal(daemon: DaemonProcess) -> None:

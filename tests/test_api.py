@@ -39,6 +39,16 @@ class InProcess:
         result = await self.daemon.api.call(METHODS[method], decoded, self.caller)
         return msgspec.to_builtins(result)
 
+    async def list(self, method: str, **params: Any) -> list[Any]:
+        """Every item of a list method, following its pages."""
+        items: list[Any] = []
+        while True:
+            page = await self.call(method, **params)
+            items.extend(page["items"])
+            if page.get("next") is None:
+                return items
+            params["cursor"] = page["next"]
+
     def files(self, agent: dict[str, Any]) -> AgentFiles:
         return AgentFiles(self.daemon.settings.current.state_dir, agent["task_id"], agent["id"])
 
@@ -204,7 +214,7 @@ async def test_kill_while_starting_is_carried_out_once_the_session_exists(rig: I
 
         nursery.start_soon(spawn)
         with trio.fail_after(30):
-            while not (agents := await rig.call("agent.list", task_id=task_id)):
+            while not (agents := await rig.list("agent.list", task_id=task_id)):
                 await trio.sleep(0.005)
         nursery.start_soon(lambda: rig.call("agent.kill", agent_id=agents[0]["id"], reason="changed my mind"))
         await rig.eventually(agents[0]["id"], "stopping")
@@ -300,7 +310,7 @@ async def test_a_refused_spawn_leaves_no_files(rig: InProcess) -> None:
     with pytest.raises(LimitExceeded):
         await rig.spawn(task_id, "two")
     assert agent_dirs(rig, task_id) == [first["id"]]
-    assert [a["id"] for a in await rig.call("agent.list", task_id=task_id)] == [first["id"]]
+    assert [a["id"] for a in await rig.list("agent.list", task_id=task_id)] == [first["id"]]
     assert not rig.files(first).launch.exists()  # handed over when the session started
 
 
@@ -322,7 +332,7 @@ async def test_a_spawn_cancelled_before_admission_leaves_nothing(
         await rig.spawn(task_id)
     assert scope.cancelled_caught
     monkeypatch.setattr(daemon.mailbox, "submit", original)
-    assert await rig.call("agent.list", task_id=task_id) == []
+    assert await rig.list("agent.list", task_id=task_id) == []
     assert agent_dirs(rig, task_id) == []
     assert daemon.api._minting == set()
     assert not rig.fake.specs
@@ -341,7 +351,7 @@ async def test_a_spawn_whose_launch_cannot_be_written_leaves_nothing(
     monkeypatch.setattr(AgentFiles, "save_launch", half_written)
     with pytest.raises(StorageError, match="No space"):
         await rig.spawn(task_id)
-    assert await rig.call("agent.list", task_id=task_id) == [] and agent_dirs(rig, task_id) == []
+    assert await rig.list("agent.list", task_id=task_id) == [] and agent_dirs(rig, task_id) == []
 
 
 async def test_a_spawn_cancelled_after_admission_still_starts(rig: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -361,7 +371,7 @@ async def test_a_spawn_cancelled_after_admission_still_starts(rig: InProcess, mo
         monkeypatch.setattr(mailbox, "submit", cancel_after)
         await rig.spawn(task_id)
     assert scope.cancelled_caught
-    (agent,) = await rig.call("agent.list", task_id=task_id)
+    (agent,) = await rig.list("agent.list", task_id=task_id)
     running = await rig.eventually(agent["id"], "running")
     assert agent_dirs(rig, task_id) == [running["id"]] and not rig.files(running).launch.exists()
     assert rig.files(running).prompt.exists()
@@ -403,5 +413,5 @@ async def test_an_agent_admitted_during_a_reconcile_pass_is_not_lost(
         await trio.sleep(0.2)
         gate.set()
     assert reports[0].ended == []
-    (agent,) = await rig.call("agent.list", task_id=task_id)
+    (agent,) = await rig.list("agent.list", task_id=task_id)
     assert agent["state"] == "running"

@@ -131,16 +131,16 @@ def test_every_method_follows_its_rule_for_an_agent(boundary: DaemonProcess) -> 
     assert [outcome(r) for r in allowed] == ["ok"] * 8, allowed
     probe_id = results[26]["ok"]["parent"]
     assert results[22]["ok"]["task"]["id"] == mine
-    assert {f["task_id"] for f in results[25]["ok"]} == {mine}
+    assert {f["task_id"] for f in results[25]["ok"]["items"]} == {mine}
     assert results[27]["ok"]["parent"] == probe_id and results[29]["ok"]["state"] == "killed"
     # Nothing of the refused calls happened.
     assert d.call("daemon.health")["ok"] is True
-    assert len(d.call("task.list")) == 2 and d.call("task.get", task_id=mine)["task"]["state"] == "open"
+    assert len(d.list("task.list")) == 2 and d.call("task.get", task_id=mine)["task"]["state"] == "open"
     for agent_id in (sibling, stranger):
         agent = d.call("agent.get", agent_id=agent_id)
         assert agent["state"] == "running" and agent["message"] == ""
-    assert [f["message"] for f in d.call("findings.list")] == ["mine"]
-    assert [a["type"] for a in d.call("agent.list", task_id=other)] == ["stranger"]
+    assert [f["message"] for f in d.list("findings.list")] == ["mine"]
+    assert [a["type"] for a in d.list("agent.list", task_id=other)] == ["stranger"]
 
 
 def test_agentctl_without_a_token_cannot_stop_the_daemon(boundary: DaemonProcess) -> None:
@@ -402,6 +402,9 @@ async def test_a_token_cannot_take_the_operators_slot(monkeypatch: pytest.Monkey
             done.set()
 
     nursery.start_soon(run)
+    with trio.fail_after(30):  # serving: the store is open and the first pass done
+        while not daemon.reconciler.passes:
+            await trio.sleep(0.005)
     streams: list[trio.SocketStream] = []
     try:
         operator = Caller(pid=os.getpid(), uid=os.getuid())

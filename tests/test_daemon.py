@@ -16,7 +16,7 @@ import pytest
 
 from supervisord_agents.clients.client import Client
 from supervisord_agents.errors import BadRequest, Forbidden, InvalidParams, LimitExceeded, NotFound, UnknownMethod
-from supervisord_agents.protocol import MAX_DATA_DEPTH
+from supervisord_agents.protocol import MAX_DATA_DEPTH, PROTOCOL_VERSION
 from tests.harness import DaemonProcess, eventually
 
 
@@ -24,7 +24,7 @@ def test_health_reports_the_daemon(daemon: DaemonProcess) -> None:
     """daemon.health answers with the pid, protocol version and zero counts on a fresh state."""
     health = daemon.call("daemon.health")
     assert health["pid"] == daemon.proc.pid
-    assert health["protocol"] == 1
+    assert health["protocol"] == PROTOCOL_VERSION
     assert health["counts"]["active"] == 0 and health["tasks"] == 0
 
 
@@ -36,10 +36,10 @@ def test_task_lifecycle(daemon: DaemonProcess) -> None:
     assert task["id"].startswith("TASK-") and task["limits"]["max_concurrent"] == 3
     status = daemon.call("task.get", task_id=task["id"])
     assert status["counts"]["spawned"] == 0 and status["headroom"]["concurrent_left"] == 3
-    assert [t["task"]["id"] for t in daemon.call("task.list")] == [task["id"]]
+    assert [t["task"]["id"] for t in daemon.list("task.list")] == [task["id"]]
     closed = daemon.call("task.close", task_id=task["id"])
     assert closed["state"] == "closed"
-    assert daemon.call("task.list", state="open") == []
+    assert daemon.list("task.list", state="open") == []
 
 
 def test_findings_filters_and_since_cursor(daemon: DaemonProcess) -> None:
@@ -47,9 +47,9 @@ def test_findings_filters_and_since_cursor(daemon: DaemonProcess) -> None:
     task_id = daemon.create_task()
     seqs = [daemon.call("agent.finding", task_id=task_id, type=t, severity=s, message=f"m{i}")["seq"]
             for i, (t, s) in enumerate([("bug", "high"), ("note", "info"), ("bug", "low")])]
-    assert [f["message"] for f in daemon.call("findings.list", task_id=task_id, type="bug")] == ["m0", "m2"]
-    assert [f["message"] for f in daemon.call("findings.list", task_id=task_id, severity="high")] == ["m0"]
-    assert [f["seq"] for f in daemon.call("findings.list", task_id=task_id, since=seqs[0])] == seqs[1:]
+    assert [f["message"] for f in daemon.list("findings.list", task_id=task_id, type="bug")] == ["m0", "m2"]
+    assert [f["message"] for f in daemon.list("findings.list", task_id=task_id, severity="high")] == ["m0"]
+    assert [f["seq"] for f in daemon.list("findings.list", task_id=task_id, since=seqs[0])] == seqs[1:]
     status = daemon.call("task.get", task_id=task_id)
     assert [f["message"] for f in status["latest_findings"]] == ["m0", "m1", "m2"]
 
@@ -62,7 +62,7 @@ def test_state_survives_a_restart(daemon: DaemonProcess) -> None:
     assert daemon.stop() == 0
     daemon.start()
     assert daemon.call("task.get", task_id=task_id)["task"]["description"] == "durable"
-    assert len(daemon.call("findings.list", task_id=task_id, limit=100)) == 20
+    assert len(daemon.list("findings.list", task_id=task_id, limit=100)) == 20
 
 
 def test_events_replay_then_live(daemon: DaemonProcess) -> None:
@@ -97,7 +97,7 @@ def test_hostile_names_are_refused_before_anything_happens(daemon: DaemonProcess
             c.request("agent.spawn", task_id=task_id, type=bad, argv=["true"])
         with pytest.raises(InvalidParams):
             c.request("agent.get", agent_id=bad)
-    assert daemon.call("agent.list") == []
+    assert daemon.list("agent.list") == []
     assert daemon.call("daemon.health")["last_seq"] == 1  # only the task_created event
 
 
@@ -110,7 +110,7 @@ def test_bad_limits_are_refused(daemon: DaemonProcess, limits: dict[str, object]
     with daemon.client() as c, pytest.raises(InvalidParams):
         c.request("task.create", description="x",
                   limits={"max_concurrent": 1, "max_total": 1, "max_depth": 1, **limits})
-    assert daemon.call("task.list") == []
+    assert daemon.list("task.list") == []
 
 
 def _raw_exchange(daemon: DaemonProcess, payload: bytes) -> list[bytes]:
@@ -143,7 +143,7 @@ def test_malformed_requests_get_typed_errors(daemon: DaemonProcess, payload: byt
     replies = [msgspec.json.decode(line) for line in _raw_exchange(daemon, payload)]
     assert [r["error"]["code"] for r in replies] == [code]
     assert daemon.call("daemon.health")["ok"] is True
-    assert daemon.call("task.list") == []
+    assert daemon.list("task.list") == []
 
 
 def test_oversized_line_closes_the_connection(daemon: DaemonProcess) -> None:
@@ -153,7 +153,7 @@ def test_oversized_line_closes_the_connection(daemon: DaemonProcess) -> None:
     big = b'{"id": 1, "method": "task.create", "params": {"description": "' + b"x" * (1 << 20) + b'"}}\n'
     replies = [msgspec.json.decode(line) for line in _raw_exchange(daemon, big)]
     assert replies[0]["error"]["code"] == "too_large"
-    assert daemon.call("task.list") == []
+    assert daemon.list("task.list") == []
 
 
 def test_pipelined_requests_on_one_connection(daemon: DaemonProcess) -> None:
@@ -181,13 +181,13 @@ def test_pipelined_reports_share_commits_and_are_answered_in_their_place(daemon:
         for i in range(1, 301)]
     requests.insert(150, {"id": 1000, "method": "agent.finding", "params": {"task_id": "TASK-20990101-000000-0000dead",
                                                                            "type": "note", "message": "lost"}})
-    requests.append({"id": 2000, "method": "findings.list", "params": {"task_id": task_id, "limit": 1000}})
+    requests.append({"id": 2000, "method": "findings.list", "params": {"task_id": task_id, "limit": 500}})
     payload = b"".join(msgspec.json.encode(r) + b"\n" for r in requests[:100]) + b"{broken\n" + \
         b"".join(msgspec.json.encode(r) + b"\n" for r in requests[100:])
     replies = [msgspec.json.decode(line) for line in _raw_exchange(daemon, payload)]
     assert [r["id"] for r in replies] == [*range(1, 101), None, *range(101, 151), 1000, *range(151, 301), 2000]
     assert replies[100]["error"]["code"] == "bad_request" and replies[151]["error"]["code"] == "not_found"
-    assert [f["message"] for f in replies[-1]["result"]] == [f"p{i}" for i in range(1, 301)]
+    assert [f["message"] for f in replies[-1]["result"]["items"]] == [f"p{i}" for i in range(1, 301)]
     assert [r["result"]["seq"] for r in replies[:100]] == sorted(r["result"]["seq"] for r in replies[:100])
     assert daemon.call("daemon.health")["actor"]["commits"] - commits < 150
 
@@ -226,7 +226,7 @@ def test_finding_data_that_nests_too_deep_is_refused_and_harms_nothing(daemon: D
             # the request itself is refused (bad_request); short of it, its params.
             with pytest.raises(InvalidParams if depth < 100 else (InvalidParams, BadRequest), match="nest"):
                 c._reply(9)
-    assert [f["message"] for f in daemon.call("findings.list", task_id=task_id)] == ["deep enough"]
+    assert [f["message"] for f in daemon.list("findings.list", task_id=task_id)] == ["deep enough"]
     assert daemon.call("task.get", task_id=task_id)["task"]["id"] == task_id
     assert daemon.agentctl("status").returncode == 0
 

@@ -76,18 +76,15 @@ def marked_sessions(d: DaemonProcess) -> dict[str, str]:
 
 
 def all_findings(d: DaemonProcess) -> list[dict[str, Any]]:
-    """Every finding, read page by page with the ``since`` cursor."""
-    found: list[dict[str, Any]] = []
-    while page := d.call("findings.list", since=found[-1]["seq"] if found else 0, limit=10_000):
-        found += page
-    return found
+    """Every finding, read page by page."""
+    return d.list("findings.list", limit=500)
 
 
 def snapshot(d: DaemonProcess) -> dict[str, Any]:
     """Everything a client can read of the state."""
     return {
-        "tasks": d.call("task.list"),
-        "agents": d.call("agent.list"),
+        "tasks": d.list("task.list"),
+        "agents": d.list("agent.list"),
         "findings": all_findings(d),
         "last_seq": d.call("daemon.health")["last_seq"],
     }
@@ -207,13 +204,13 @@ def check_after_restart(d: DaemonProcess, load: Load) -> None:
         findings, spawned, killed = set(load.findings), set(load.spawned), set(load.killed)
     stored = {f["message"] for f in all_findings(d)}
     assert findings <= stored, f"lost findings: {sorted(findings - stored)[:5]}"
-    agents = {a["id"]: a for a in d.call("agent.list")}
+    agents = {a["id"]: a for a in d.list("agent.list")}
     assert spawned <= set(agents), f"lost spawns: {sorted(spawned - set(agents))[:5]}"
     assert all(agents[a]["state"] in ("killed", "completed", "failed", "lost") for a in killed)
     sessions = marked_sessions(d)  # taken before the pass
     pass_started = time.time()
     d.call("daemon.reconcile")
-    agents = {a["id"]: a for a in d.call("agent.list")}
+    agents = {a["id"]: a for a in d.list("agent.list")}
     # Queued agents start by themselves whenever an agent ends (the pass may end some): those
     # started since the first listing are in this one, or still `starting` (in flight).
     sessions_after = marked_sessions(d)
@@ -224,7 +221,7 @@ def check_after_restart(d: DaemonProcess, load: Load) -> None:
     # And no agent stays `starting` (one a crash left so is settled by the pass; one promoted
     # from the queue just before it is on its way to `running`).
     def settled() -> bool:
-        rows = d.call("agent.list", state="starting")
+        rows = d.list("agent.list", state="starting")
         return not [a for a in rows if a["updated_at"] < pass_started]
 
     eventually(settled, timeout=15, what="agents from before the pass settled out of starting")
@@ -233,12 +230,12 @@ def check_after_restart(d: DaemonProcess, load: Load) -> None:
         eventually(lambda: not [a for a in marked_sessions(d) if a in stray], timeout=30, what="stray sessions gone")
     # The control clients of the daemons killed so far are gone: only the live daemon's is attached.
     eventually(lambda: len(control_clients(d)) == 1, timeout=10, what="one tmux control client")
-    for task in (load.task, load.narrow):
-        status = d.call("task.get", task_id=task)  # counts and rows from one moment
-        assert status["counts"] == recount(status["agents"])
+    for task in (load.task, load.narrow):  # counts from memory, rows from the store, page by page
+        eventually(lambda t=task: d.call("task.get", task_id=t)["counts"] == recount(d.list("agent.list", task_id=t)),
+                   timeout=15, what="counts equal to a recount of the rows")
     # Nobody waits in the queue while a slot is free for it, even across crashes: the narrow
     # task is at its 3 slots, or the whole daemon at its global cap.
-    rows = d.call("agent.list")  # every agent, at one moment
+    rows = d.call("agent.list", live=True, limit=500)["items"]  # every live agent, at one moment
     active = [a for a in rows if a["state"] in LIVE and a["state"] != "queued"]
     if any(a["state"] == "queued" for a in rows):
         assert sum(a["task_id"] == load.narrow for a in active) == 3 or len(active) >= GLOBAL_CAP
@@ -356,10 +353,10 @@ def test_a_full_disk_refuses_mutations_whole_and_recovers(small_disk: DaemonProc
     assert snapshot(d) == before  # nothing half-applied, reads still work
     filler.unlink()
     d.call("agent.finding", task_id=task, type="note", message="after")
-    assert [f["message"] for f in d.call("findings.list", task_id=task)][-1] == "after"
+    assert [f["message"] for f in d.list("findings.list", task_id=task)][-1] == "after"
     d.stop()
     d.start()
-    assert "after" in [f["message"] for f in d.call("findings.list", task_id=task, limit=1000)]
+    assert "after" in [f["message"] for f in d.list("findings.list", task_id=task, limit=500)]
     FIGURES["disk_full_refused"] = True
 
 

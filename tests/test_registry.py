@@ -34,6 +34,7 @@ from supervisord_agents.model import (
     DecidedBy,
     ErrorClass,
     Exit,
+    Finding,
     Limits,
     Severity,
     Task,
@@ -50,6 +51,7 @@ from supervisord_agents.registry import (
     CreateTask,
     EventKind,
     Exited,
+    Image,
     RecordCleanup,
     Registry,
     ReportFinding,
@@ -61,6 +63,7 @@ from supervisord_agents.registry import (
     StartFailed,
     StartSession,
     StopAgent,
+    image_of,
     terminal_state,
 )
 
@@ -91,7 +94,6 @@ def snapshot(reg: Registry) -> dict[str, Any]:
     return {
         "tasks": dict(reg.tasks),
         "agents": dict(reg.agents),
-        "findings": list(reg.findings),
         "last_seq": reg.last_seq,
         "counts": {"*": reg.counts(), **{t: reg.counts(t) for t in reg.tasks}},
         "uncleaned": sorted(a.id for a in reg.uncleaned()),
@@ -123,6 +125,32 @@ def assert_refused(
     return info.value
 
 
+class Rows:
+    """What the store would hold: every row the registry hands over, findings from events."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.agents: dict[str, Agent] = {}
+        self.findings: list[Finding] = []
+
+    def commit(self, reg: Registry, applied: Applied) -> None:
+        tasks, agents, purged = reg.take_changes()
+        self.tasks.update((t.id, t) for t in tasks)
+        self.agents.update((a.id, a) for a in agents)
+        self.findings.extend(e.data for e in applied.events if e.kind is EventKind.FINDING)
+        for task_id in purged:
+            self.tasks.pop(task_id, None)
+            self.agents = {k: a for k, a in self.agents.items() if a.task_id != task_id}
+            self.findings = [f for f in self.findings if f.task_id != task_id]
+
+    def image(self, last_seq: int, *, reverse: bool = False) -> Image:
+        def order(rows: list[Any]) -> list[Any]:
+            return rows[::-1] if reverse else rows
+
+        return image_of(order(list(self.tasks.values())), order(list(self.agents.values())), order(self.findings),
+                        last_seq)
+
+
 class World:
     """A registry plus a clock, with shorthands for the common command sequences."""
 
@@ -130,10 +158,13 @@ class World:
         self.reg = Registry(global_max_concurrent=global_max_concurrent)
         self.now = T0
         self._n = itertools.count(1)
+        self.db = Rows()
 
     def apply(self, command: Struct) -> Applied:
         self.now += 1.0
-        return self.reg.apply(command, self.now)  # type: ignore[arg-type]
+        applied = self.reg.apply(command, self.now)  # type: ignore[arg-type]
+        self.db.commit(self.reg, applied)
+        return applied
 
     def task(self, n: int = 1, **limits: int) -> Task:
         return self.apply(CreateTask(task_row(n, **limits))).result  # type: ignore[no-any-return]
@@ -200,7 +231,7 @@ def registry_with(state: AgentState) -> tuple[Registry, Agent]:
     neighbour = agent_row(_TASK, "helper", 2, state=S.RUNNING, tmux=tmux_ids(2), created_at=T0 + 1, updated_at=T0 + 1)
     finding = ReportFinding(task_id=_TASK.id, agent_id=neighbour.id, type="note", severity=Severity.LOW, message="m")
     reg = Registry()
-    reg.load([_TASK], [agent, neighbour], [], last_seq=10)
+    reg.load(image_of([_TASK], [agent, neighbour], [], last_seq=10))
     reg.apply(finding, T0 + 2)
     return reg, agent
 
@@ -243,14 +274,16 @@ def test_every_state_command_pair(state: AgentState, cls: type[Struct]) -> None:
         return
     last_seq = reg.last_seq
     outcome = reg.apply(command, T0 + 50)  # type: ignore[arg-type]
-    after = reg.agent(agent.id)
+    after = outcome.result
     assert after.state is expected
-    assert outcome.result == after
+    # A cleaned-up agent has settled: it leaves memory, its row stays in the store.
+    assert reg.agents.get(agent.id) == (None if cls is RecordCleanup else after)
     assert [e.seq for e in outcome.events] == list(range(last_seq + 1, reg.last_seq + 1))
     assert all(e.agent_id == agent.id for e in outcome.events)
     if expected is not state:
         assert [e.state for e in outcome.events] == [expected]
-    assert reg.counts(_TASK.id) == recount(list(reg.agents_of(_TASK.id)))
+    rows = {a.id: a for a in reg.agents_of(_TASK.id)} | {after.id: after}
+    assert reg.counts(_TASK.id) == recount(list(rows.values()))
 
 
 def test_unknown_agent_is_refused_and_changes_nothing() -> None:
@@ -431,13 +464,20 @@ def test_a_budget_refuses_spawns_once_the_ended_agents_cost_it() -> None:
 
 
 def test_closed_task_refuses_spawns() -> None:
-    """A closed task admits no more agents, and cannot be closed twice."""
+    """A closed task admits no more agents, and cannot be closed twice; it stays in memory while it has
+    agents that have not settled, then only in the store (the api reports it closed from there)."""
     w = World()
     task = w.task()
+    last = w.run(task)
     closed = w.apply(CloseTask(task.id)).result
     assert closed.state is TaskState.CLOSED and closed.closed_at == w.now
     assert_refused(w.reg, SpawnAgent(agent_row(task, "worker", 900)), IllegalTransition)
     assert_refused(w.reg, CloseTask(task.id), IllegalTransition)
+    w.exit(last)
+    assert task.id in w.reg.tasks
+    w.apply(RecordCleanup(last.id, CleanupRecord(ok=True, at=w.now)))
+    assert task.id not in w.reg.tasks and w.db.tasks[task.id] == closed
+    assert w.reg.counts() == recount(list(w.db.agents.values()))
 
 
 def test_unknown_task_is_refused() -> None:
@@ -739,7 +779,7 @@ def test_uncleaned_lists_terminal_agents_until_cleanup_succeeds() -> None:
     record = CleanupRecord(ok=True, at=w.now, archive="/x.tar.gz", attempts=2)
     w.apply(RecordCleanup(done.id, record))
     assert {a.id for a in w.reg.uncleaned()} == {failed.id}
-    assert w.reg.agent(done.id).cleanup == record
+    assert done.id not in w.reg.agents and w.db.agents[done.id].cleanup == record
 
 
 # --- findings ---------------------------------------------------------------------------
@@ -765,7 +805,8 @@ def test_findings_get_the_event_sequence_number() -> None:
         seqs.append(outcome.result.seq)
         w.apply(ReportProgress(agent_id=agent.id, percent=i))
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
-    assert [f.seq for f in w.reg.findings] == seqs
+    assert [f.seq for f in w.db.findings] == seqs
+    assert w.reg.findings_use(task.id)[0] == 4
 
 
 def test_finding_from_agent_of_another_task_is_refused() -> None:
@@ -780,42 +821,13 @@ def test_finding_from_agent_of_another_task_is_refused() -> None:
     assert_refused(w.reg, ghost, UnknownAgent)
 
 
-def test_query_findings_filters() -> None:
-    """query_findings filters by task, agent, type, severity and sequence number, and honours the limit."""
-    w = World()
-    a, b = w.task(1), w.task(2)
-    x, y = w.run(a, "x"), w.run(a, "y")
-    z = w.run(b, "z")
-    f = [
-        w.apply(_finding(a, x, "bug", Severity.HIGH)).result,
-        w.apply(_finding(a, y, "bug", Severity.LOW)).result,
-        w.apply(_finding(a, None, "note", Severity.HIGH)).result,
-        w.apply(_finding(b, z, "bug", Severity.HIGH)).result,
-        w.apply(_finding(a, x, "note", Severity.CRITICAL)).result,
-    ]
-    q = w.reg.query_findings
-    assert q() == f
-    assert q(task_id=a.id) == [f[0], f[1], f[2], f[4]]
-    assert q(task_id=b.id) == [f[3]]
-    assert q(agent_id=x.id) == [f[0], f[4]]
-    assert q(type="bug") == [f[0], f[1], f[3]]
-    assert q(severity=Severity.HIGH) == [f[0], f[2], f[3]]
-    assert q(since=f[1].seq) == [f[2], f[3], f[4]]
-    assert q(task_id=a.id, since=f[2].seq) == [f[4]]
-    assert q(limit=2) == [f[0], f[1]]
-    assert q(task_id=a.id, type="bug", severity=Severity.LOW) == [f[1]]
-    assert q(type="bug", since=f[0].seq, limit=1) == [f[1]]
-    assert q(since=f[4].seq) == []
-    assert q(task_id="TASK-20990101-000000-ffffffff") == []
-
-
 # --- events -----------------------------------------------------------------------------
 
 
 def test_events_carry_strictly_increasing_sequence_numbers() -> None:
     """Across a mixed run of commands, event seqs count up by one from the loaded last_seq, and last_seq follows."""
     w = World()
-    w.reg.load([], [], [], last_seq=41)
+    w.reg.load(image_of([], [], [], last_seq=41))
     seqs: list[int] = []
     task = w.task()
     seqs.append(w.reg.last_seq)
@@ -865,28 +877,25 @@ def test_load_rebuilds_identical_counts_and_indexes() -> None:
     orig = w.reg
 
     loaded = Registry(global_max_concurrent=50)
-    loaded.load(
-        reversed(list(orig.tasks.values())),
-        reversed(list(orig.agents.values())),
-        reversed(orig.findings),
-        orig.last_seq,
-    )
+    loaded.load(w.db.image(orig.last_seq, reverse=True))
     assert snapshot(loaded) == snapshot(orig)
+    assert cleaned.id not in loaded.agents and loaded.counts(b.id).spawned == 3
     for task_id in orig.tasks:
         assert [x.id for x in loaded.agents_of(task_id)] == [x.id for x in orig.agents_of(task_id)]
-        assert loaded.counts(task_id) == orig.counts(task_id) == recount(list(orig.agents_of(task_id)))
+        rows = [x for x in w.db.agents.values() if x.task_id == task_id]
+        assert loaded.counts(task_id) == orig.counts(task_id) == recount(rows)
     assert loaded.children(lead.id) == orig.children(lead.id)
     assert loaded.agent_for_token("tok") == orig.agent(kid.id)
     assert loaded.agent_for_session("$7") == orig.agent_for_session("$7") is not None
     assert loaded.live_of_type(a.id, "kid") == orig.agent(kid.id)
-    assert loaded.query_findings(severity=Severity.HIGH) == orig.query_findings(severity=Severity.HIGH)
+    assert loaded.findings_use(a.id) == orig.findings_use(a.id) != (0, 0)
 
 
 def test_load_replaces_previous_contents() -> None:
     """load() starts from empty: nothing applied before it survives."""
     w = World()
     w.run(w.task(1))
-    w.reg.load([task_row(2)], [], [], last_seq=3)
+    w.reg.load(image_of([task_row(2)], [], [], last_seq=3))
     assert list(w.reg.tasks) == [task_row(2).id]
     assert w.reg.agents == {} and w.reg.counts() == Counts() and w.reg.last_seq == 3
     assert w.reg.uncleaned() == []

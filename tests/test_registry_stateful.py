@@ -9,10 +9,11 @@ limit and uniqueness rule is checked against them.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Collection
-from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -43,6 +44,7 @@ from supervisord_agents.registry import (
     CloseTask,
     CreateTask,
     Exited,
+    PurgeTask,
     RecordCleanup,
     Registry,
     ReportFinding,
@@ -53,7 +55,8 @@ from supervisord_agents.registry import (
     Started,
     StartFailed,
 )
-from tests.test_registry import T0, recount, snapshot
+from supervisord_agents.tables import finding_size, settled
+from tests.test_registry import T0, Rows, recount, snapshot
 
 S = AgentState
 TYPES = ("alpha", "beta", "gamma")
@@ -66,6 +69,8 @@ EXITS = (
     Exit(decided_by=DecidedBy.SESSION_VANISHED),
     Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True),
     Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False),
+    Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False, cost_usd=0.1),
+    Exit(decided_by=DecidedBy.EXIT_STATUS, code=1, cost_usd=0.7),
 )
 #: Fields a terminal agent may still change: only its cleanup record (and when that happened).
 _MUTABLE_WHEN_TERMINAL = ("cleanup", "updated_at")
@@ -75,7 +80,8 @@ pick = st.integers(min_value=0, max_value=63)
 #: sometimes any agent (illegal transitions), now and then an id that does not exist.
 aim = st.sampled_from(["fit"] * 6 + ["any"] * 3 + ["unknown"])
 small_limits = st.builds(
-    Limits, max_concurrent=st.integers(1, 3), max_total=st.integers(1, 6), max_depth=st.integers(1, 3)
+    Limits, max_concurrent=st.integers(1, 3), max_total=st.integers(1, 6), max_depth=st.integers(1, 3),
+    max_findings=st.integers(1, 4), max_findings_bytes=st.integers(1, 12),
 )
 has_agents = precondition(lambda self: bool(self.reg.agents))
 UNKNOWN_TASK = "TASK-20990101-000000-ffffffff"
@@ -92,6 +98,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.emitted = 0
         self.ended: dict[str, Agent] = {}  # terminal agents as first seen
         self.serial = itertools.count(1)
+        self.db = Rows()  # what the store holds: every row, settled ones too
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -107,6 +114,7 @@ class RegistryMachine(RuleBasedStateMachine):
         first = before["last_seq"] + 1
         assert [e.seq for e in outcome.events] == list(range(first, first + len(outcome.events)))
         self.emitted += len(outcome.events)
+        self.db.commit(self.reg, outcome)
         return outcome
 
     def task_id(self, aim: str, i: int) -> str:
@@ -136,6 +144,15 @@ class RegistryMachine(RuleBasedStateMachine):
         else:
             task_id = f"TASK-20240101-000000-{next(self.serial):08x}"
         self.apply(CreateTask(Task(id=task_id, description="t", limits=limits, created_at=0.0)))
+
+    @rule(i=pick, held=st.booleans())
+    def purge_task(self, i: int, held: bool) -> None:
+        """Purge a closed task the registry no longer holds (or, to be refused, one it holds)."""
+        pool = [t for t in self.db.tasks if (t in self.reg.tasks) == held]
+        if pool:
+            task_id = pool[i % len(pool)]
+            settled = Counter(a.state for a in self.db.agents.values() if a.task_id == task_id)
+            self.apply(PurgeTask(task_id=task_id, settled=dict(settled)))
 
     @rule(aim=aim, i=pick, chance=st.integers(0, 3))
     def close_task(self, aim: str, i: int, chance: int) -> None:
@@ -211,12 +228,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def reload(self) -> None:
         """Restart: a registry rebuilt from its rows must be indistinguishable from the original."""
         fresh = Registry(global_max_concurrent=self.reg.global_max_concurrent)
-        fresh.load(
-            list(self.reg.tasks.values())[::-1],
-            list(self.reg.agents.values())[::-1],
-            self.reg.findings[::-1],
-            self.reg.last_seq,
-        )
+        fresh.load(self.db.image(self.reg.last_seq, reverse=True))
         assert snapshot(fresh) == snapshot(self.reg)
         self.reg = fresh
 
@@ -224,17 +236,37 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @invariant()
     def counts_are_recounts_of_the_rows(self) -> None:
-        agents = list(self.reg.agents.values())
+        agents = list(self.db.agents.values())
         assert self.reg.counts() == recount(agents)
         for task_id in self.reg.tasks:
-            assert self.reg.counts(task_id) == recount([a for a in agents if a.task_id == task_id])
+            mine = [a for a in agents if a.task_id == task_id]
+            assert self.reg.counts(task_id) == recount(mine)
+            costs = [a.exit.cost_usd for a in mine if a.exit is not None and a.exit.cost_usd is not None]
+            assert self.reg.cost(task_id) == math.fsum(costs)
+            findings = [f for f in self.db.findings if f.task_id == task_id]
+            assert self.reg.findings_use(task_id) == (len(findings), sum(finding_size(f.message, f.data)
+                                                                         for f in findings))
+
+    @invariant()
+    def memory_holds_live_work_only(self) -> None:
+        """Held: live or uncleaned agents and their ancestors; tasks open or with held agents. The rest is
+        only in the store."""
+        held = set(self.reg.agents)
+        for agent in self.db.agents.values():
+            children = [a for a in self.reg.agents.values() if a.parent == agent.id]
+            assert (agent.id in held) == (not settled(agent) or bool(children)), agent.id
+            if agent.id in held:
+                assert self.reg.agents[agent.id] == agent
+        tasks_of_held = {a.task_id for a in self.reg.agents.values()}
+        for task in self.db.tasks.values():
+            assert (task.id in self.reg.tasks) == (task.state is TaskState.OPEN or task.id in tasks_of_held)
 
     @invariant()
     def limits_hold(self) -> None:
         active = [a for a in self.reg.agents.values() if a.state in ACTIVE_STATES]
         assert len(active) <= self.reg.global_max_concurrent
         for task in self.reg.tasks.values():
-            mine = [a for a in self.reg.agents.values() if a.task_id == task.id]
+            mine = [a for a in self.db.agents.values() if a.task_id == task.id]
             assert len(mine) <= task.limits.max_total
             assert sum(a.state in ACTIVE_STATES for a in mine) <= task.limits.max_concurrent
             assert all(1 <= a.depth <= task.limits.max_depth for a in mine)
@@ -280,12 +312,12 @@ class RegistryMachine(RuleBasedStateMachine):
     @invariant()
     def last_seq_counts_the_events(self) -> None:
         assert self.reg.last_seq == self.emitted
-        seqs = [f.seq for f in self.reg.findings]
+        seqs = [f.seq for f in self.db.findings]
         assert seqs == sorted(set(seqs))
 
     @invariant()
     def terminal_agents_never_change_again(self) -> None:
-        for agent in self.reg.agents.values():
+        for agent in self.db.agents.values():
             if agent.state in LIVE_STATES:
                 assert agent.id not in self.ended, f"{agent.id} came back to life"
                 continue
@@ -316,10 +348,10 @@ class _Minter:
     def __init__(self) -> None:
         self._minting: set[str] = set()
 
-    def mint(self, make: Callable[[], str], existing: dict[str, Any]) -> str:
+    def mint(self, make: Callable[[], str], exists: Callable[[str], bool]) -> str:
         from supervisord_agents.api import Api
 
-        return Api._mint(self, make, existing)  # type: ignore[arg-type]
+        return Api._mint(self, make, exists)  # type: ignore[arg-type]
 
     def done(self, agent_id: str) -> None:
         self._minting.discard(agent_id)  # as api.agent_spawn does once the actor has answered
@@ -334,7 +366,7 @@ def _spawn_many(make: Callable[[], str], n: int, now: float) -> list[str]:
     reg.apply(CreateTask(task), now)
     ids = []
     for _ in range(n):
-        agent_id = minter.mint(make, reg.agents)
+        agent_id = minter.mint(make, reg.agents.__contains__)
         try:
             agent = Agent(id=agent_id, task_id=task.id, type="worker", created_at=now, updated_at=now)
             reg.apply(SpawnAgent(agent), now)
@@ -342,7 +374,7 @@ def _spawn_many(make: Callable[[], str], n: int, now: float) -> list[str]:
             minter.done(agent_id)
         reg.apply(Exited(agent_id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)), now)
         ids.append(agent_id)
-    assert len(reg.agents) == reg.counts(task.id).spawned == n
+    assert reg.counts(task.id).spawned == n
     return ids
 
 
@@ -372,8 +404,8 @@ def test_minting_skips_ids_still_on_their_way_to_the_actor() -> None:
     """Two mints before either agent is admitted never return the same id."""
     minter = _Minter()
     values = iter(["a-000000-000001", "a-000000-000001", "a-000000-000002"])
-    first = minter.mint(lambda: next(values), {})
-    second = minter.mint(lambda: next(values), {})
+    first = minter.mint(lambda: next(values), lambda _: False)
+    second = minter.mint(lambda: next(values), lambda _: False)
     assert (first, second) == ("a-000000-000001", "a-000000-000002")
 
 

@@ -130,8 +130,8 @@ def test_rapid_spawn_then_kill_leaks_nothing(fast: DaemonProcess) -> None:
     eventually(lambda: fast.call("daemon.health")["counts"]["active"] == 0)
     eventually(lambda: our_sessions(fast) == {}, what="no sessions left")
     assert [g for g in groups if group_alive(g)] == []
-    agents = fast.call("agent.list", task_id=task)
-    eventually(lambda: all(a["cleanup"] and a["cleanup"]["ok"] for a in fast.call("agent.list", task_id=task)),
+    agents = fast.list("agent.list", task_id=task)
+    eventually(lambda: all(a["cleanup"] and a["cleanup"]["ok"] for a in fast.list("agent.list", task_id=task)),
                what="every cleanup recorded")
     assert not any(files_of(fast, a).prompt.exists() for a in agents)
 
