@@ -3,6 +3,7 @@ for people. It knows the Structs it renders and nothing of the socket."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,30 @@ def visible(text: str) -> str:
     returns, title and clipboard requests, bidi overrides) shown escaped, as ``\\x1b``.
     Agents write much of what agentctl shows, and an agent can be wrong or hostile."""
     return text.translate(_VISIBLE)
+
+
+#: Escape sequences in an agent's output: group 1 is a colour (SGR), kept on a terminal;
+#: the rest (cursor moves, erases, title and clipboard requests, device strings) are removed.
+_SEQUENCES: Final = re.compile(
+    r"(\x1b\[[0-9;:]*m)"  # SGR: colours and text styles
+    r"|\x1b\[[0-?]*[ -/]*[@-~]"  # any other CSI: cursor, erase, scroll, modes
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: title, clipboard, hyperlinks
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[ -/]*[0-~]?"  # two-byte escapes (and a lone ESC)
+)
+
+
+def log_view(text: str) -> str:
+    """An agent's output for a terminal: its colours kept, every other escape sequence
+    removed, and what else would drive the terminal (a carriage return that hides a line,
+    a bidi override) shown escaped."""
+    parts, pos = [], 0
+    for match in _SEQUENCES.finditer(text):
+        parts.append(visible(text[pos:match.start()]))
+        parts.append(match.group(1) or "")
+        pos = match.end()
+    parts.append(visible(text[pos:]))
+    return "".join(parts)
 
 
 def to_json(value: Any) -> str:

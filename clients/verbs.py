@@ -60,6 +60,7 @@ from .render import (
     emit_json,
     emit_json_items,
     indent,
+    log_view,
     outcome,
     stream_table,
     table,
@@ -254,7 +255,13 @@ def cmd_logs(args: argparse.Namespace, c: Client) -> None:
     if args.json and not args.follow:
         emit_json(result)
         return
-    write = sys.stdout.write if args.raw else out
+    if args.raw:
+        write = sys.stdout.write
+    elif sys.stdout.isatty():  # colours kept; cursor, title and clipboard sequences removed
+        def write(text: str) -> None:
+            sys.stdout.write(log_view(text))
+    else:
+        write = out
     write(result.output)
     if result.note:
         sys.stderr.write(f"({result.note})\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -237,6 +238,26 @@ def test_what_agents_write_cannot_drive_the_operators_terminal(daemon: DaemonPro
     assert "ok \\x1b[31mred" in ok(daemon.agentctl("logs", agent["id"]))
     assert "ok \x1b[31mred" in ok(daemon.agentctl("logs", agent["id"], "--raw"))
     ok(daemon.agentctl("kill", agent["id"]))
+
+
+def test_logs_to_a_terminal_keep_colours_and_nothing_else(daemon: DaemonProcess) -> None:
+    """On a terminal, `logs` keeps the agent's colours but removes what moves the cursor, erases, sets the
+    title or writes the clipboard, and shows a carriage return escaped; piped, everything is escaped."""
+    task_id = daemon.create_task()
+    script = r"printf 'ok \033[31mred\033[0m real bug\033[2K\r\033[32mno bugs \033]52;c;ZXZp\007\033]0;t\007!\n'"
+    agent = daemon.call("agent.spawn", task_id=task_id, type="painter", argv=["sh", "-c", script])
+    daemon.wait_state(agent["id"])
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([str(BIN / "agentctl"), "logs", agent["id"]], env=daemon.env, stdout=terminal,
+                              stderr=subprocess.PIPE, timeout=60)
+        assert done.returncode == 0, done.stderr
+        shown = os.read(controller, 65536).decode()
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert "ok \x1b[31mred\x1b[0m real bug\\x0d\x1b[32mno bugs !" in shown, repr(shown)
+    assert "ok \\x1b[31mred" in ok(daemon.agentctl("logs", agent["id"]))
 
 
 def test_prompt_file_from_stdin(daemon: DaemonProcess, tmp_path: Path) -> None:
