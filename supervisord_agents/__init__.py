@@ -25,6 +25,7 @@ Adapters (own I/O, run inside the daemon):
     launch          a spawn's secrets (token, prompt) from the request to the agent's session
     effects         start, stop and clean up agents once the actor's decisions are committed
     reconciler      the loop that keeps the registry truthful about tmux (timer, notifications)
+    heartbeat       a file rewritten every few seconds: how long the daemon was down, at its next start
     tmux_control    the private tmux server, driven through one control-mode client
     api             one handler per method of the protocol's table
     access          who a caller is (by the kernel's account) and what its method's rule allows

@@ -111,6 +111,19 @@ class ReportDrift(Struct, frozen=True):
     what: list[str]
 
 
+class ReportDowntime(Struct, frozen=True, kw_only=True):
+    """The daemon was not running from ``down_since`` (its last heartbeat, wall time) for
+    ``seconds``; ``stopped`` if it had stopped on request (else it was killed, crashed, or
+    the machine went down). ``ended`` and ``adopted``: the agents its first reconciliation
+    pass found ended, or running, meanwhile. Recorded in the event log, no state change."""
+
+    down_since: float
+    seconds: float
+    stopped: bool = False
+    ended: list[str] = []
+    adopted: list[str] = []
+
+
 Command = (
     CreateTask
     | CloseTask
@@ -125,6 +138,7 @@ Command = (
     | RecordCleanup
     | SetGlobalLimit
     | ReportDrift
+    | ReportDowntime
     | PurgeTask
 )
 
@@ -164,6 +178,6 @@ class Applied(Struct, frozen=True):
 
 __all__ = [
     "Adopt", "Applied", "CleanUpAgent", "CloseTask", "Command", "CreateTask", "Effect", "Event", "EventKind",
-    "Exited", "PurgeTask", "RecordCleanup", "ReportDrift", "ReportFinding", "ReportProgress", "RequestKill",
-    "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent",
+    "Exited", "PurgeTask", "RecordCleanup", "ReportDowntime", "ReportDrift", "ReportFinding", "ReportProgress",
+    "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent",
 ]

@@ -32,15 +32,16 @@ from .actor import Actor, Hub, Mailbox
 from .agent_sockets import AgentSockets, prepare_runtime_dir
 from .api import Api, ConnectionStats
 from .cgroups import setup as setup_cgroups
-from .commands import SetGlobalLimit
+from .commands import ReportDowntime, SetGlobalLimit
 from .config import Settings, dump_config, load_config, locator_path
 from .effects import Effects
 from .errors import SupervisorError, Unavailable
 from .files import private_dirs, tighten
+from .heartbeat import Beat, Heartbeat
 from .launch import Launcher
 from .logs import configure_logging
 from .model import AgentState, Sandbox
-from .protocol import EXIT_ALREADY_RUNNING
+from .protocol import EXIT_ALREADY_RUNNING, ReconcileReport
 from .reconciler import Reconciler
 from .registry import Registry
 from .server import Server, bind_socket
@@ -128,6 +129,7 @@ class Daemon:
         self.effects = Effects(self.mailbox, self.backend, self.launcher, settings, self.cgroups, self.agent_sockets)
         self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects, mark=self.mark)
         self.reconciler = Reconciler(self.actor, self.backend, self.effects, settings)
+        self.heartbeat = Heartbeat(config.state_dir)
         self.stopping = trio.Event()
         connections = ConnectionStats()
         self.api = Api(
@@ -157,6 +159,7 @@ class Daemon:
         # them (tens of thousands of objects) on every full collection.
         gc.freeze()
         log.info("state_loaded", tasks=len(loaded.tasks), agents=len(loaded.agents), last_seq=loaded.last_seq)
+        last_beat, up_at = self.heartbeat.last(), time.time()  # before this daemon's first beat replaces it
         for agent in self.registry.agents_in([AgentState.STARTING, AgentState.RUNNING, AgentState.STOPPING]):
             if agent.sandbox is Sandbox.BWRAP:  # its sandbox still sees the folder: serve its socket again
                 self.agent_sockets.open(agent.id)
@@ -172,8 +175,11 @@ class Daemon:
             await nursery.start(run_actor)
             await nursery.start(self.effects.run)
             await nursery.start(self.backend.run)
-            await self.reconciler.reconcile()
+            first_pass = await self.reconciler.reconcile()
             await self.reconciler.resume_stops()
+            if last_beat is not None:
+                await self._record_downtime(last_beat, up_at, first_pass)
+            await nursery.start(self.heartbeat.run)
             nursery.start_soon(self.reconciler.run)
             server_scope: trio.CancelScope = await nursery.start(self.server.serve, sockets)
             nursery.start_soon(self._signals)
@@ -193,9 +199,25 @@ class Daemon:
             server_scope.cancel()
             self.mailbox.close()
             await actor_done.wait()
+            self.heartbeat.beat(stopped=True)
             nursery.cancel_scope.cancel()
         await trio.to_thread.run_sync(self.store.close)
         log.info("stopped")
+
+    async def _record_downtime(self, last: Beat, up_at: float, first_pass: ReconcileReport) -> None:
+        """Record in the event log that the daemon was down from its last heartbeat until it
+        started again (``up_at``), with the agents its first pass found ended (or running)
+        meanwhile. The heartbeat is replaced only after this, so a daemon that dies first
+        leaves the same beat to the next."""
+        command = ReportDowntime(down_since=last.at, seconds=round(max(0.0, up_at - last.at), 3),
+                                 stopped=last.stopped, ended=first_pass.ended, adopted=first_pass.adopted)
+        try:
+            await self.mailbox.submit(command)
+        except SupervisorError as e:
+            log.error("downtime_not_recorded", error=e.message, down_since=last.at, seconds=command.seconds)
+        else:
+            log.info("downtime", down_since=last.at, seconds=command.seconds, stopped=last.stopped,
+                     ended=len(command.ended), adopted=len(command.adopted))
 
     async def _retention(self) -> None:
         """Purge closed tasks past ``closed_task_retention_days``, at start and then hourly

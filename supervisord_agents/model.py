@@ -312,6 +312,9 @@ class EventKind(StrEnum):
     CLEANUP = "cleanup"  # data: the cleanup record
     DRIFT = "drift"  # data: {"what": [...]}: what the daemon found changed behind its back and undid
     TASK_PURGED = "task_purged"  # data: {"agents", "reason"}: a closed task's history was deleted
+    #: data: {"down_since", "seconds", "stopped", "ended", "adopted"}: the daemon was not running from its
+    #: last heartbeat until it started again; the agents its first pass then found ended or running
+    DAEMON_DOWNTIME = "daemon_downtime"
 
 
 class Event(Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -63,6 +63,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     Exited,
     PurgeTask,
     RecordCleanup,
+    ReportDowntime,
     ReportDrift,
     ReportFinding,
     ReportProgress,
@@ -137,6 +138,9 @@ class Registry(Tables):
                 return self._finding(command, now)
             case ReportDrift(what):
                 return Applied([self._event(now, EventKind.DRIFT, "", data={"what": what})], [], None)
+            case ReportDowntime():
+                data = structs.asdict(command)
+                return Applied([self._event(now, EventKind.DAEMON_DOWNTIME, "", data=data)], [], None)
             case SetGlobalLimit(limit):
                 self.global_max_concurrent = limit
                 events, effects = self._promote(now)

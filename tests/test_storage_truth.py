@@ -249,16 +249,17 @@ def test_a_lost_wal_after_sigkill_is_refused_until_accepted(daemon: DaemonProces
     since = daemon.log_path.stat().st_size
     daemon.start("--accept-rollback")
     assert "rollback_accepted" in full_log(daemon, since)
-    assert daemon.call("daemon.health")["last_seq"] == on_disk
-    assert Watermark(db).read() == on_disk
+    downtime = on_disk + 1  # the start records the downtime since the kill, numbered on from the database
+    assert daemon.call("daemon.health")["last_seq"] == downtime
+    assert Watermark(db).read() == downtime
     after = report(daemon, task_id, "after the restore")
-    assert after == on_disk + 1  # numbering goes on from the database as it is
+    assert after == downtime + 1  # numbering goes on from the database as it is
     daemon.stop()
     daemon.start()  # without the flag: a normal start
     report(daemon, task_id, "normal again")
     daemon.kill()
     daemon.start()
-    assert daemon.call("daemon.health")["last_seq"] == after + 1
+    assert daemon.call("daemon.health")["last_seq"] == after + 3  # a downtime, the report, a downtime
 
 
 def test_a_damaged_page_is_refused_with_a_clear_message(daemon: DaemonProcess) -> None:
