@@ -388,7 +388,9 @@ def cmd_health(args: argparse.Namespace, c: Client) -> None:
         f"drift     {len(report.ended)} live without a session, {len(report.adopted)} to adopt, "
         f"{len(report.orphans)} orphan sessions, {len(report.killed_again)} sessions of ended agents, "
         f"{len(report.foreign)} foreign\n"
-        f"agents    told apart by {_boundary(health)}\n")
+        f"agents    told apart by {_boundary(health)}\n"
+        f"hooks     {health.hooks.ran} ran, {health.hooks.failed} failed, {health.hooks.dropped} dropped, "
+        f"{health.hooks.running} running\n")
 
 
 def _boundary(health: Health) -> str:

@@ -12,6 +12,7 @@ Pure core (no I/O, no clock; time is an argument):
     tables          what the registry holds (live work), its indexes, and the tallies of settled history
     drift           compare the registry with one tmux listing; a plan of what to correct
     results         each provider's JSON events read into one report; how a run ended, and why
+    digest          what an event says: selectors (a kind, ``agent:<state>``) and one line per event
     protocol        the wire: the method table, params and results, limits
     codec           request lines decoded (envelope, then the method's params), error replies, NDJSON framing
     tmux            the ``TmuxBackend`` seam and the values that cross it
@@ -26,6 +27,7 @@ Adapters (own I/O, run inside the daemon):
     effects         start, stop and clean up agents once the actor's decisions are committed
     reconciler      the loop that keeps the registry truthful about tmux (timer, notifications)
     heartbeat       a file rewritten every few seconds: how long the daemon was down, at its next start
+    hooks           programs run on matching committed events: bounded, deduplicated, rate-limited
     tmux_control    the private tmux server, driven through one control-mode client
     api             one handler per method of the protocol's table
     access          who a caller is (by the kernel's account) and what its method's rule allows

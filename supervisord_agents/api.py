@@ -42,6 +42,7 @@ from .config import ENV_PREFIX, McpStyle, Settings
 from .errors import Forbidden, IllegalTransition, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
 from .history import History
+from .hooks import HookRunner
 from .launch import Launch, Launcher, mcp_shim
 from .model import Agent, AgentState, DecidedBy, Finding, Task, TaskState
 from .output import read_output
@@ -82,6 +83,7 @@ from .protocol import (
     Health,
     HelloParams,
     HelloResult,
+    HookStats,
     KillParams,
     Method,
     NoParams,
@@ -199,7 +201,7 @@ class Api:
     def __init__(
         self, *, actor: Actor, store: Store, launcher: Launcher, backend: TmuxBackend, reconciler: Reconciler,
         settings: Settings, connections: ConnectionStats, stop: Callable[[], None], cgroups: Cgroups | None,
-        boundary_note: str = "",
+        boundary_note: str = "", hooks: HookRunner | None = None,
     ) -> None:
         self.actor = actor
         self.mailbox: Mailbox = actor.mailbox
@@ -213,6 +215,7 @@ class Api:
         self.connections = connections
         self.stop_daemon = stop
         self.boundary_note = boundary_note
+        self.hooks = hooks
         self.started_at = time.time()
         self._minting: set[str] = set()
         # Reads that clients ask for (an agent's output, a replay of the event log, a page of
@@ -562,6 +565,7 @@ class Api:
             boundary_note=self.boundary_note,
             cgroup_root=None if cgroups is None else str(cgroups.base),
             missing_controllers=[] if cgroups is None else cgroups.missing_controllers,
+            hooks=HookStats() if self.hooks is None else self.hooks.stats(),
         )
 
     @handles(DAEMON_STOP)

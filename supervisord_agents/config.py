@@ -23,8 +23,9 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta, Struct
 
+from . import digest
 from .errors import InvalidParams
-from .model import EventFormat, Limits, Resources, Sandbox
+from .model import Event, EventFormat, Limits, Resources, Sandbox, TaskId
 
 ENV_PREFIX: Final = "SUPERVISORD_AGENTS_"
 APP: Final = "supervisord-agents"
@@ -54,6 +55,10 @@ class DaemonConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     #: Purge a closed task's history (agents, findings, events, logs) this many days after it
     #: closed, once all its agents have ended and been cleaned up; 0: keep it until `task purge`.
     closed_task_retention_days: Annotated[float, Meta(ge=0)] = 0.0
+    #: Hooks (``[[hooks]]``): how many run at once (more wait their turn, a bounded number), and
+    #: how many runs of one hook one agent's events may start in a minute (the rest are dropped).
+    hooks_max_running: Annotated[int, Meta(ge=1, le=1000)] = 4
+    hooks_per_agent_per_minute: Annotated[int, Meta(ge=1, le=100_000)] = 10
 
 
 class McpStyle(StrEnum):
@@ -88,6 +93,43 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: (environment variable names, or ``~/`` paths), any one of which is enough.
     version_argv: list[str] = msgspec.field(default_factory=lambda: ["--version"])
     credentials: list[str] = []
+
+
+class HookKind(StrEnum):
+    COMMAND = "command"  # run ``argv`` with the event as JSON on its stdin
+    NOTIFY = "notify"  # a desktop notification: notify-send (Linux) or osascript (macOS), where present
+
+
+class Hook(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A program the daemon runs when a committed event matches: ``on`` holds selectors
+    (see :mod:`.digest`: an event kind such as ``task_closed``, ``agent:<state>`` such as
+    ``agent:failed``, or ``*``); ``tasks``, if given, limits it to those tasks' events. It
+    runs off the actor's path, at most once per event, killed after ``timeout`` seconds,
+    never retried (see :mod:`.hooks`)."""
+
+    on: Annotated[list[str], Meta(min_length=1, max_length=100)]
+    name: Annotated[str, Meta(max_length=100)] = ""  # for the daemon's log; default: hooks[<index>]
+    kind: HookKind = HookKind.COMMAND
+    argv: list[str] = []  # kind "command": the program and its arguments (never a shell string)
+    timeout: Annotated[float, Meta(gt=0, le=86400)] = 10.0
+    tasks: list[TaskId] = []
+
+    def selects(self, event: Event) -> bool:
+        """True if this hook runs for ``event``."""
+        return (not self.tasks or event.task_id in self.tasks) and digest.selects(self.on, event)
+
+    def problem(self) -> str | None:
+        """What makes this hook unusable, or None."""
+        try:
+            for selector in self.on:
+                digest.check_selector(selector)
+        except InvalidParams as e:
+            return e.message
+        if self.kind is HookKind.COMMAND and not self.argv:
+            return "a command hook needs an argv"
+        if self.kind is HookKind.NOTIFY and self.argv:
+            return "a notify hook takes no argv (it runs notify-send or osascript)"
+        return None
 
 
 #: Environment variables no agent inherits from the daemon: what would make a nested agent
@@ -185,6 +227,7 @@ class Config(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     limits: Limits = Limits()  # defaults for new tasks
     providers: dict[str, Provider] = {}
     agent_env: AgentEnv = AgentEnv()
+    hooks: list[Hook] = []
 
     @property
     def state_dir(self) -> Path:
@@ -326,6 +369,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] = os.enviro
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
         raise InvalidParams(f"invalid config ({path}): {e}") from None
+    for index, hook in enumerate(config.hooks):
+        problem = hook.problem()
+        if problem is not None:
+            raise InvalidParams(f"invalid config ({path}): hooks[{index}]: {problem}")
     providers = default_providers()
     providers.update(config.providers)
     return msgspec.structs.replace(config, providers=providers)
@@ -348,6 +395,10 @@ def dump_config(config: Config) -> str:
     for name, provider in sorted(data["providers"].items()):
         lines.append(f"[providers.{name}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in provider.items())
+        lines.append("")
+    for hook in data["hooks"]:
+        lines.append("[[hooks]]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in hook.items())
         lines.append("")
     return "\n".join(lines)
 

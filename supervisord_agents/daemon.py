@@ -38,6 +38,7 @@ from .effects import Effects
 from .errors import SupervisorError, Unavailable
 from .files import private_dirs, tighten
 from .heartbeat import Beat, Heartbeat
+from .hooks import HookRunner
 from .launch import Launcher
 from .logs import configure_logging
 from .model import AgentState, Sandbox
@@ -130,12 +131,13 @@ class Daemon:
         self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects, mark=self.mark)
         self.reconciler = Reconciler(self.actor, self.backend, self.effects, settings)
         self.heartbeat = Heartbeat(config.state_dir)
+        self.hooks = HookRunner(self.hub, settings)
         self.stopping = trio.Event()
         connections = ConnectionStats()
         self.api = Api(
             actor=self.actor, store=self.store, launcher=self.launcher, backend=self.backend,
             reconciler=self.reconciler, settings=settings, connections=connections, stop=self.stopping.set,
-            cgroups=self.cgroups, boundary_note=boundary_note,
+            cgroups=self.cgroups, boundary_note=boundary_note, hooks=self.hooks,
         )
         self.server = Server(self.api, settings, connections, self.agent_sockets)
 
@@ -175,6 +177,7 @@ class Daemon:
             await nursery.start(run_actor)
             await nursery.start(self.effects.run)
             await nursery.start(self.backend.run)
+            await nursery.start(self.hooks.run)  # before the first pass: what it finds can run hooks
             first_pass = await self.reconciler.reconcile()
             await self.reconciler.resume_stops()
             if last_beat is not None:

@@ -452,6 +452,15 @@ class ActorStats(Struct, kw_only=True):
     storage_failures: int
 
 
+class HookStats(Struct, frozen=True, kw_only=True):
+    """The hooks' runs since the daemon started (see ``hooks.py``)."""
+
+    ran: int = 0  # started, or tried to start
+    failed: int = 0  # of those: could not start, exited non-zero, or killed at their timeout
+    dropped: int = 0  # not run: over the per-agent rate, too many waiting, no notification tool
+    running: int = 0
+
+
 class Health(Struct, kw_only=True):
     """``daemon.health``: what the daemon is, and whether its parts work."""
 
@@ -480,6 +489,7 @@ class Health(Struct, kw_only=True):
     missing_controllers: list[str] = []  # agents' resource bounds that cannot be applied here
     connections_evicted: int = 0  # idle connections closed to make room at the connection cap
     agents_held: int = 0  # agents in memory: live, not yet cleaned up, or the ancestor of one
+    hooks: HookStats = HookStats()
 
 
 # --- the method table ----------------------------------------------------------------
