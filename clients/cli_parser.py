@@ -12,6 +12,8 @@ import argparse
 from enum import StrEnum
 from typing import Any
 
+from supervisord_agents.digest import check_selector
+from supervisord_agents.errors import InvalidParams
 from supervisord_agents.model import AgentState, Priority, Severity, TaskState
 from supervisord_agents.protocol import OutputFormat
 
@@ -25,6 +27,14 @@ def env_item(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def selector(text: str) -> str:
+    """An event selector (for ``events --kind``): a kind, ``agent:<state>`` or ``*``."""
+    try:
+        return check_selector(text)
+    except InvalidParams as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def values(enum: type[StrEnum]) -> list[str]:
@@ -111,11 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--severity", choices=values(Severity))
     p.add_argument("--since", type=int, default=0, help="only findings after this sequence number")
     p.add_argument("--limit", type=int, help="at most this many (default: all, read a page at a time)")
-    p = verb("events", verbs.cmd_events, "the event log (replay, then --follow for live)")
-    p.add_argument("--since", type=int)
-    p.add_argument("--follow", "-f", action="store_true")
-    p.add_argument("--task")
-    p.add_argument("--agent")
+    p = verb("events", verbs.cmd_events, "the event log, one line per event (replay, then --follow for live)")
+    p.add_argument("--since", type=int, help="only events after this sequence number (default: all)")
+    p.add_argument("--follow", "-f", action="store_true", help="then go on with live events")
+    p.add_argument("--task", help="only this task's events")
+    p.add_argument("--agent", help="only this agent's events")
+    p.add_argument("--kind", action="append", type=selector, metavar="KIND",
+                   help="only events of this kind (repeatable): a kind such as finding, agent_state, progress, "
+                        "task_closed, daemon_downtime, or agent:<state> such as agent:failed")
 
     verb("health", verbs.cmd_health, "daemon health, and the registry against tmux")
     p = verb("repair", verbs.cmd_repair, "reconcile the registry with tmux now")

@@ -11,7 +11,9 @@ from typing import Any, Final
 
 import msgspec
 
-from supervisord_agents.model import Agent, AgentState, Counts, Exit
+from supervisord_agents.digest import outcome as outcome  # re-exported: how an agent ended, in one line
+from supervisord_agents.digest import summary, who
+from supervisord_agents.model import Agent, Counts, Event
 
 AGENT_HEADERS: Final = ["AGENT", "STATE", "ACTIVITY", "PROGRESS", "UPDATED", "OUTCOME", "MESSAGE"]
 
@@ -134,18 +136,10 @@ def counts_cell(c: Counts) -> str:
     return f"{c.active} active{queued}, {c.completed} done, {c.failed} failed, {c.spawned} spawned"
 
 
-def outcome(state: AgentState, exit: Exit | None, width: int = 0) -> str:
-    """How an agent ended, in one line: why it failed, was killed or lost, or (completed)
-    the start of its answer. ``width`` > 0 clips it."""
-    if exit is None:
-        return ""
-    if state is AgentState.COMPLETED:
-        text = "ok" + (f" ${exit.cost_usd:.4f}" if exit.cost_usd is not None else "")
-        answer = " ".join(exit.answer.split())
-        text = f"{text}: {answer}" if answer else text
-    else:
-        text = exit.reason or f"code={exit.code} signal={exit.signal} ({exit.decided_by})"
-    return text if not width or len(text) <= width else text[: width - 1] + "…"
+def event_line(event: Event) -> str:
+    """One line per event for people: time, sequence number, kind, who (agent, task or the
+    daemon) and what it says (:func:`supervisord_agents.digest.summary`). Not yet escaped."""
+    return f"{clock(event.at, seconds_only=True)} {event.seq:>6} {event.kind:<15} {who(event):<29} {summary(event)}"
 
 
 def agent_rows(agents: Iterable[Agent]) -> list[list[Any]]:

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
+from supervisord_agents.digest import selects
 from supervisord_agents.errors import Conflict, InvalidParams, NotFound, StorageError, SupervisorError, Timeout
 from supervisord_agents.model import AgentState, TaskContext, TaskState
 from supervisord_agents.protocol import (
@@ -59,6 +60,7 @@ from .render import (
     counts_cell,
     emit_json,
     emit_json_items,
+    event_line,
     indent,
     log_view,
     outcome,
@@ -324,23 +326,31 @@ def cmd_task_purge(args: argparse.Namespace, c: Client) -> None:
 
 
 def cmd_events(args: argparse.Namespace, c: Client) -> None:
-    """Replay the event log after ``--since``; without ``--follow``, stop at the last event
-    there was when the command started."""
+    """Replay the event log after ``--since`` (then, with ``--follow``, live events): one
+    line a person can read per event, or the events as JSON lines with ``--json``. Without
+    ``--follow``, stop at the last event there was when the command started.
+
+    ``--kind`` is applied here, to what arrives: the daemon's subscription has no kind filter,
+    and here it takes the same selectors as hooks (``agent:failed``). ``--task`` and ``--agent``
+    are applied by the daemon when following; without ``--follow`` here too, because the
+    command must see the last event to know it has got there, and a replay the daemon
+    filtered has no end the client could see."""
     since = args.since if args.since is not None else 0
+    kinds: list[str] = args.kind or []
     last = 0
     if not args.follow:
         last = c.call(DAEMON_HEALTH).last_seq
         if last <= since:
             return
-    for event in c.events(since=since, task_id=args.task, agent_id=args.agent):
-        if args.json:
-            emit_json(event)
-        else:
-            detail = event.data.get("message") if isinstance(event.data, dict) else ""
-            who = event.agent_id or event.task_id
-            out(f"{event.seq:>6} {clock(event.at, seconds_only=True)} {event.kind:<12} {who} "
-                f"{event.state or ''} {detail or ''}".rstrip() + "\n")
-        sys.stdout.flush()
+    task_id, agent_id = (args.task, args.agent) if args.follow else (None, None)
+    for event in c.events(since=since, task_id=task_id, agent_id=agent_id):
+        if ((args.task is None or event.task_id == args.task) and (args.agent is None or event.agent_id == args.agent)
+                and (not kinds or selects(kinds, event))):
+            if args.json:
+                emit_json(event)
+            else:
+                out(event_line(event) + "\n")
+            sys.stdout.flush()
         if not args.follow and event.seq >= last:
             return
 

@@ -4,6 +4,7 @@ how long it was down and which agents its first pass then found ended."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -82,6 +83,8 @@ def test_a_stopped_daemon_says_it_stopped_and_no_downtime_is_invented() -> None:
         [downtime] = events(d, EventKind.DAEMON_DOWNTIME)
         assert downtime.data["stopped"] is True and downtime.data["down_since"] == beat["at"]
         assert downtime.data["seconds"] >= 1 and downtime.data["ended"] == []
+        line = d.agentctl("events", "--kind", "daemon_downtime").stdout
+        assert re.search(r" daemon_downtime +daemon +the daemon was down \d+(\.\d)? s \(stopped\)\n\Z", line), line
         d.kill()
         (d.state_dir / "heartbeat").unlink()  # as if the state were new: nothing to measure from
         d.start()

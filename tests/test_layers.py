@@ -34,7 +34,7 @@ ENTRY = {"daemon", "runner", "tee"}  # the runner's process: runner and its tee
 IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog", "subprocess", "pathlib", "io",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",
                 "libtmux", "mcp", "__import__"})
-CLIENT_MAY_IMPORT = {"protocol", "model", "errors"}
+CLIENT_MAY_IMPORT = {"protocol", "model", "errors", "digest"}  # digest: an event in words, as the daemon says it
 CLIENT_LIBRARY_MAY_ALSO_IMPORT = {"config", "codec"}  # where the daemon is; how lines are framed
 
 
