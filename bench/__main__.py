@@ -17,16 +17,19 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,34 @@ from bench import old_registry  # noqa: E402
 from bench.agent_clis import bench_agent_clis  # noqa: E402
 from supervisord_agents import cgroups, procs  # noqa: E402
 from supervisord_agents.clients.client import Client  # noqa: E402
-from supervisord_agents.commands import Event, EventKind  # noqa: E402
-from supervisord_agents.model import Agent, AgentState, CleanupRecord, DecidedBy, Exit, Resources, Task  # noqa: E402
+from supervisord_agents.commands import (  # noqa: E402
+    CloseTask,
+    Command,
+    CreateTask,
+    Event,
+    EventKind,
+    Exited,
+    RecordCleanup,
+    ReportFinding,
+    ReportProgress,
+    SpawnAgent,
+    Started,
+)
+from supervisord_agents.errors import SupervisorError  # noqa: E402
+from supervisord_agents.model import (  # noqa: E402
+    Agent,
+    AgentState,
+    CleanupRecord,
+    DecidedBy,
+    Exit,
+    Finding,
+    Limits,
+    Resources,
+    Severity,
+    Task,
+    TmuxIds,
+)
+from supervisord_agents.registry import Registry  # noqa: E402
 from supervisord_agents.store import Batch, Store  # noqa: E402
 from tests.harness import DaemonProcess  # noqa: E402
 
@@ -92,9 +121,10 @@ def seed(d: DaemonProcess, agents: int, events: int = 0) -> str:
     return task.id
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set (or another ``/proc/PID/status`` field in kB, such as its peak, VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
@@ -242,7 +272,7 @@ def bench_lost_updates(quick: bool) -> list[Row]:
         d.start()
         task = d.create_task()
         _parallel(_finding_worker, [(str(d.socket), task, i, per_writer) for i in range(8)])
-        found = len(d.call("findings.list", task_id=task, limit=10_000))
+        found = len(d.list("findings.list", task_id=task, limit=500))
         integrity = d.call("daemon.health")["ok"]
         rows.append(("this daemon, 8 writers", f"{found} of {8 * per_writer} updates present",
                      f"daemon healthy: {'yes' if integrity else 'NO'}"))
@@ -296,14 +326,14 @@ def bench_spawn(quick: bool) -> list[Row]:
         daemon_single = [spawn_one(i, 0.05) for i in range(n)]
         with ThreadPoolExecutor(8) as pool:
             daemon_concurrent = list(pool.map(spawn_one, range(n, 2 * n)))
-        for a in d.call("agent.list", task_id=task, live=True):
+        for a in d.list("agent.list", task_id=task, live=True, limit=500):
             d.call("agent.kill", agent_id=a["id"])
         burst = 30 if quick else 100
         t0 = time.perf_counter()
         with ThreadPoolExecutor(burst) as pool:
             list(pool.map(spawn_one, range(2 * n, 2 * n + burst)))
         burst_wall = time.perf_counter() - t0
-        for a in d.call("agent.list", task_id=task, live=True):
+        for a in d.list("agent.list", task_id=task, live=True, limit=500):
             d.call("agent.kill", agent_id=a["id"])
     finally:
         d.close()
@@ -382,7 +412,7 @@ def bench_reconcile(quick: bool) -> list[Row]:
                                            provider="command"), range(sessions)))
         with d.client() as c:
             samples = timed(lambda: c.request("daemon.reconcile", dry_run=True), 20 if quick else 50)
-        for a in d.call("agent.list", task_id=tasks[0], live=True):
+        for a in d.list("agent.list", task_id=tasks[0], live=True, limit=500):
             d.call("agent.kill", agent_id=a["id"])
     finally:
         d.close()
@@ -401,7 +431,7 @@ def bench_status(quick: bool) -> list[Row]:
             with d.client() as c:
                 task = "TASK-20260101-000000-0000beef"
                 get = timed(functools.partial(c.request, "task.get", task_id=task), n)
-                listing = timed(functools.partial(c.request, "agent.list", task_id=task), n)
+                listing = timed(functools.partial(c.request, "agent.list", task_id=task, limit=agents), n)
         finally:
             d.close()
         with tempfile.TemporaryDirectory() as tmp:
@@ -508,12 +538,12 @@ def bench_supervisord(quick: bool) -> list[Row]:
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i, spawn=spawn: spawn(type=f"p{i}"), range(programs)))
             with d.client() as c:
-                ours = timed(functools.partial(c.request, "agent.list", task_id=task), n)
+                ours = timed(functools.partial(c.request, "agent.list", task_id=task, limit=programs), n)
             cli = timed(functools.partial(subprocess.run, [str(bin_dir / "agentctl"), "status"], env=d.env,
                                           capture_output=True), 5 if quick else 20)
             bare = timed(functools.partial(subprocess.run, [sys.executable, "-c", "pass"], env=d.env,
                                            capture_output=True), 5 if quick else 20)
-            for a in d.call("agent.list", live=True):
+            for a in d.list("agent.list", live=True, limit=500):
                 d.call("agent.kill", agent_id=a["id"])
         finally:
             d.close()
@@ -564,6 +594,286 @@ def bench_identity(quick: bool) -> list[Row]:
     return rows
 
 
+# -- a large history (issue 14: bounded by design) -----------------------------------------
+
+_KINDS = ("review", "test", "fix", "docs")
+_FINDING = ("The handler re-reads the whole configuration file on every request and parses it again; under load "
+            "this is most of the time spent per request, and a concurrent edit of the file can be seen half "
+            "written. Cache the parsed configuration and reload it on change (the file's mtime), or on SIGHUP "
+            "as the daemon does. The same pattern appears in the worker's start-up path, where it costs less "
+            "but can fail the same way. Suggested fix in the attached diff; tests cover both paths. ") * 2
+_ANSWER = "Reviewed the module; two findings recorded, both with a suggested fix and a test. Nothing else blocks."
+
+
+@dataclass
+class Built:
+    """What :func:`build_history` wrote."""
+
+    agents: list[str]  # the settled agents' ids
+    tasks: dict[str, int]  # the closed tasks' ids, and how many findings each has
+    findings: int
+    events: int
+    db_bytes: int
+    seconds: float
+
+
+def build_history(db: Path, agents: int, target_bytes: int, per_task: int = 100) -> Built:
+    """Write the history of ``agents`` agents, ended and cleaned up (settled), in closed tasks of
+    ``per_task`` each, with their progress reports, findings and events, to a database of about
+    ``target_bytes``. As the daemon writes it: commands applied to a Registry, its changes
+    committed to a Store (as ``tests/test_history.py``'s ``Stored`` does), in large batches so that
+    a gigabyte takes a minute rather than the hours a socket client would need. Findings per agent
+    are chosen as it goes, from the database's size so far, to end near ``target_bytes``."""
+    t0 = time.perf_counter()
+    reg = Registry(global_max_concurrent=1000)
+    store = Store(db)
+    store.open()
+    now = time.time() - 30 * 86400  # a month of history, older than anything the bench spawns
+    events: list[Event] = []
+    findings: list[Finding] = []
+    ids: list[str] = []
+    task_ids: dict[str, int] = {}
+    n_findings = 0
+
+    def apply(command: Command) -> None:
+        nonlocal now
+        now += 0.001
+        applied = reg.apply(command, now)
+        events.extend(applied.events)
+        findings.extend(e.data for e in applied.events if e.kind is EventKind.FINDING)
+
+    def commit() -> None:
+        nonlocal n_findings
+        tasks, rows, purged = reg.take_changes()
+        store.commit(Batch(events=events, tasks=tasks, agents=rows, findings=findings, purged=purged))
+        n_findings += len(findings)
+        events.clear()
+        findings.clear()
+
+    # A finding is stored twice (its row, its event) with its index entries; the rest of an
+    # agent's share is measured as the history grows.
+    per_finding = 2 * len(_FINDING) + 600
+    rate, owed = 1.5, 0.0  # findings per agent, and the fraction carried to the next agent
+    tasks = -(-agents // per_task)
+    every = max(1, min(20, tasks // 10))  # tasks per commit: at least ~10 commits to steer the size by
+    try:
+        for t in range(tasks):
+            task_id = f"TASK-20260101-000000-{t:08x}"
+            task_ids[task_id] = 0
+            apply(CreateTask(Task(id=task_id, description=f"history task {t}", cwd="/tmp", created_at=0.0,
+                                  limits=Limits(max_concurrent=per_task, max_total=per_task))))
+            for j in range(min(per_task, agents - t * per_task)):
+                i = t * per_task + j
+                kind = _KINDS[i % len(_KINDS)]
+                agent_id = f"{kind}-000000-{i:06x}"
+                ids.append(agent_id)
+                apply(SpawnAgent(Agent(id=agent_id, task_id=task_id, type=kind, provider="claude", model="sonnet",
+                                       argv=["claude", "-p", "--output-format", "stream-json", "--verbose"],
+                                       cwd="/tmp", created_at=0.0, updated_at=0.0)))
+                apply(Started(agent_id, TmuxIds(session_id=f"${i}", window_id=f"@{i}", pane_id=f"%{i}",
+                                                pane_pid=100_000 + i)))
+                apply(ReportProgress(agent_id=agent_id, activity="reading", message="reading the module", percent=30))
+                owed += rate
+                task_ids[task_id] += int(owed)
+                for k in range(int(owed)):
+                    apply(ReportFinding(task_id=task_id, agent_id=agent_id, type="issue", severity=Severity.MEDIUM,
+                                        message=_FINDING, data={"file": f"src/mod{i % 97}.py", "line": 10 + k}))
+                owed -= int(owed)
+                apply(ReportProgress(agent_id=agent_id, activity="writing", message="recording findings", percent=90))
+                if i % 10 == 9:
+                    end = Exit(decided_by=DecidedBy.EXIT_STATUS, code=1, reason="tests failed")
+                else:
+                    end = Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False, answer=_ANSWER,
+                               cost_usd=0.01 * (1 + i % 7), input_tokens=20_000 + i % 5000, output_tokens=1500,
+                               turns=12, session_id=f"session-{i:08x}")
+                apply(Exited(agent_id, end))
+                apply(RecordCleanup(agent_id, CleanupRecord(ok=True, at=now, archive=f"archive/{agent_id}.log.gz")))
+            apply(CloseTask(task_id))
+            if t % every == every - 1 or t == tasks - 1:
+                commit()
+                size, done = db.stat().st_size, len(ids)
+                if done < agents:  # steer: what each agent to come should add
+                    base = (size - n_findings * per_finding) / done
+                    rate = max(0.0, ((target_bytes - size) / (agents - done) - base) / per_finding)
+        assert not reg.agents and not reg.tasks, "the history should leave nothing in memory"
+        last_seq = reg.last_seq
+    finally:
+        store.close()
+    return Built(agents=ids, tasks=task_ids, findings=n_findings, events=last_seq, db_bytes=db.stat().st_size,
+                 seconds=time.perf_counter() - t0)
+
+
+#: Prints ``argv[1]`` bytes of log-like lines (no nine digits in a row anywhere), then sleeps.
+_PRINTER = """
+import random, sys, time
+words = ["alpha", "beta", "gamma", "delta", "worker", "item", "processed", "in", "ms", "ok", "read", "file", "src/x.py"]
+rng, left, out = random.Random(7), int(sys.argv[1]), sys.stdout
+while left > 0:
+    line = "2026-12-05T10:%02d:%02d INFO " % (left % 60, left // 60 % 60) + " ".join(rng.choices(words, k=16)) + "\\n"
+    out.write(line)
+    left -= len(line)
+out.flush()
+time.sleep(3600)
+"""
+#: Backtracks on every line of it: ``(\w+\s?)+`` tries each way to split each run of words
+#: before ``\d{9}`` fails (~0.7 ms a line here), so one call over a 16 MiB log reaches
+#: agent.output's bound on a call's search (5 s) and stops there.
+SLOW_REGEX = r"(\w+\s?)+\d{9}"
+
+
+def _wait_ready(d: DaemonProcess, timeout: float = 120.0) -> None:
+    """Poll ``daemon.health`` every 2 ms (the harness polls every 20 ms: too coarse for a start-up time)."""
+    assert d.proc is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        if d.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {d.proc.returncode}:\n{d.log()}")
+        try:
+            d.call("daemon.health")
+            return
+        except (SupervisorError, OSError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon not ready after {timeout} s:\n{d.log()}") from None
+            time.sleep(0.002)
+
+
+def _settle(d: DaemonProcess, agent_ids: list[str], timeout: float = 60.0) -> None:
+    """Kill these agents and wait until each is cleaned up (settled)."""
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda a: d.call("agent.kill", agent_id=a), agent_ids))
+    deadline = time.monotonic() + timeout
+    for agent_id in agent_ids:
+        while not (d.call("agent.get", agent_id=agent_id).get("cleanup") or {}).get("ok"):
+            assert time.monotonic() < deadline, f"agent {agent_id} not cleaned up after {timeout} s"
+            time.sleep(0.01)
+
+
+def bench_history(quick: bool) -> list[Row]:
+    """Issue 14, bounded by design: a daemon with a large history (settled agents, findings
+    and events) and live agents: its memory, its start, point reads and a page of history,
+    and spawns while 8 slow regex reads of a big log run."""
+    agents, target, live, spawns = (2_000, 20 << 20, 20, 20) if quick else (100_000, 1 << 30, 100, 100)
+    log_bytes, reps = (2 << 20, 1000) if quick else (16 << 20, 5000)
+    d = DaemonProcess(kill_grace=1, global_max_concurrent=1000)
+    try:
+        d.state_dir.mkdir(mode=0o700, parents=True)
+        built = build_history(d.state_dir / "state.sqlite3", agents, target)
+        print(f"  history: {len(built.agents):,} agents, {built.findings:,} findings, {built.events:,} events, "
+              f"{built.db_bytes / 1e9:.2f} GB in {built.seconds:.0f} s", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        d.start(wait=False)
+        _wait_ready(d)
+        startup = time.perf_counter() - t0
+        assert d.proc is not None
+        pid = d.proc.pid
+        rss_started = rss_kb(pid)
+        task = d.create_task(limits={"max_concurrent": 1000, "max_total": 100_000})
+        with ThreadPoolExecutor(4) as pool:
+            held = list(pool.map(lambda i: d.call("agent.spawn", task_id=task, type=f"live{i}",
+                                                  argv=["sleep", "3600"])["id"], range(live)))
+        printer = d.call("agent.spawn", task_id=task, type="printer",
+                         argv=[sys.executable, "-c", _PRINTER, str(log_bytes)])["id"]
+        log = Path(d.state_dir, "tasks", task, "agents", printer, "output.log")
+        deadline = time.monotonic() + 300
+        while not log.exists() or log.stat().st_size < log_bytes:
+            assert time.monotonic() < deadline, "the printer did not print its log"
+            time.sleep(0.05)
+        rss_live = rss_kb(pid)
+
+        # (b) point reads and a page of history, one client, one request at a time.
+        rng = random.Random(14)
+        paged = [t for t, n in built.tasks.items() if n >= 100]
+        with d.client() as c:
+            def settled_get() -> None:
+                c.request("agent.get", agent_id=rng.choice(built.agents))
+
+            def live_get() -> None:
+                c.request("agent.get", agent_id=rng.choice(held))
+
+            def findings_page() -> None:
+                page = c.request("findings.list", task_id=rng.choice(paged), limit=100)
+                assert len(page["items"]) == 100, "a page of findings short of 100"
+
+            for fn in (settled_get, live_get, findings_page):
+                timed(fn, 200)  # warm up
+            get_settled = timed(settled_get, reps)
+            get_live = timed(live_get, reps)
+            page = timed(findings_page, reps // 2)
+        rss_reads = rss_kb(pid)
+
+        # (c) spawns, one at a time, on an idle daemon and while 8 slow regex reads run.
+        def spawn_one(name: str) -> tuple[float, str]:
+            time.sleep(0.05)  # latency, not throughput: let the previous agent's start settle
+            t1 = time.perf_counter()
+            agent = d.call("agent.spawn", task_id=task, type=name, argv=["sleep", "3600"])
+            return time.perf_counter() - t1, agent["id"]
+
+        idle = [spawn_one(f"idle{i}") for i in range(spawns)]
+        _settle(d, [a for _, a in idle])  # the loaded spawns start from the same live agents
+        stop = threading.Event()
+        reads: list[tuple[float, str]] = []
+        errors: list[str] = []
+
+        def reader() -> None:
+            with Client(d.socket) as c:
+                while not stop.is_set():
+                    t1 = time.perf_counter()
+                    try:
+                        out = c.request("agent.output", agent_id=printer, regex=SLOW_REGEX)
+                    except SupervisorError as e:
+                        errors.append(str(e))
+                        continue
+                    reads.append((time.perf_counter() - t1, out.get("note", "")))
+
+        readers = [threading.Thread(target=reader) for _ in range(8)]
+        for r in readers:
+            r.start()
+        time.sleep(1.0)  # the reads under way: four in the read threads, four waiting for one
+        loaded = [spawn_one(f"busy{i}") for i in range(spawns)]
+        stop.set()
+        for r in readers:
+            r.join()
+        rss_after = rss_kb(pid)
+        hwm = rss_kb(pid, "VmHWM")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda a: d.call("agent.kill", agent_id=a),
+                          [a["id"] for a in d.list("agent.list", task_id=task, live=True, limit=500)]))
+    finally:
+        d.close()
+    mb = 1024
+    idle_t, loaded_t = [t for t, _ in idle], [t for t, _ in loaded]
+    ratio = pct(loaded_t, .99) / pct(idle_t, .99)
+    bounded = sum("stopped after" in note for _, note in reads)
+    read_note = (f"{len(reads)} reads, p50 {statistics.median([t for t, _ in reads]):.1f} s each, {bounded} stopped at"
+                 f" the 5 s search bound" if reads else "no read finished")
+    if errors:
+        read_note += f"; {len(errors)} errors ({errors[0][:80]})"
+    history = f"{len(built.agents):,} settled agents, {built.db_bytes / 1e9:.2f} GB of history"
+    rows: list[Row] = [
+        (f"history: {history} ({built.findings:,} findings, {built.events:,} events)",
+         f"built in {built.seconds:.0f} s", "written by the Registry and the Store directly, in large batches"),
+        (f"daemon RSS, {history}, {live + 1} live agents", f"{rss_live / mb:,.1f} MB",
+         f"goal <= 100 MB; {rss_started / mb:,.1f} MB at start, {rss_reads / mb:,.1f} MB after the reads below"),
+        (f"start-up to serving, {history}", ms(startup),
+         "goal <= 1 s; process start to `daemon.health` answered, database in the page cache"),
+        ("`agent.get` of a settled agent (from SQLite), that history", f"p50 {us(pct(get_settled, .5))}, "
+         f"p99 {us(pct(get_settled, .99))}", "goal p50 <= 150 µs; a random one of them each time"),
+        (f"`agent.get` of a live agent, that history, {live + 1} live", f"p50 {us(pct(get_live, .5))}, "
+         f"p99 {us(pct(get_live, .99))}", "goal p50 <= 150 µs"),
+        ("`findings.list`, one page of 100, that history", f"p50 {us(pct(page, .5))}, p99 {us(pct(page, .99))}",
+         f"goal p50 <= 1 ms; a random closed task each time (of {len(paged):,} with a page or more); "
+         f"findings of {len(_FINDING):,} characters"),
+        ("spawn to `running`, one at a time, idle daemon, that history", f"p50 {ms(pct(idle_t, .5))}, "
+         f"p99 {ms(pct(idle_t, .99))}, max {ms(max(idle_t))}", f"n={spawns}, {live + 1} live agents"),
+        ("the same while another client runs 8 slow regex `agent.output` reads",
+         f"p50 {ms(pct(loaded_t, .5))}, p99 {ms(pct(loaded_t, .99))}, max {ms(max(loaded_t))}",
+         f"p99 {ratio:.1f}x idle (goal <= 2x); {read_note}; {log_bytes >> 20} MiB log, `{SLOW_REGEX}`"),
+        ("daemon RSS after those reads", f"{rss_after / mb:,.1f} MB",
+         f"peak {hwm / mb:,.1f} MB: each of 4 read threads holds up to 16 MiB of log, a bytes object a line"),
+    ]
+    return rows
+
+
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "reads": bench_reads,
     "lost": bench_lost_updates,
@@ -575,6 +885,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "mcp": bench_mcp,
     "supervisord": bench_supervisord,
     "identity": bench_identity,
+    "history": bench_history,
     "clis": bench_agent_clis,
 }
 
@@ -612,7 +923,7 @@ def plot(series: dict[str, dict[int, float]], path: Path) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run (under a minute); figures are rough")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (a minute or two); figures are rough")
     parser.add_argument("--only", nargs="+", choices=["updates", *SECTIONS], help="run only these sections")
     args = parser.parse_args()
     chosen = args.only or ["updates", *SECTIONS]
