@@ -18,6 +18,7 @@ from supervisord_agents.model import AgentState, Priority, Severity, TaskState
 from supervisord_agents.protocol import OutputFormat
 
 from . import verbs
+from .client import Client
 from .service_verb import Action, cmd_service
 
 
@@ -35,6 +36,14 @@ def selector(text: str) -> str:
         return check_selector(text)
     except InvalidParams as e:
         raise argparse.ArgumentTypeError(e.message) from None
+
+
+def top(args: argparse.Namespace, c: Client) -> None:
+    """``agentctl top``, imported when it runs: its terminal UI library (urwid, the ``top``
+    extra) costs the other verbs nothing, and its absence only this one."""
+    from .top import cmd_top
+
+    cmd_top(args, c)
 
 
 def values(enum: type[StrEnum]) -> list[str]:
@@ -175,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lines", type=int, default=0, help="also this many lines of history")
     p = verb("attach", verbs.cmd_attach, "attach your terminal to the agent's tmux session")
     p.add_argument("agent")
+    p = verb("top", top, "a live full-screen view of tasks and agents: kill, logs, peek, filter "
+                         "(needs the 'top' extra)")
+    p.add_argument("--task", help="only this task")
 
     p = verb("doctor", verbs.cmd_doctor, "check that each provider's agents can run and report")
     p.add_argument("providers", nargs="*", help="only these (default: every configured one)")
