@@ -103,8 +103,10 @@ def diff(
     for before in live_before:
         if before.id in starting:
             continue
-        now = agents_now[before.id]
-        if now.state.terminal or AgentState.QUEUED in (before.state, now.state):
+        now = agents_now.get(before.id)
+        if now is None or now.state.terminal:
+            continue  # it ended during the listing (and may have settled: left memory)
+        if AgentState.QUEUED in (before.state, now.state):
             continue  # a queued agent has no session yet (nor one that left the queue during the listing)
         live_pane = by_agent.get(before.id)
         if live_pane is None:

@@ -130,6 +130,12 @@ def test_agent_that_ended_meanwhile_is_not_gone() -> None:
     assert plan_for([now], [], live_before=[before]).empty
 
 
+def test_agent_that_settled_meanwhile_is_not_gone() -> None:
+    """An agent live before the listing that ended, was cleaned up and left memory during it is skipped."""
+    before = agent(1, S.RUNNING, tmux=1)
+    assert plan_for([], [], live_before=[before]).empty
+
+
 def test_sessions_of_terminal_agents_are_killed_again() -> None:
     """A marker session whose agent is terminal (alive or with a dead pane) is listed for killing again."""
     done = agent(1, S.COMPLETED, tmux=1)
