@@ -29,8 +29,8 @@ their changes, as it would one at a time.
 
 Lists page (DESIGN section 11): a list method returns a :class:`Page` of at most
 ``limit`` items (``MAX_PAGE`` at most) and, when there is more, an opaque ``next`` cursor
-to pass back as ``cursor``. What every size a client controls may be is in the table
-``LIMITS`` below, and in the annotations of the params themselves.
+to pass back as ``cursor``. Every size a client controls is bounded where its field is
+declared, in this module's annotations (checked at decode), and nowhere else.
 
 Compatibility: the ``hello`` exchange carries ``PROTOCOL_VERSION``; wire Structs only
 gain fields with defaults. Version 2: list methods return pages.
@@ -75,23 +75,6 @@ MAX_LINE: Final = 1 << 20  # default cap on one line, in bytes
 MAX_DATA_DEPTH: Final = 32  # how deep a finding's data may nest (whatever shows it walks it recursively)
 MAX_PAGE: Final = 500  # items in one page of a list
 DEFAULT_PAGE: Final = 100
-
-#: Every size a client controls, in one place (the daemon's configurable ones are its defaults).
-LIMITS: Final = {
-    "line_bytes": (MAX_LINE, "one request or reply line (daemon.max_line)"),
-    "prompt_bytes": (512 * 1024, "a spawn's prompt (characters; also within the line)"),
-    "text_chars": (65536, "a finding's message, a task's description or background"),
-    "short_text_chars": (4096, "a progress message, a kill reason, a context item"),
-    "data_depth": (MAX_DATA_DEPTH, "levels a finding's data may nest"),
-    "argv_items": (256, "extra argv elements of a spawn"),
-    "argv_item_chars": (32 * 1024, "one argv element or env value"),
-    "env_items": (64, "env variables of a spawn"),
-    "wait_agents": (1000, "agents one agent.wait waits for"),
-    "page_items": (MAX_PAGE, "items in one page of a list"),
-    "cursor_chars": (256, "a page cursor"),
-    "findings_per_task": (10_000, "findings of one task (default of limits.max_findings)"),
-    "finding_bytes_per_task": (64 << 20, "bytes of one task's findings (default of limits.max_findings_bytes)"),
-}
 
 # How an agent finds the daemon and says who it is: set in every agent's environment.
 ENV_AGENT_ID: Final = "SUPERVISORD_AGENTS_AGENT_ID"
