@@ -86,6 +86,12 @@ def row(screen: str, agent_id: str) -> str:
     return next((line for line in screen.splitlines() if agent_id in line), "")
 
 
+def state(screen: str, agent_id: str) -> str:
+    """The STATE column of ``agent_id``'s row: the word after its id."""
+    words = row(screen, agent_id).split()
+    return words[words.index(agent_id) + 1] if agent_id in words[:-1] else ""
+
+
 def selected(screen: str) -> str:
     return next((line for line in screen.splitlines() if line.startswith(">")), "")
 
@@ -136,7 +142,7 @@ def test_top_shows_the_tasks_and_agents_live_and_kills_peeks_pages_and_filters(
     pane.keys("k")
     see(pane, lambda s: f"Kill {victim}?" in s, "the kill's confirmation, again")
     pane.keys("y")
-    screen = see(pane, lambda s: "killed" in row(s, victim) and "killed with agentctl top" in row(s, victim),
+    screen = see(pane, lambda s: state(s, victim) == "killed" and "killed with agentctl top" in row(s, victim),
                  "the victim killed")
     assert daemon.call("agent.get", agent_id=victim)["state"] == "killed", screen
 
