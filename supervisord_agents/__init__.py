@@ -9,6 +9,7 @@ Pure core (no I/O, no clock; time is an argument):
     model           ids, names, tasks, agents, findings, events: frozen Structs and StrEnums
     commands        the registry's vocabulary: commands in; events, effects, results out
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
+    retry           what follows an attempt that ended early: sleep until a rate limit's reset, retry, give up
     tables          what the registry holds (live work), its indexes, and the tallies of settled history
     drift           compare the registry with one tmux listing; a plan of what to correct
     results         each provider's JSON events read into one report; how a run ended, and why
@@ -28,6 +29,7 @@ Adapters (own I/O, run inside the daemon):
     reconciler      the loop that keeps the registry truthful about tmux (timer, notifications)
     heartbeat       a file rewritten every few seconds: how long the daemon was down, at its next start
     hooks           programs run on matching committed events: bounded, deduplicated, rate-limited
+    waker           the timers of sleeping agents: a Wake for each when its time comes (durable: in the rows)
     tmux_control    the private tmux server, driven through one control-mode client
     api             one handler per method of the protocol's table
     access          who a caller is (by the kernel's account) and what its method's rule allows

@@ -37,14 +37,14 @@ from . import __version__, doctor
 from .access import Access
 from .actor import Actor, Hub, Mailbox, Subscription
 from .cgroups import Cgroups
-from .commands import CloseTask, CreateTask, PurgeTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent
+from .commands import CloseTask, CreateTask, PurgeTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent, Wake
 from .config import ENV_PREFIX, McpStyle, Settings
 from .errors import Forbidden, IllegalTransition, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
 from .history import History
 from .hooks import HookRunner
 from .launch import Launch, Launcher, mcp_shim
-from .model import Agent, AgentState, DecidedBy, Finding, Task, TaskState
+from .model import DEFAULT_POLICY, Agent, AgentState, DecidedBy, Finding, Task, TaskState
 from .output import read_output
 from .protocol import (
     AGENT_FINDING,
@@ -56,6 +56,7 @@ from .protocol import (
     AGENT_PROGRESS,
     AGENT_SPAWN,
     AGENT_WAIT,
+    AGENT_WAKE,
     DAEMON_DOCTOR,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
@@ -272,7 +273,7 @@ class Api:
         task = Task(
             id=task_id, description=params.description, priority=params.priority, cwd=params.cwd,
             context=params.context, limits=params.limits.over(self.settings.current.limits), sandbox=params.sandbox,
-            created_at=now,
+            policy=params.policy, created_at=now,
         )
         try:
             result: Task = await self.mailbox.submit(CreateTask(task))
@@ -370,6 +371,10 @@ class Api:
             mcp_file = None if shim is None else AgentFiles(settings.state_dir, task.id, agent_id).mcp_config
             argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv),
                               mcp_file=mcp_file, shim=shim)
+            resume_argv = build_argv(params.provider, provider, model=params.model, extra=list(params.argv),
+                                     mcp_file=mcp_file, shim=shim, resume=True)
+            if params.resume is not None and not resume_argv:
+                raise InvalidParams(f"provider {params.provider!r} cannot resume a conversation (no resume argv)")
         except BaseException:
             self._minting.discard(agent_id)
             raise
@@ -380,8 +385,8 @@ class Api:
             id=agent_id, task_id=task.id, type=params.type, parent=parent, depth=depth, provider=params.provider,
             model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token) if token else "",
             timeout=params.timeout or provider.timeout, resources=task.limits.resources.over(provider.resources),
-            sandbox=task.sandbox or provider.sandbox,
-            created_at=now, updated_at=now,
+            sandbox=task.sandbox or provider.sandbox, policy=task.policy.over(provider.policy).over(DEFAULT_POLICY),
+            resume_argv=resume_argv, resume_session=params.resume, created_at=now, updated_at=now,
         )
         launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task), events=provider.events,
                         mcp=provider.mcp, mcp_shim=shim, env=provider_env(provider, params.env))
@@ -449,6 +454,16 @@ class Api:
                 out.append(child)
             stack.extend(self.registry.children(child))
         return out
+
+    @handles(AGENT_WAKE)
+    async def agent_wake(self, params: AgentRef, caller: Caller) -> Agent:
+        """Start a sleeping agent's next attempt now; returns it starting (or queued)."""
+        target = self.history.agent(params.agent_id)
+        if target.state is not AgentState.SLEEPING:
+            raise IllegalTransition(f"agent {target.id} is {target.state}: only a sleeping agent can be woken",
+                                    data={"agent_id": target.id, "state": target.state.value})
+        result: Agent = await self.mailbox.submit(Wake(agent_id=target.id, attempt=target.attempt, early=True))
+        return result
 
     @handles(AGENT_WAIT)
     async def agent_wait(self, params: WaitParams, caller: Caller) -> WaitResult:

@@ -90,6 +90,28 @@ class Exited(Struct, frozen=True):
     exit: Exit
 
 
+class Wake(Struct, frozen=True, kw_only=True):
+    """Start the next attempt of a sleeping agent: its timer fired (``attempt`` is the attempt
+    it was set for: a timer of an earlier sleep is stale), or the operator woke it (``early``)."""
+
+    agent_id: str
+    attempt: int
+    early: bool = False
+
+
+class MarkStalled(Struct, frozen=True, kw_only=True):
+    """A running agent has shown no output and no progress since ``since``."""
+
+    agent_id: str
+    since: float
+
+
+class ClearStall(Struct, frozen=True, kw_only=True):
+    """A stalled agent wrote output again."""
+
+    agent_id: str
+
+
 class RecordCleanup(Struct, frozen=True):
     agent_id: str
     cleanup: CleanupRecord
@@ -140,6 +162,9 @@ Command = (
     | ReportDrift
     | ReportDowntime
     | PurgeTask
+    | Wake
+    | MarkStalled
+    | ClearStall
 )
 
 # --- effects -------------------------------------------------------------
@@ -164,7 +189,16 @@ class CleanUpAgent(Struct, frozen=True):
     agent: Agent
 
 
-Effect = StartSession | StopAgent | CleanUpAgent
+class EndAttempt(Struct, frozen=True):
+    """An attempt ended and the agent sleeps: end what is left of the attempt (session,
+    processes, exit record) but keep its files, and set its wake-up timer. ``tmux``: where
+    the attempt ran, if it got that far."""
+
+    agent: Agent
+    tmux: TmuxIds | None = None
+
+
+Effect = StartSession | StopAgent | CleanUpAgent | EndAttempt
 
 
 class Applied(Struct, frozen=True):
@@ -177,7 +211,8 @@ class Applied(Struct, frozen=True):
 
 
 __all__ = [
-    "Adopt", "Applied", "CleanUpAgent", "CloseTask", "Command", "CreateTask", "Effect", "Event", "EventKind",
-    "Exited", "PurgeTask", "RecordCleanup", "ReportDowntime", "ReportDrift", "ReportFinding", "ReportProgress",
-    "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent",
+    "Adopt", "Applied", "CleanUpAgent", "ClearStall", "CloseTask", "Command", "CreateTask", "Effect", "EndAttempt",
+    "Event", "EventKind", "Exited", "MarkStalled", "PurgeTask", "RecordCleanup", "ReportDowntime", "ReportDrift",
+    "ReportFinding", "ReportProgress", "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession",
+    "Started", "StopAgent", "Wake",
 ]

@@ -25,7 +25,7 @@ from msgspec import Meta, Struct
 
 from . import digest
 from .errors import InvalidParams
-from .model import Event, EventFormat, Limits, Resources, Sandbox, TaskId
+from .model import Event, EventFormat, Limits, Policy, Resources, Sandbox, TaskId
 
 ENV_PREFIX: Final = "SUPERVISORD_AGENTS_"
 APP: Final = "supervisord-agents"
@@ -83,6 +83,10 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     model_flag: list[str] = msgspec.field(default_factory=lambda: ["--model"])
     #: Put last, after every flag: what tells the CLI its prompt is on stdin (codex: "-").
     prompt_from_stdin: list[str] = []
+    #: What makes a run continue a conversation, ``{session_id}`` where its id goes; put after
+    #: the extra argv, before ``prompt_from_stdin``. Empty: a later attempt starts afresh.
+    resume: list[str] = []
+    policy: Policy = Policy()  # rate limits, restarts, stalls (a task's policy overrides it)
     events: EventFormat = EventFormat.NONE  # the JSON events on its stdout, read for how it ended
     mcp: McpStyle = McpStyle.NONE
     env: dict[str, str] = {}  # set for its agents, over the daemon's environment
@@ -183,7 +187,7 @@ def default_providers() -> dict[str, Provider]:
                   "--strict-mcp-config", "--setting-sources", "user",
                   "--allowedTools", ",".join([*(f"mcp__{MCP_SERVER}__{t}" for t in REPORT_TOOLS),
                                               "Bash(agentctl progress:*)", "Bash(agentctl finding:*)"])],
-            events=EventFormat.CLAUDE, mcp=McpStyle.CLAUDE, timeout=hour,
+            events=EventFormat.CLAUDE, mcp=McpStyle.CLAUDE, timeout=hour, resume=["--resume", "{session_id}"],
             # Three retries of a failed API call, not ten over three minutes; five minutes for
             # one call, not six; no self-update.
             env={"CLAUDE_CODE_MAX_RETRIES": "3", "API_TIMEOUT_MS": "300000", "DISABLE_AUTOUPDATER": "1"},
@@ -204,12 +208,13 @@ def default_providers() -> dict[str, Provider]:
                   # needs (Linux's sandbox allows all of the network or none).
                   "-s", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"],
             prompt_from_stdin=["-"], events=EventFormat.CODEX, mcp=McpStyle.CODEX, timeout=hour,
+            resume=["resume", "{session_id}"],  # ``codex exec [flags] resume ID -``
             credentials=["OPENAI_API_KEY", "CODEX_API_KEY", "~/.codex/auth.json"],
         ),
         "gemini": Provider(
             # --skip-trust: run in any folder, without merging the folder's own .gemini settings.
             argv=["gemini", "--output-format", "stream-json", "--skip-trust"],
-            events=EventFormat.GEMINI, mcp=McpStyle.GEMINI, timeout=hour,
+            events=EventFormat.GEMINI, mcp=McpStyle.GEMINI, timeout=hour, resume=["--resume", "{session_id}"],
             # One process, which SIGTERM stops (by default it relaunches itself in a child and
             # the parent ignores SIGTERM).
             env={"GEMINI_CLI_NO_RELAUNCH": "true"},

@@ -49,6 +49,7 @@ from .server import Server, bind_socket
 from .store import Store
 from .tmux import TmuxBackend
 from .tmux_control import ControlModeTmux
+from .waker import Waker
 from .watermark import Watermark, check_integrity
 
 log = structlog.get_logger()
@@ -127,7 +128,9 @@ class Daemon:
         )
         self.launcher = Launcher(config.state_dir, config.socket_path)
         self.agent_sockets = AgentSockets(config.runtime_dir)
-        self.effects = Effects(self.mailbox, self.backend, self.launcher, settings, self.cgroups, self.agent_sockets)
+        self.waker = Waker(self.mailbox)
+        self.effects = Effects(self.mailbox, self.backend, self.launcher, settings, self.cgroups, self.agent_sockets,
+                               self.waker)
         self.actor = Actor(self.registry, self.store, self.hub, self.mailbox, self.effects, mark=self.mark)
         self.reconciler = Reconciler(self.actor, self.backend, self.effects, settings)
         self.heartbeat = Heartbeat(config.state_dir)
@@ -176,6 +179,10 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_actor)
             await nursery.start(self.effects.run)
+            await nursery.start(self.waker.run)
+            for agent in list(self.registry.agents_in([AgentState.SLEEPING])):
+                # Its attempt's end may not have been carried out before the last daemon ended.
+                await self.effects.end_attempt(agent)
             await nursery.start(self.backend.run)
             await nursery.start(self.hooks.run)  # before the first pass: what it finds can run hooks
             first_pass = await self.reconciler.reconcile()

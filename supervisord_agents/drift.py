@@ -32,6 +32,7 @@ listing is in flight is not in the snapshot, so it can never be mistaken for gon
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from typing import Final
 
 from msgspec import Struct
 
@@ -52,6 +53,10 @@ class Plan(Struct, frozen=True, kw_only=True):
     def empty(self) -> bool:
         return not (self.gone or self.adopt or self.kill_again or self.orphans or self.overdue
                     or self.foreign_sessions or self.foreign_panes)
+
+
+#: Live states without a session: waiting for a slot, or between attempts.
+_SESSIONLESS: Final = frozenset({AgentState.QUEUED, AgentState.SLEEPING})
 
 
 def ids_of(pane: PaneInfo) -> TmuxIds:
@@ -106,8 +111,8 @@ def diff(
         now = agents_now.get(before.id)
         if now is None or now.state.terminal:
             continue  # it ended during the listing (and may have settled: left memory)
-        if AgentState.QUEUED in (before.state, now.state):
-            continue  # a queued agent has no session yet (nor one that left the queue during the listing)
+        if {before.state, now.state} & _SESSIONLESS:
+            continue  # a queued or sleeping agent has no session (nor one that woke during the listing)
         live_pane = by_agent.get(before.id)
         if live_pane is None:
             gone.append(now)

@@ -25,14 +25,25 @@ from . import procs
 from .actor import Mailbox
 from .agent_sockets import AgentSockets
 from .cgroups import Cgroups
-from .commands import CleanUpAgent, Effect, Exited, RecordCleanup, Started, StartFailed, StartSession, StopAgent
+from .commands import (
+    CleanUpAgent,
+    Effect,
+    EndAttempt,
+    Exited,
+    RecordCleanup,
+    Started,
+    StartFailed,
+    StartSession,
+    StopAgent,
+)
 from .config import Settings
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import AgentFiles, StartRecord, read_exit, read_start
 from .launch import Launcher, tools_dir
-from .model import Agent, CleanupRecord, DecidedBy, EventFormat, Exit, Sandbox
+from .model import Agent, CleanupRecord, DecidedBy, EventFormat, Exit, Sandbox, TmuxIds, launch_argv
 from .providers import agent_environment
 from .tmux import SessionSpec, TmuxBackend
+from .waker import Waker
 
 log = structlog.get_logger()
 
@@ -47,9 +58,10 @@ class Effects:
 
     def __init__(
         self, mailbox: Mailbox, backend: TmuxBackend, launcher: Launcher, settings: Settings, cgroups: Cgroups | None,
-        agent_sockets: AgentSockets,
+        agent_sockets: AgentSockets, waker: Waker,
     ) -> None:
         self.mailbox = mailbox
+        self.waker = waker
         self.cgroups = cgroups
         self.agent_sockets = agent_sockets
         self.backend = backend
@@ -58,6 +70,7 @@ class Effects:
         self._starting: set[str] = set()
         self._stopping: set[str] = set()  # a stop in flight reports its agent's exit
         self._cleaning: set[str] = set()
+        self._ending: dict[str, trio.Event] = {}  # attempts being ended: the next one starts after
         self._nursery: trio.Nursery | None = None
 
     def files(self, agent: Agent) -> AgentFiles:
@@ -87,6 +100,9 @@ class Effects:
                     self._nursery.start_soon(self._guarded, self.stop, agent, tree)
                 case CleanUpAgent(agent):
                     self.clean_up(agent)
+                case EndAttempt(agent, tmux):
+                    self._ending.setdefault(agent.id, trio.Event())
+                    self._nursery.start_soon(self._guarded, self.end_attempt, agent, tmux)
 
     def cleaning(self, agent_id: str) -> bool:
         """True while this agent's cleanup runs."""
@@ -112,6 +128,8 @@ class Effects:
     async def start(self, agent: Agent) -> None:
         """Create the agent's session, then report ``Started`` or ``StartFailed``."""
         files = self.files(agent)
+        if (ending := self._ending.get(agent.id)) is not None:
+            await ending.wait()  # woken early, before its last attempt was ended
         try:
             cwd = agent.cwd or str(Path.home())
             if not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, not worth a thread
@@ -130,7 +148,7 @@ class Effects:
             # The daemon's environment now, not the tmux server's from when it started.
             env = agent_environment(os.environ, self.settings.current.agent_env, launch.env, identity,
                                     tools_dir=tools_dir())
-            files.write_exec([*sandbox, *agent.argv], env)
+            files.write_exec([*sandbox, *launch_argv(agent)], env)
             spec = SessionSpec(
                 name=f"sa-{agent.id}",
                 argv=self.runner_argv(files, agent, events=launch.events),
@@ -193,6 +211,37 @@ class Effects:
         if events is not EventFormat.NONE:
             argv += ["--events", events.value]
         return argv
+
+    # -- between attempts ----------------------------------------------------------
+
+    async def end_attempt(self, agent: Agent, tmux: TmuxIds | None = None) -> None:
+        """What ends an attempt of a sleeping agent: its session and every process gone, its
+        exit records removed (the next attempt's runner writes new ones; the registry has
+        this attempt's), its files kept; then its wake-up timer set. Idempotent: the daemon
+        runs it again for every sleeper when it starts."""
+        try:
+            await self._end_attempt(agent, tmux)
+        finally:
+            if (ending := self._ending.pop(agent.id, None)) is not None:
+                ending.set()
+
+    async def _end_attempt(self, agent: Agent, tmux: TmuxIds | None) -> None:
+        if tmux is not None:
+            try:
+                await self.backend.kill_session(tmux.session_id)
+            except TmuxError as e:
+                log.warning("kill_session_failed", agent_id=agent.id, error=e.message)
+        if agent.sandbox is Sandbox.BWRAP:
+            self.agent_sockets.close(agent.id)
+        if self.cgroups is not None:
+            if await self.end_all(agent):
+                self.cgroups.remove(agent.id)
+            else:
+                log.error("attempt_outlives_kill", agent_id=agent.id, pids=self.cgroups.pids(agent.id))
+        files = self.files(agent)
+        for path in (files.status, files.record, files.exec):
+            path.unlink(missing_ok=True)
+        self.waker.schedule(agent)
 
     # -- stop ----------------------------------------------------------------------
 

@@ -131,7 +131,9 @@ class AgentFiles:
             _write_private(self._in_home(rel), content)
         for rel, target in links.items():
             if target.exists():
-                self._in_home(rel).symlink_to(target)
+                link = self._in_home(rel)
+                link.unlink(missing_ok=True)  # made by an earlier attempt
+                link.symlink_to(target)
 
     def _in_home(self, rel: str) -> Path:
         """``rel`` under the agent's CLI home, its folders made (0700)."""

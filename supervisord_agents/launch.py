@@ -9,9 +9,10 @@ spawn request to the agent's session, by one path for every agent, queued or not
    launch is written, 0600, to ``launch.json`` in the agent's folder. It is on disk
    before the actor can decide, so the start of an agent admitted a moment later, or
    of a queued agent promoted after a daemon restart, always finds it.
-2. ``hand_over`` (by the effect that starts the session): the prompt and MCP config are
-   written where the runner and the agent read them, ``launch.json`` is removed, and
-   the token comes back for the session's environment.
+2. ``hand_over`` (by the effect that starts the session, at each attempt): the prompt and
+   MCP config are written where the runner and the agent read them, and the token comes
+   back for the session's environment. ``launch.json`` stays until the agent has ended
+   (a later attempt needs it), and is removed with the rest by its cleanup.
 3. ``withdraw`` (a spawn that was refused, or cancelled before the actor took it): the
    agent's folder is removed, shielded from cancellation, so nothing is left behind.
    Cleanup after an agent ended removes what is left of it (:meth:`AgentFiles.remove_secrets`).
@@ -54,6 +55,12 @@ class Launch(Struct, frozen=True, kw_only=True):
             env[ENV_TOKEN] = self.token
         return env
 
+
+#: What an attempt that resumes its conversation receives on stdin.
+RESUME_PROMPT: Final = (
+    "Your previous run was interrupted (a rate limit or a failure), and the supervisor has resumed this"
+    " conversation. Continue the task where you left off, report progress as before, and exit when done.\n"
+)
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode: Final = msgspec.json.Decoder(Launch).decode
@@ -110,12 +117,12 @@ class Launcher:
             return None
         identity = launch.identity_env(agent, socket_path)
         mcp = None if launch.mcp_shim is None else mcp_file_content(launch.mcp, launch.mcp_shim, identity)
-        files.create(launch.prompt, mcp)
+        # An attempt that resumes the conversation is told to go on; a fresh one gets the prompt again.
+        files.create(RESUME_PROMPT if agent.resume_session is not None else launch.prompt, mcp)
         home = cli_home(launch.mcp, files.home, launch.mcp_shim, identity, _user_settings(launch.mcp))
         if home is not None:
             files.create_home(home.files, {rel: Path.home() / rel for rel in home.links})
             launch = msgspec.structs.replace(launch, env={**launch.env, **home.env})
-        files.launch.unlink()
         return launch
 
 

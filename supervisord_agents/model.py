@@ -12,6 +12,8 @@ epoch) handed in by the caller.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
@@ -32,6 +34,10 @@ ModelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}\Z
 AbsPath = Annotated[str, Meta(pattern=r"^/[^\x00-\x1f\x7f]*\Z", max_length=4096)]
 Text = Annotated[str, Meta(max_length=65536)]
 ShortText = Annotated[str, Meta(max_length=4096)]
+#: A provider's conversation id, as an agent's own event stream reported it (so untrusted): it
+#: becomes one argv item of a resume, so it may never look like a flag or carry anything else.
+SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")]
+SESSION_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 Percent = Annotated[int, Meta(ge=0, le=100)]
 Seq = Annotated[int, Meta(ge=0)]
 
@@ -57,6 +63,7 @@ class AgentState(StrEnum):
     """Where an agent is in its life (supervisord's vocabulary where it fits)."""
 
     QUEUED = "queued"
+    SLEEPING = "sleeping"  # between attempts: a rate limit's reset, or a retry's back-off (``wake_at``)
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -77,10 +84,10 @@ class AgentState(StrEnum):
 
 
 LIVE_STATES: Final = frozenset(
-    {AgentState.QUEUED, AgentState.STARTING, AgentState.RUNNING, AgentState.STOPPING}
+    {AgentState.QUEUED, AgentState.SLEEPING, AgentState.STARTING, AgentState.RUNNING, AgentState.STOPPING}
 )
 #: The live states that hold one of the concurrency slots a task's limits count.
-ACTIVE_STATES: Final = LIVE_STATES - {AgentState.QUEUED}
+ACTIVE_STATES: Final = LIVE_STATES - {AgentState.QUEUED, AgentState.SLEEPING}
 TERMINAL_STATES: Final = frozenset(AgentState) - LIVE_STATES
 
 
@@ -174,6 +181,58 @@ class Resources(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_un
         )
 
 
+class OnRateLimit(StrEnum):
+    SLEEP = "sleep"  # sleep until the provider's reset (or a back-off), then resume the conversation
+    FAIL = "fail"  # end ``failed``, as any other error
+
+
+class Restart(StrEnum):
+    NEVER = "never"
+    ON_FAILURE = "on-failure"  # a transient failure (API error, crash) is retried, with back-off
+
+
+class OnStall(StrEnum):
+    NOTHING = "nothing"  # flag it and say so (an event), nothing more
+    KILL = "kill"
+    RESTART = "restart"  # stop it and start a new attempt that resumes its conversation
+
+
+#: The outcome classes a restart policy retries: the provider or the process failed, and
+#: the same request may well succeed later. Auth errors, permission denials, max turns and
+#: the agent's own errors are permanent: another attempt would end the same way.
+TRANSIENT: Final = frozenset({ErrorClass.API_ERROR, ErrorClass.CRASHED})
+
+
+class Policy(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """What happens when an agent's attempt ends early or it stalls. A field left out is
+    taken from the next level (a task's over its provider's over the daemon's defaults,
+    :data:`DEFAULT_POLICY`); an agent keeps the complete policy it was admitted with."""
+
+    on_rate_limit: OnRateLimit | None = None
+    #: How many times a rate-limited agent may sleep and resume before it ends ``failed``.
+    max_rate_limit_waits: Annotated[int, Meta(ge=0, le=1000)] | None = None
+    #: Seconds to sleep after a rate limit whose reset the provider did not say (doubling each time).
+    rate_limit_backoff: Annotated[float, Meta(ge=0, le=86400)] | None = None
+    restart: Restart | None = None
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] | None = None  # in all, the first one included
+    backoff: Annotated[float, Meta(ge=0, le=86400)] | None = None  # before the 2nd attempt, doubling after
+    backoff_max: Annotated[float, Meta(ge=0, le=86400)] | None = None
+    #: Seconds without output or progress after which a running agent is ``stalled`` (None: never).
+    stall_after: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None
+    on_stall: OnStall | None = None
+
+    def over(self, base: Policy) -> Policy:
+        """This policy, each field left out taken from ``base``."""
+        return Policy(**{f: v if (v := getattr(self, f)) is not None else getattr(base, f)
+                         for f in self.__struct_fields__})
+
+
+DEFAULT_POLICY: Final = Policy(
+    on_rate_limit=OnRateLimit.SLEEP, max_rate_limit_waits=10, rate_limit_backoff=60.0,
+    restart=Restart.NEVER, max_attempts=3, backoff=10.0, backoff_max=600.0, on_stall=OnStall.NOTHING,
+)
+
+
 class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Anti-spiral limits of one task, checked atomically when a spawn is admitted."""
 
@@ -208,6 +267,7 @@ class Task(Struct, frozen=True, kw_only=True):
     context: TaskContext = TaskContext()
     limits: Limits = Limits()
     sandbox: Sandbox | None = None  # None: each provider's own setting
+    policy: Policy = Policy()  # over each provider's
     state: TaskState = TaskState.OPEN
     created_at: float
     closed_at: float | None = None
@@ -252,6 +312,16 @@ class CleanupRecord(Struct, frozen=True, kw_only=True, omit_defaults=True):
     attempts: int = 1
 
 
+class Attempt(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One earlier run of an agent that did not end it: how it ended, and why another followed."""
+
+    n: int
+    started_at: float | None = None
+    ended_at: float
+    exit: Exit
+    then: str  # what followed, in words: "slept until 12:00:05 (rate limited)", "retried after 10 s"
+
+
 class Agent(Struct, frozen=True, kw_only=True):
     id: AgentId
     task_id: TaskId
@@ -274,10 +344,56 @@ class Agent(Struct, frozen=True, kw_only=True):
     sandbox: Sandbox = Sandbox.NONE
     kill_reason: str = ""
     cleanup: CleanupRecord | None = None
+    policy: Policy = DEFAULT_POLICY  # complete: decided at spawn from the task's, the provider's, the defaults
+    #: Its provider's argv that resumes a conversation, ``{session_id}`` where the id goes
+    #: (empty: a new attempt starts afresh with ``argv``).
+    resume_argv: list[str] = []
+    attempt: int = 1  # the current attempt (or, sleeping, the next one)
+    attempts: list[Attempt] = []  # the earlier ones, oldest first
+    resume_session: SessionId | None = None  # the conversation this attempt resumes (None: a fresh start)
+    wake_at: float | None = None  # sleeping: when the next attempt starts
+    sleep_reason: str = ""  # sleeping: why, in words
+    stalled_since: float | None = None  # running without output or progress since then (a flag, not a state)
+    then_restart: bool = False  # stopping to start a new attempt (a stall's restart), not to end
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
     updated_at: float
+
+
+def launch_argv(agent: Agent) -> list[str]:
+    """The argv of the agent's current attempt: its provider's resume argv when it continues
+    a conversation, else the argv it was spawned with."""
+    if agent.resume_session is None or not agent.resume_argv:
+        return agent.argv
+    return [item.replace("{session_id}", agent.resume_session) for item in agent.resume_argv]
+
+
+def conversation(agent: Agent) -> str | None:
+    """The provider's conversation an agent holds: the one it resumes, else the one its last
+    attempt reported (None: not known yet)."""
+    if agent.resume_session is not None:
+        return agent.resume_session
+    for attempt in reversed(agent.attempts):
+        if attempt.exit.session_id is not None and SESSION_ID_RE.match(attempt.exit.session_id):
+            return attempt.exit.session_id
+    return None
+
+
+def spent(agent: Agent) -> float | None:
+    """What the agent has cost so far: its final exit's figure (which sums its attempts) once
+    it has ended, else what its earlier attempts cost."""
+    if agent.exit is not None:
+        return agent.exit.cost_usd
+    costs = [a.exit.cost_usd for a in agent.attempts if a.exit.cost_usd is not None]
+    return sum(costs) if costs else None
+
+
+def jitter(agent_id: str, attempt: int) -> float:
+    """A fraction in [0, 1) fixed by the agent and attempt: spreads the wake-ups of agents that
+    failed together, yet the same history always gives the same schedule (tests, replays)."""
+    digest = hashlib.blake2b(f"{agent_id}:{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / (1 << 64)
 
 
 class Finding(Struct, frozen=True, kw_only=True):
@@ -296,6 +412,7 @@ class Counts(Struct, frozen=True, kw_only=True):
 
     active: int = 0  # starting, running or stopping: holding a slot
     queued: int = 0  # admitted, waiting for a slot
+    sleeping: int = 0  # between attempts (a rate limit's reset, a retry's back-off)
     completed: int = 0
     failed: int = 0
     killed: int = 0
@@ -310,6 +427,7 @@ class EventKind(StrEnum):
     PROGRESS = "progress"  # data: {"activity", "message", "percent"}
     FINDING = "finding"  # data: the finding
     CLEANUP = "cleanup"  # data: the cleanup record
+    STALLED = "stalled"  # data: {"since", "seconds", "then"}: no output or progress for that long
     DRIFT = "drift"  # data: {"what": [...]}: what the daemon found changed behind its back and undid
     TASK_PURGED = "task_purged"  # data: {"agents", "reason"}: a closed task's history was deleted
     #: data: {"down_since", "seconds", "stopped", "ended", "adopted"}: the daemon was not running from its

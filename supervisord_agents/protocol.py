@@ -33,7 +33,8 @@ to pass back as ``cursor``. Every size a client controls is bounded where its fi
 declared, in this module's annotations (checked at decode), and nowhere else.
 
 Compatibility: the ``hello`` exchange carries ``PROTOCOL_VERSION``; wire Structs only
-gain fields with defaults. Version 2: list methods return pages.
+gain fields with defaults. Version 2: list methods return pages. Version 3: an agent may be
+``sleeping`` between attempts (with its ``attempts``, ``policy`` and ``wake_at``), and ``agent.wake``.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ from .model import (
     ModelName,
     Name,
     Percent,
+    Policy,
     Priority,
     Resources,
     Sandbox,
     Seq,
+    SessionId,
     Severity,
     ShortText,
     Task,
@@ -70,7 +73,7 @@ from .model import (
     nesting,
 )
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3  # 3: the sleeping state, attempts, policies, agent.wake
 MAX_LINE: Final = 1 << 20  # default cap on one line, in bytes
 MAX_DATA_DEPTH: Final = 32  # how deep a finding's data may nest (whatever shows it walks it recursively)
 MAX_PAGE: Final = 500  # items in one page of a list
@@ -168,6 +171,7 @@ class TaskCreateParams(Params, frozen=True, kw_only=True):
     context: TaskContext = TaskContext()
     limits: LimitsGiven = LimitsGiven()
     sandbox: Sandbox | None = None  # run its agents under bubblewrap; None: as each provider says
+    policy: Policy = Policy()  # rate limits, restarts, stalls; what is left out comes from each provider's
 
 
 class TaskRef(Params, frozen=True, kw_only=True):
@@ -192,6 +196,8 @@ class SpawnParams(Params, frozen=True, kw_only=True):
     timeout: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None  # wall-time limit (s), else the provider's
     queue: bool = False  # over a concurrency limit: wait as ``queued`` instead of being refused
     env: Annotated[dict[EnvName, EnvValue], Meta(max_length=64)] = {}  # over the daemon's (never its identity)
+    #: Continue this provider conversation (an ended agent's ``exit.session_id``) instead of starting one.
+    resume: SessionId | None = None
 
 
 class AgentRef(Params, frozen=True, kw_only=True):
@@ -556,6 +562,9 @@ AGENT_FINDING: Final = Method[FindingParams, Finding](
 AGENT_KILL: Final = Method[KillParams, Agent](
     "agent.kill", KillParams, Agent, "stop an agent (and with tree, its descendants); returns it ended",
     rule=Rule.DESCENDANTS, answer=Answer.BACKGROUND)
+AGENT_WAKE: Final = Method[AgentRef, Agent](
+    "agent.wake", AgentRef, Agent, "start a sleeping agent's next attempt now, not at its wake-up time",
+    rule=Rule.OPERATOR)
 AGENT_WAIT: Final = Method[WaitParams, WaitResult](
     "agent.wait", WaitParams, WaitResult, "wait until all (or any) of the agents have ended",
     rule=Rule.DESCENDANTS, answer=Answer.BACKGROUND)
@@ -582,6 +591,6 @@ DAEMON_STOP: Final = Method[NoParams, Stopping](
 #: Every method the daemon serves, by name.
 METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
     HELLO, TASK_CREATE, TASK_GET, TASK_LIST, TASK_CLOSE, TASK_PURGE, AGENT_SPAWN, AGENT_GET, AGENT_LIST, AGENT_PROGRESS,
-    AGENT_FINDING, AGENT_KILL, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
+    AGENT_FINDING, AGENT_KILL, AGENT_WAKE, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
     DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_DOCTOR, DAEMON_STOP,
 )}

@@ -29,10 +29,13 @@ GEMINI_HOME_ENV = "GEMINI_CLI_HOME"
 
 
 def build_argv(name: str, provider: Provider, *, model: str | None, extra: list[str],
-               mcp_file: Path | None = None, shim: str | None = None) -> list[str]:
+               mcp_file: Path | None = None, shim: str | None = None, resume: bool = False) -> list[str]:
     """The agent's argv. ``extra`` is the whole argv for ``command``, extra flags otherwise.
     With ``shim``, the agent is given the supervisor's MCP server (``mcp_file`` is where
-    :func:`mcp_file_content` is written, for claude)."""
+    :func:`mcp_file_content` is written, for claude). With ``resume``, the argv that continues
+    a conversation, ``{session_id}`` where its id goes (``[]`` if the provider has none)."""
+    if resume and not provider.resume:
+        return []
     argv = [*provider.argv]
     if model is not None:
         if not provider.model_flag:
@@ -40,7 +43,7 @@ def build_argv(name: str, provider: Provider, *, model: str | None, extra: list[
         argv += [*provider.model_flag, model]
     if shim is not None:
         argv += _mcp_argv(provider.mcp, shim, mcp_file)
-    argv += [*extra, *provider.prompt_from_stdin]
+    argv += [*extra, *(provider.resume if resume else []), *provider.prompt_from_stdin]
     if not argv:
         raise InvalidParams(f"provider {name!r} needs an argv (pass the command to run)")
     return argv

@@ -17,7 +17,7 @@ import trio
 
 from . import procs
 from .actor import Actor
-from .commands import Adopt, Exited, ReportDrift, RequestKill
+from .commands import Adopt, ClearStall, Exited, MarkStalled, ReportDrift, RequestKill
 from .config import Settings
 from .drift import Plan, diff
 from .effects import Effects
@@ -121,12 +121,34 @@ class Reconciler:
             report.timed_out.append(agent.id)
             if not dry_run:
                 await self._submit(RequestKill(agent_id=agent.id, reason=timed_out(agent.timeout or 0)))
+        if not dry_run:
+            await self._watch_stalls(time.time())
         for agent in self.registry.uncleaned():
             if self.effects.cleaning(agent.id):
                 continue
             report.cleanups_retried.append(agent.id)
             if not dry_run:
                 self.effects.clean_up(agent)
+
+    async def _watch_stalls(self, now: float) -> None:
+        """Flag running agents that have shown no output (their log untouched) and no progress
+        (their row unchanged) for their policy's ``stall_after``; clear the flag of a flagged
+        one whose log moved since. A progress report clears it in the registry itself."""
+        for agent in list(self.registry.agents_in([AgentState.RUNNING])):
+            limit = agent.policy.stall_after
+            if limit is None:
+                continue
+            try:
+                wrote = self.effects.files(agent).log.stat().st_mtime
+            except OSError:
+                wrote = 0.0
+            if agent.stalled_since is not None:
+                if wrote > agent.stalled_since:
+                    await self._submit(ClearStall(agent_id=agent.id))
+                continue
+            last = max(agent.updated_at, wrote)
+            if now - last >= limit:
+                await self._submit(MarkStalled(agent_id=agent.id, since=last))
 
     async def _exit_of_gone(self, agent: Agent) -> Exit | None:
         """How an agent whose session vanished ended; None while processes of it still run.
@@ -160,7 +182,7 @@ class Reconciler:
         for agent in list(self.registry.agents_in([AgentState.STOPPING])):
             await self._submit(RequestKill(agent_id=agent.id, reason=agent.kill_reason or "kill requested"))
 
-    async def _submit(self, command: Exited | Adopt | RequestKill | ReportDrift) -> None:
+    async def _submit(self, command: Exited | Adopt | RequestKill | ReportDrift | MarkStalled | ClearStall) -> None:
         try:
             await self.mailbox.submit(command)
         except IllegalTransition:

@@ -15,7 +15,16 @@ An agent moves through these states::
     queued --slot free--> starting --started/adopt--> running --kill--> stopping
       |                      |                          |                 |
       +-- kill --> killed    +--------- exited ---------+---- exited -----+--> completed | failed
-                             +-- spawn_failed --> failed                         | killed | lost
+                             +-- spawn_failed --> failed |                         | killed | lost
+                                                        exited early (rate limit, transient failure)
+    sleeping <------------------------------------------+ and its policy says try again
+      |  +-- wake (timer, or early) --> starting (or queued when no slot is free)
+      +-- kill --> killed
+
+A kill is sticky: a stopping agent's exit ends it, whatever its policy (but for a stall's
+restart, which the next kill turns into an ordinary stop). What follows an early end is
+:func:`~supervisord_agents.retry.after`'s decision; each earlier attempt is kept in the
+agent's ``attempts``, and its final exit sums what they all cost.
 
 A spawn over a concurrency limit (the task's ``max_concurrent``, the global cap) is
 refused, or, when the caller asked to queue, admitted as ``queued``. Queued agents hold
@@ -54,13 +63,16 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     Adopt,
     Applied,
     CleanUpAgent,
+    ClearStall,
     CloseTask,
     Command,
     CreateTask,
     Effect,
+    EndAttempt,
     Event,
     EventKind,
     Exited,
+    MarkStalled,
     PurgeTask,
     RecordCleanup,
     ReportDowntime,
@@ -74,6 +86,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     StartFailed,
     StartSession,
     StopAgent,
+    Wake,
 )
 from .errors import (
     Conflict,
@@ -86,14 +99,19 @@ from .model import (
     ACTIVE_STATES,
     Agent,
     AgentState,
+    Attempt,
     DecidedBy,
+    ErrorClass,
     Exit,
     Finding,
+    OnStall,
     Task,
     TaskState,
     TmuxIds,
+    conversation,
 )
 from .results import explained
+from .retry import GiveUp, Retry, after
 from .tables import Image, Tables, finding_size, image_of  # noqa: F401 - re-exported
 
 S = AgentState
@@ -207,13 +225,16 @@ class Registry(Tables):
                 )
         depth = self.child_depth(agent.parent)
         self.check_admission(task, agent.type, depth)
+        if agent.resume_session is not None:
+            self.check_conversation(agent.resume_session)
         # Queued agents still waiting are held back by a limit this spawn is held back by
         # too (promotion starts whatever fits the moment a slot frees), so it never
         # overtakes them.
         refusal = self._slot_refusal(task)
         if refusal is not None and not queue:
             raise refusal
-        waits = refusal is not None
+        # A provider that rate-limits its agents would refuse this one too: it waits for the reset.
+        waits = refusal is not None or self.rate_limited_until(agent.provider, now) is not None
         agent = structs.replace(
             agent, depth=depth, state=S.QUEUED if waits else S.STARTING, created_at=now, updated_at=now,
             started_at=None, ended_at=None, exit=None, tmux=None, cleanup=None,
@@ -255,6 +276,22 @@ class Registry(Tables):
                     data={"limit": "max_cost_usd", "value": limits.max_cost_usd},
                 )
 
+    def check_conversation(self, session_id: str) -> None:
+        """Raise Conflict if a live agent holds this provider conversation: one process per conversation."""
+        holder = self.conversation_holder(session_id)
+        if holder is not None:
+            raise Conflict(
+                f"conversation {session_id} is held by agent {holder.id} ({holder.state}): one live agent per"
+                " conversation", data={"session_id": session_id, "agent_id": holder.id},
+            )
+
+    def rate_limited_until(self, provider: str, now: float) -> float | None:
+        """When the last of the provider's rate-limited agents wakes, if that is after ``now``:
+        until then its new agents queue rather than start into the same limit."""
+        until = max((a.wake_at or 0.0 for a in self.agents_in([S.SLEEPING]) if a.provider == provider
+                     and a.attempts and a.attempts[-1].exit.error_class is ErrorClass.RATE_LIMIT), default=0.0)
+        return until if until > now else None
+
     def _slot_refusal(self, task: Task) -> LimitExceeded | None:
         active = self._active(task.id)
         if active >= task.limits.max_concurrent:
@@ -278,9 +315,13 @@ class Registry(Tables):
         """Start the oldest queued agents that fit under every concurrency limit now."""
         events: list[Event] = []
         effects: list[Effect] = []
+        limited: dict[str, bool] = {}
         for agent_id in list(self._queued):
             agent = self.agents[agent_id]
             if self._slot_refusal(self.tasks[agent.task_id]) is not None:
+                continue
+            if agent.attempt == 1 and limited.setdefault(
+                    agent.provider, self.rate_limited_until(agent.provider, now) is not None):
                 continue
             agent = self._replace(agent, state=S.STARTING, updated_at=now)
             events.append(self._agent_event(now, agent))
@@ -306,7 +347,7 @@ class Registry(Tables):
         return self._end(agent, S.FAILED, exit, now)
 
     def _progress(self, agent: Agent, cmd: ReportProgress, now: float) -> Applied:
-        changes: dict[str, Any] = {"updated_at": now}
+        changes: dict[str, Any] = {"updated_at": now, "stalled_since": None}
         if cmd.activity is not None:
             changes["activity"] = cmd.activity
         if cmd.message is not None:
@@ -326,19 +367,87 @@ class Registry(Tables):
         effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
         return Applied([self._agent_event(now, agent)], effects, agent)
 
-    def _kill_queued(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
-        # Nothing runs yet: the agent ends here, and only its files need cleaning.
+    def _kill_waiting(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
+        # Nothing runs (yet, or between attempts): the agent ends here, and only its files need cleaning.
         agent = self._replace(agent, kill_reason=cmd.reason or "kill requested")
         return self._end(agent, S.KILLED, Exit(decided_by=DecidedBy.KILL, reason=agent.kill_reason), now)
 
     def _kill_again(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
-        # Idempotent: a second kill (for example with --tree) re-issues the stop.
+        # Idempotent: a second kill (for example with --tree) re-issues the stop; and a kill
+        # of an agent stopping for a stall's restart makes it an ordinary stop (sticky).
+        events: list[Event] = []
+        if agent.then_restart:
+            agent = self._replace(agent, then_restart=False, kill_reason=cmd.reason or "kill requested",
+                                  updated_at=now)
+            events.append(self._agent_event(now, agent))
         effects: list[Effect] = [StopAgent(agent, tree=cmd.tree)] if agent.tmux is not None else []
-        return Applied([], effects, agent)
+        return Applied(events, effects, agent)
 
     def _exited(self, agent: Agent, cmd: Exited, now: float) -> Applied:
-        state = terminal_state(cmd.exit, kill_requested=agent.state is S.STOPPING)
+        stopping = agent.state is S.STOPPING and not agent.then_restart
+        state = terminal_state(cmd.exit, kill_requested=stopping)
+        if agent.then_restart:  # stopped for a stall: the next attempt resumes at once
+            exit = explained(S.FAILED, cmd.exit, agent.kill_reason)
+            if agent.attempt >= (agent.policy.max_attempts or 1):
+                gave_up = f"gave up after {agent.attempt} attempts: {exit.reason}"
+                return self._end(agent, S.FAILED, exit, now, gave_up=gave_up)
+            return self._sleep(agent, exit, Retry(now, "stalled: restarted at once"), now)
+        if state is S.FAILED:
+            exit = explained(state, cmd.exit, "")
+            match after(agent, exit, now):
+                case Retry() as retry:
+                    return self._sleep(agent, exit, retry, now)
+                case GiveUp(reason):
+                    return self._end(agent, state, exit, now, gave_up=reason)
         return self._end(agent, state, cmd.exit, now)
+
+    def _sleep(self, agent: Agent, exit: Exit, retry: Retry, now: float) -> Applied:
+        """The attempt ended and another follows at ``retry.wake_at``: the agent sleeps, holding
+        no slot, its files and its conversation kept."""
+        record = Attempt(n=agent.attempt, started_at=agent.started_at, ended_at=now, exit=exit, then=retry.why)
+        ran_in = agent.tmux
+        agent = self._replace(
+            agent, state=S.SLEEPING, attempt=agent.attempt + 1, attempts=[*agent.attempts, record],
+            wake_at=retry.wake_at, sleep_reason=retry.why, resume_session=None, tmux=None, started_at=None,
+            stalled_since=None, then_restart=False, kill_reason="", updated_at=now,
+        )
+        slept = self._agent_event(now, agent)
+        promoted, starts = self._promote(now) if self._queued else ([], [])
+        return Applied([slept, *promoted], [EndAttempt(agent, ran_in), *starts], agent)
+
+    def _wake(self, agent: Agent, cmd: Wake, now: float) -> Applied:
+        if cmd.attempt != agent.attempt and not cmd.early:
+            raise IllegalTransition(f"agent {agent.id} sleeps before attempt {agent.attempt}, not {cmd.attempt}",
+                                    data={"agent_id": agent.id, "attempt": agent.attempt})
+        session = conversation(agent) if agent.resume_argv else None
+        waits = self._slot_refusal(self.tasks[agent.task_id]) is not None
+        agent = self._replace(agent, state=S.QUEUED if waits else S.STARTING, wake_at=None, sleep_reason="",
+                              resume_session=session, progress=0, updated_at=now)
+        woke = self._agent_event(now, agent)
+        # Its wake may lift its provider's rate limit: agents queued behind it may start.
+        promoted, starts = self._promote(now) if self._queued else ([], [])
+        return Applied([woke, *promoted], [] if waits else [StartSession(agent), *starts], agent)
+
+    def _stalled(self, agent: Agent, cmd: MarkStalled, now: float) -> Applied:
+        if agent.stalled_since is not None:
+            return Applied([], [], agent)
+        seconds = round(now - cmd.since, 1)
+        action = agent.policy.on_stall or OnStall.NOTHING
+        agent = self._replace(agent, stalled_since=cmd.since, updated_at=now)
+        data = {"since": cmd.since, "seconds": seconds, "then": action.value}
+        events = [self._event(now, EventKind.STALLED, agent.task_id, agent.id, data=data)]
+        if action is OnStall.NOTHING:
+            return Applied(events, [], agent)
+        reason = f"stalled: no output or progress for {seconds:g} s"
+        agent = self._replace(agent, state=S.STOPPING, kill_reason=reason, then_restart=action is OnStall.RESTART)
+        events.append(self._agent_event(now, agent))
+        return Applied(events, [StopAgent(agent, tree=False)] if agent.tmux is not None else [], agent)
+
+    def _unstalled(self, agent: Agent, cmd: ClearStall, now: float) -> Applied:
+        if agent.stalled_since is None:
+            return Applied([], [], agent)
+        agent = self._replace(agent, stalled_since=None, updated_at=now)
+        return Applied([self._agent_event(now, agent)], [], agent)
 
     def _cleanup(self, agent: Agent, cmd: RecordCleanup, now: float) -> Applied:
         agent = self._replace(agent, cleanup=cmd.cleanup, updated_at=now)
@@ -346,9 +455,14 @@ class Registry(Tables):
         self._settle(agent)
         return Applied([event], [], agent)
 
-    def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float) -> Applied:
+    def _end(self, agent: Agent, state: AgentState, exit: Exit, now: float, *, gave_up: str = "") -> Applied:
         exit = explained(state, exit, agent.kill_reason)
-        agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now)
+        if gave_up:
+            exit = structs.replace(exit, reason=gave_up)
+        if agent.attempts:
+            exit = _summed(agent.attempts, exit)
+        agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now, wake_at=None,
+                              then_restart=False)
         ended = self._agent_event(now, agent)
         promoted, starts = self._promote(now) if self._queued else ([], [])
         return Applied([ended, *promoted], [CleanUpAgent(agent), *starts], agent)
@@ -407,6 +521,19 @@ class Registry(Tables):
                 data={"session_id": tmux.session_id, "agent_id": holder},
             )
 
+def _summed(attempts: list[Attempt], exit: Exit) -> Exit:
+    """The final exit of an agent that made several attempts: what all of them cost and took."""
+    runs = [a.exit for a in attempts] + [exit]
+
+    def total(field: str) -> Any:
+        values = [v for e in runs if (v := getattr(e, field)) is not None]
+        return sum(values) if values else None
+
+    session = exit.session_id or next((e.session_id for e in reversed(runs) if e.session_id), None)
+    return structs.replace(exit, cost_usd=total("cost_usd"), input_tokens=total("input_tokens"),
+                           output_tokens=total("output_tokens"), turns=total("turns"), session_id=session)
+
+
 # --- the transition table -------------------------------------------------------------
 
 _TERMINALS: Final = (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)
@@ -422,7 +549,11 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
     (S.STARTING, StartFailed): Registry._start_failed,
     (S.STOPPING, StartFailed): Registry._start_failed,
     **{(s, ReportProgress): Registry._progress for s in (S.STARTING, S.RUNNING, S.STOPPING)},
-    (S.QUEUED, RequestKill): Registry._kill_queued,
+    (S.QUEUED, RequestKill): Registry._kill_waiting,
+    (S.SLEEPING, RequestKill): Registry._kill_waiting,
+    (S.SLEEPING, Wake): Registry._wake,
+    (S.RUNNING, MarkStalled): Registry._stalled,
+    (S.RUNNING, ClearStall): Registry._unstalled,
     (S.STARTING, RequestKill): Registry._kill,
     (S.RUNNING, RequestKill): Registry._kill,
     (S.STOPPING, RequestKill): Registry._kill_again,
@@ -431,7 +562,8 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
 }
 
 #: The commands addressed to one agent (looked up in TRANSITIONS by its state).
-AGENT_COMMANDS: Final = (Started, Adopt, StartFailed, ReportProgress, RequestKill, Exited, RecordCleanup)
+AGENT_COMMANDS: Final = (Started, Adopt, StartFailed, ReportProgress, RequestKill, Exited, RecordCleanup, Wake,
+                         MarkStalled, ClearStall)
 
 
 def _verb(command: Struct) -> str:

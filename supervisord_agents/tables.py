@@ -24,7 +24,18 @@ import msgspec
 from msgspec import Struct, structs
 
 from .errors import UnknownAgent, UnknownTask
-from .model import ACTIVE_STATES, TERMINAL_STATES, Agent, AgentState, Counts, Finding, Task, TaskState
+from .model import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Agent,
+    AgentState,
+    Counts,
+    Finding,
+    Task,
+    TaskState,
+    conversation,
+    spent,
+)
 
 S = AgentState
 
@@ -121,6 +132,7 @@ class Tables:
         self._task_agents: dict[str, dict[str, None]] = {}  # held agents of a task, oldest first
         self._live_type: dict[tuple[str, str], str] = {}
         self._live_session: dict[str, str] = {}
+        self._conversations: dict[str, str] = {}  # provider conversation -> the live agent that holds it
         self._children: dict[str, dict[str, None]] = {}  # held children
         self._by_token: dict[str, str] = {}
         self._uncleaned: set[str] = set()  # terminal agents whose cleanup has not succeeded
@@ -200,6 +212,11 @@ class Tables:
         agent_id = self._live_session.get(session_id)
         return None if agent_id is None else self.agents[agent_id]
 
+    def conversation_holder(self, session_id: str) -> Agent | None:
+        """The live agent that holds a provider's conversation (runs it, or sleeps to resume it)."""
+        agent_id = self._conversations.get(session_id)
+        return None if agent_id is None else self.agents[agent_id]
+
     def live_of_type(self, task_id: str, type: str) -> Agent | None:
         agent_id = self._live_type.get((task_id, type))
         return None if agent_id is None else self.agents[agent_id]
@@ -221,6 +238,7 @@ class Tables:
         return Counts(
             active=sum(n(s) for s in ACTIVE_STATES),
             queued=n(S.QUEUED),
+            sleeping=n(S.SLEEPING),
             completed=n(S.COMPLETED),
             failed=n(S.FAILED),
             killed=n(S.KILLED),
@@ -229,12 +247,12 @@ class Tables:
         )
 
     def cost(self, task_id: str) -> float:
-        """What a held task's ended agents cost (USD, from their final results): summed
-        exactly when asked, like every count, so it cannot drift."""
+        """What a held task's agents have cost (USD, from the results of their ended attempts):
+        summed exactly when asked, like every count, so it cannot drift."""
         total = self._settled[task_id].cost if task_id in self._settled else Fraction(0)
         for agent in self.agents_of(task_id):
-            if agent.exit is not None and agent.exit.cost_usd is not None:
-                total += Fraction(agent.exit.cost_usd)
+            if (cost := spent(agent)) is not None:
+                total += Fraction(cost)
         return float(total)
 
     def findings_use(self, task_id: str) -> tuple[int, int]:
@@ -304,6 +322,8 @@ class Tables:
             self._live_type[(agent.task_id, agent.type)] = agent.id
             if agent.tmux is not None:
                 self._live_session[agent.tmux.session_id] = agent.id
+            if (held := conversation(agent)) is not None:
+                self._conversations[held] = agent.id
         elif agent.cleanup is None or not agent.cleanup.ok:
             self._uncleaned.add(agent.id)
 
@@ -316,4 +336,6 @@ class Tables:
                 del self._live_type[(agent.task_id, agent.type)]
             if agent.tmux is not None and self._live_session.get(agent.tmux.session_id) == agent.id:
                 del self._live_session[agent.tmux.session_id]
+            if (held := conversation(agent)) is not None and self._conversations.get(held) == agent.id:
+                del self._conversations[held]
         self._uncleaned.discard(agent.id)

@@ -26,10 +26,10 @@ CLIENTS = PACKAGE.parent / "clients"
 README = PACKAGE.parent / "README.md"
 
 CORE = {"errors", "model", "commands", "registry", "tables", "drift", "protocol", "codec", "tmux", "tmux_protocol",
-        "results", "digest"}
+        "results", "digest", "retry"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
             "procs", "cgroups", "agent_sockets", "access", "providers", "doctor", "config", "logs", "service",
-            "watermark", "history", "heartbeat", "hooks"}
+            "watermark", "history", "heartbeat", "hooks", "waker"}
 ENTRY = {"daemon", "runner", "tee"}  # the runner's process: runner and its tee
 IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog", "subprocess", "pathlib", "io",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",

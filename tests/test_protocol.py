@@ -166,6 +166,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "agent.progress": {},
     "agent.finding": {"type": "bug", "message": "it broke"},
     "agent.kill": {"agent_id": AGENT},
+    "agent.wake": {"agent_id": AGENT},
     "agent.wait": {"agent_ids": [AGENT]},
     "agent.output": {"agent_id": AGENT},
     "agent.peek": {"agent_id": AGENT},

@@ -29,6 +29,7 @@ from supervisord_agents.model import (
     ACTIVE_STATES,
     Agent,
     AgentState,
+    Attempt,
     CleanupRecord,
     Counts,
     DecidedBy,
@@ -47,11 +48,13 @@ from supervisord_agents.registry import (
     Adopt,
     Applied,
     CleanUpAgent,
+    ClearStall,
     CloseTask,
     CreateTask,
     EventKind,
     Exited,
     Image,
+    MarkStalled,
     RecordCleanup,
     Registry,
     ReportFinding,
@@ -63,6 +66,7 @@ from supervisord_agents.registry import (
     StartFailed,
     StartSession,
     StopAgent,
+    Wake,
     image_of,
     terminal_state,
 )
@@ -173,8 +177,9 @@ class World:
         row = agent_row(task, type, next(self._n), parent=None if parent is None else parent.id, **fields)
         return self.apply(SpawnAgent(row)).result  # type: ignore[no-any-return]
 
-    def run(self, task: Task, type: str = "worker", parent: Agent | None = None, session: int | None = None) -> Agent:
-        agent = self.spawn(task, type, parent)
+    def run(self, task: Task, type: str = "worker", parent: Agent | None = None, session: int | None = None,
+            **fields: Any) -> Agent:
+        agent = self.spawn(task, type, parent, **fields)
         k = session if session is not None else next(self._n) + 1000
         return self.apply(Started(agent.id, tmux_ids(k))).result  # type: ignore[no-any-return]
 
@@ -205,6 +210,10 @@ EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
     (S.STOPPING, RequestKill): S.STOPPING,
     (S.STOPPING, Exited): S.KILLED,
     (S.QUEUED, RequestKill): S.KILLED,
+    (S.SLEEPING, RequestKill): S.KILLED,
+    (S.SLEEPING, Wake): S.STARTING,
+    (S.RUNNING, MarkStalled): S.RUNNING,
+    (S.RUNNING, ClearStall): S.RUNNING,
     **{(s, RecordCleanup): s for s in (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)},
 }
 
@@ -225,6 +234,10 @@ def registry_with(state: AgentState) -> tuple[Registry, Agent]:
         fields |= {"tmux": tmux_ids(1), "started_at": T0}
     if state is S.STOPPING:
         fields["kill_reason"] = "kill requested"
+    if state is S.SLEEPING:
+        first = Attempt(n=1, started_at=T0, ended_at=T0, exit=Exit(decided_by=DecidedBy.EXIT_STATUS, code=1,
+                                                                   error_class=ErrorClass.RATE_LIMIT), then="slept")
+        fields |= {"attempt": 2, "attempts": [first], "wake_at": T0 + 100}
     if state.terminal:
         fields |= {"exit": _EXITS[state], "ended_at": T0}
     agent = agent_row(_TASK, "worker", 1, **fields)
@@ -246,6 +259,9 @@ def command_for(cls: type[Struct], agent_id: str) -> Struct:
         RequestKill: RequestKill(agent_id=agent_id, reason="enough"),
         Exited: Exited(agent_id, Exit(decided_by=DecidedBy.EXIT_STATUS, code=0)),
         RecordCleanup: RecordCleanup(agent_id, CleanupRecord(ok=True, at=T0)),
+        Wake: Wake(agent_id=agent_id, attempt=2),
+        MarkStalled: MarkStalled(agent_id=agent_id, since=T0),
+        ClearStall: ClearStall(agent_id=agent_id),
     }
     return commands[cls]
 
@@ -690,8 +706,8 @@ def test_terminal_state_mapping(exit: Exit, kill_requested: bool, expected: Agen
         (Exit(decided_by=DecidedBy.SESSION_VANISHED), S.LOST, "session gone without an exit record", ErrorClass.LOST),
         (Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True, cost_usd=0.5, turns=3), S.FAILED,
          "the agent reported an error", ErrorClass.AGENT_ERROR),
-        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0, is_error=True, reason="rate_limit: 429",
-              error_class=ErrorClass.RATE_LIMIT), S.FAILED, "rate_limit: 429", ErrorClass.RATE_LIMIT),
+        (Exit(decided_by=DecidedBy.EXIT_STATUS, code=0, is_error=True, reason="auth: 401",
+              error_class=ErrorClass.AUTH), S.FAILED, "auth: 401", ErrorClass.AUTH),
     ],
     ids=["code0", "code3", "signal", "vanished", "result-error", "error-with-code0"],
 )

@@ -1,0 +1,65 @@
+"""What follows an attempt that ended early: sleep and try again, give up, or nothing.
+
+supervisord's ``autorestart``/``startretries``/back-off, with what agents add: a rate
+limit is not a failure but a wait (until the provider's reset when it said, else a
+doubling back-off), and the next attempt resumes the same conversation. A killed agent is
+never retried: a kill ends the agent whatever its policy (the registry never asks here).
+
+Pure: ``now`` is an argument, and the spread that keeps agents which failed together from
+waking together (:func:`~.model.jitter`) is fixed by the agent's id and attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+from .model import TRANSIENT, Agent, ErrorClass, Exit, OnRateLimit, Restart, jitter
+
+#: No single back-off sleeps longer than this, whatever the policy's doubling reaches.
+LONGEST_SLEEP: Final = 24 * 3600.0
+#: How much later than its reset a rate-limited agent may wake, spread over the agents
+#: (a fraction of the wait, up to this many seconds).
+RESET_SPREAD: Final = 30.0
+
+
+class Retry(NamedTuple):
+    """Sleep until ``wake_at``, then start the next attempt; ``why`` in words."""
+
+    wake_at: float
+    why: str
+
+
+class GiveUp(NamedTuple):
+    """The agent ends ``failed`` with this reason (the policy allows no more attempts)."""
+
+    reason: str
+
+
+def after(agent: Agent, exit: Exit, now: float) -> Retry | GiveUp | None:
+    """What follows the attempt of ``agent`` that ended ``failed`` with ``exit`` (its error
+    class decided): None when nothing does (the agent ends as the exit says)."""
+    policy = agent.policy
+    spread = 0.25 * jitter(agent.id, agent.attempt)
+    if exit.error_class is ErrorClass.RATE_LIMIT:
+        if policy.on_rate_limit is not OnRateLimit.SLEEP:
+            return None
+        waits = sum(1 for a in agent.attempts if a.exit.error_class is ErrorClass.RATE_LIMIT)
+        if waits >= (policy.max_rate_limit_waits or 0):
+            return GiveUp(f"gave up after {waits + 1} rate limits: {exit.reason}")
+        if exit.retry_at is not None:
+            delay = max(0.0, exit.retry_at - now)
+            why = "rate limited: until the provider's reset"
+        else:
+            delay = (policy.rate_limit_backoff or 0.0) * 2.0 ** waits
+            why = "rate limited: no reset time given, a back-off"
+        delay = min(delay, LONGEST_SLEEP)
+        delay += min(RESET_SPREAD, delay * spread)
+        return Retry(now + delay, f"{why} of {delay:.3g} s")
+    if exit.error_class in TRANSIENT and policy.restart is Restart.ON_FAILURE:
+        failures = 1 + sum(1 for a in agent.attempts if a.exit.error_class is not ErrorClass.RATE_LIMIT)
+        if failures >= (policy.max_attempts or 1):
+            return GiveUp(f"gave up after {agent.attempt} attempts: {exit.reason}")
+        delay = min(policy.backoff_max or 0.0, (policy.backoff or 0.0) * 2.0 ** (failures - 1), LONGEST_SLEEP)
+        delay *= 1 + spread
+        return Retry(now + delay, f"{exit.error_class}: retried after a back-off of {delay:.3g} s")
+    return None
