@@ -386,7 +386,7 @@ class Api:
             model=params.model, argv=argv, cwd=cwd, token_hash=hash_token(token) if token else "",
             timeout=params.timeout or provider.timeout, resources=task.limits.resources.over(provider.resources),
             sandbox=task.sandbox or provider.sandbox, policy=task.policy.over(provider.policy).over(DEFAULT_POLICY),
-            resume_argv=resume_argv, resume_session=params.resume, created_at=now, updated_at=now,
+            resume_argv=resume_argv, conversation=params.resume, created_at=now, updated_at=now,
         )
         launch = Launch(token=token, prompt=compose_prompt(params.prompt, agent, task), events=provider.events,
                         mcp=provider.mcp, mcp_shim=shim, env=provider_env(provider, params.env))

@@ -117,8 +117,9 @@ class Launcher:
             return None
         identity = launch.identity_env(agent, socket_path)
         mcp = None if launch.mcp_shim is None else mcp_file_content(launch.mcp, launch.mcp_shim, identity)
-        # An attempt that resumes the conversation is told to go on; a fresh one gets the prompt again.
-        files.create(RESUME_PROMPT if agent.resume_session is not None else launch.prompt, mcp)
+        # A later attempt that resumes the conversation is told to go on; a fresh one gets the prompt again.
+        resumes = agent.attempt > 1 and agent.conversation is not None and bool(agent.resume_argv)
+        files.create(RESUME_PROMPT if resumes else launch.prompt, mcp)
         home = cli_home(launch.mcp, files.home, launch.mcp_shim, identity, _user_settings(launch.mcp))
         if home is not None:
             files.create_home(home.files, {rel: Path.home() / rel for rel in home.links})

@@ -350,7 +350,8 @@ class Agent(Struct, frozen=True, kw_only=True):
     resume_argv: list[str] = []
     attempt: int = 1  # the current attempt (or, sleeping, the next one)
     attempts: list[Attempt] = []  # the earlier ones, oldest first
-    resume_session: SessionId | None = None  # the conversation this attempt resumes (None: a fresh start)
+    #: The provider conversation it holds, which its next attempt resumes (None: none known, a fresh start).
+    conversation: SessionId | None = None
     wake_at: float | None = None  # sleeping: when the next attempt starts
     sleep_reason: str = ""  # sleeping: why, in words
     stalled_since: float | None = None  # running without output or progress since then (a flag, not a state)
@@ -364,20 +365,9 @@ class Agent(Struct, frozen=True, kw_only=True):
 def launch_argv(agent: Agent) -> list[str]:
     """The argv of the agent's current attempt: its provider's resume argv when it continues
     a conversation, else the argv it was spawned with."""
-    if agent.resume_session is None or not agent.resume_argv:
+    if agent.conversation is None or not agent.resume_argv:
         return agent.argv
-    return [item.replace("{session_id}", agent.resume_session) for item in agent.resume_argv]
-
-
-def conversation(agent: Agent) -> str | None:
-    """The provider's conversation an agent holds: the one it resumes, else the one its last
-    attempt reported (None: not known yet)."""
-    if agent.resume_session is not None:
-        return agent.resume_session
-    for attempt in reversed(agent.attempts):
-        if attempt.exit.session_id is not None and SESSION_ID_RE.match(attempt.exit.session_id):
-            return attempt.exit.session_id
-    return None
+    return [item.replace("{session_id}", agent.conversation) for item in agent.resume_argv]
 
 
 def spent(agent: Agent) -> float | None:

@@ -97,6 +97,7 @@ from .errors import (
 )
 from .model import (
     ACTIVE_STATES,
+    SESSION_ID_RE,
     Agent,
     AgentState,
     Attempt,
@@ -108,7 +109,6 @@ from .model import (
     Task,
     TaskState,
     TmuxIds,
-    conversation,
 )
 from .results import explained
 from .retry import GiveUp, Retry, after
@@ -225,8 +225,8 @@ class Registry(Tables):
                 )
         depth = self.child_depth(agent.parent)
         self.check_admission(task, agent.type, depth)
-        if agent.resume_session is not None:
-            self.check_conversation(agent.resume_session)
+        if agent.conversation is not None:
+            self.check_conversation(agent.conversation)
         # Queued agents still waiting are held back by a limit this spawn is held back by
         # too (promotion starts whatever fits the moment a slot frees), so it never
         # overtakes them.
@@ -234,7 +234,7 @@ class Registry(Tables):
         if refusal is not None and not queue:
             raise refusal
         # A provider that rate-limits its agents would refuse this one too: it waits for the reset.
-        waits = refusal is not None or self.rate_limited_until(agent.provider, now) is not None
+        waits = refusal is not None or self.rate_limited_until(agent.provider) is not None
         agent = structs.replace(
             agent, depth=depth, state=S.QUEUED if waits else S.STARTING, created_at=now, updated_at=now,
             started_at=None, ended_at=None, exit=None, tmux=None, cleanup=None,
@@ -285,12 +285,11 @@ class Registry(Tables):
                 " conversation", data={"session_id": session_id, "agent_id": holder.id},
             )
 
-    def rate_limited_until(self, provider: str, now: float) -> float | None:
-        """When the last of the provider's rate-limited agents wakes, if that is after ``now``:
-        until then its new agents queue rather than start into the same limit."""
-        until = max((a.wake_at or 0.0 for a in self.agents_in([S.SLEEPING]) if a.provider == provider
-                     and a.attempts and a.attempts[-1].exit.error_class is ErrorClass.RATE_LIMIT), default=0.0)
-        return until if until > now else None
+    def rate_limited_until(self, provider: str) -> float | None:
+        """While agents of the provider sleep on a rate limit, when the last of them wakes (else
+        None): until they have woken, its new agents queue rather than start into the same limit."""
+        return max((a.wake_at or 0.0 for a in self.agents_in([S.SLEEPING]) if a.provider == provider
+                    and a.attempts and a.attempts[-1].exit.error_class is ErrorClass.RATE_LIMIT), default=None)
 
     def _slot_refusal(self, task: Task) -> LimitExceeded | None:
         active = self._active(task.id)
@@ -321,7 +320,7 @@ class Registry(Tables):
             if self._slot_refusal(self.tasks[agent.task_id]) is not None:
                 continue
             if agent.attempt == 1 and limited.setdefault(
-                    agent.provider, self.rate_limited_until(agent.provider, now) is not None):
+                    agent.provider, self.rate_limited_until(agent.provider) is not None):
                 continue
             agent = self._replace(agent, state=S.STARTING, updated_at=now)
             events.append(self._agent_event(now, agent))
@@ -406,9 +405,15 @@ class Registry(Tables):
         no slot, its files and its conversation kept."""
         record = Attempt(n=agent.attempt, started_at=agent.started_at, ended_at=now, exit=exit, then=retry.why)
         ran_in = agent.tmux
+        # The conversation its next attempt resumes: the one this attempt reported, unless that is not
+        # an id at all, or another live agent holds it (an agent's stream is its own to forge).
+        reported = exit.session_id
+        if reported is not None and SESSION_ID_RE.match(reported) \
+                and self.conversation_holder(reported) in (None, agent):
+            agent = self._replace(agent, conversation=reported)
         agent = self._replace(
             agent, state=S.SLEEPING, attempt=agent.attempt + 1, attempts=[*agent.attempts, record],
-            wake_at=retry.wake_at, sleep_reason=retry.why, resume_session=None, tmux=None, started_at=None,
+            wake_at=retry.wake_at, sleep_reason=retry.why, tmux=None, started_at=None,
             stalled_since=None, then_restart=False, kill_reason="", updated_at=now,
         )
         slept = self._agent_event(now, agent)
@@ -419,10 +424,9 @@ class Registry(Tables):
         if cmd.attempt != agent.attempt and not cmd.early:
             raise IllegalTransition(f"agent {agent.id} sleeps before attempt {agent.attempt}, not {cmd.attempt}",
                                     data={"agent_id": agent.id, "attempt": agent.attempt})
-        session = conversation(agent) if agent.resume_argv else None
         waits = self._slot_refusal(self.tasks[agent.task_id]) is not None
         agent = self._replace(agent, state=S.QUEUED if waits else S.STARTING, wake_at=None, sleep_reason="",
-                              resume_session=session, progress=0, updated_at=now)
+                              progress=0, updated_at=now)
         woke = self._agent_event(now, agent)
         # Its wake may lift its provider's rate limit: agents queued behind it may start.
         promoted, starts = self._promote(now) if self._queued else ([], [])

@@ -33,7 +33,6 @@ from .model import (
     Finding,
     Task,
     TaskState,
-    conversation,
     spent,
 )
 
@@ -322,8 +321,8 @@ class Tables:
             self._live_type[(agent.task_id, agent.type)] = agent.id
             if agent.tmux is not None:
                 self._live_session[agent.tmux.session_id] = agent.id
-            if (held := conversation(agent)) is not None:
-                self._conversations[held] = agent.id
+            if agent.conversation is not None:
+                self._conversations[agent.conversation] = agent.id
         elif agent.cleanup is None or not agent.cleanup.ok:
             self._uncleaned.add(agent.id)
 
@@ -336,6 +335,6 @@ class Tables:
                 del self._live_type[(agent.task_id, agent.type)]
             if agent.tmux is not None and self._live_session.get(agent.tmux.session_id) == agent.id:
                 del self._live_session[agent.tmux.session_id]
-            if (held := conversation(agent)) is not None and self._conversations.get(held) == agent.id:
-                del self._conversations[held]
+            if agent.conversation is not None and self._conversations.get(agent.conversation) == agent.id:
+                del self._conversations[agent.conversation]
         self._uncleaned.discard(agent.id)

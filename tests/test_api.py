@@ -311,7 +311,7 @@ async def test_a_refused_spawn_leaves_no_files(rig: InProcess) -> None:
         await rig.spawn(task_id, "two")
     assert agent_dirs(rig, task_id) == [first["id"]]
     assert [a["id"] for a in await rig.list("agent.list", task_id=task_id)] == [first["id"]]
-    assert not rig.files(first).launch.exists()  # handed over when the session started
+    assert rig.files(first).launch.exists()  # kept while it lives: a later attempt starts from it
 
 
 async def test_a_spawn_cancelled_before_admission_leaves_nothing(
@@ -373,7 +373,7 @@ async def test_a_spawn_cancelled_after_admission_still_starts(rig: InProcess, mo
     assert scope.cancelled_caught
     (agent,) = await rig.list("agent.list", task_id=task_id)
     running = await rig.eventually(agent["id"], "running")
-    assert agent_dirs(rig, task_id) == [running["id"]] and not rig.files(running).launch.exists()
+    assert agent_dirs(rig, task_id) == [running["id"]] and rig.files(running).launch.exists()
     assert rig.files(running).prompt.exists()
 
 

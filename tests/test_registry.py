@@ -110,6 +110,7 @@ def recount(agents: list[Agent]) -> Counts:
     return Counts(
         active=sum(a.state in ACTIVE_STATES for a in agents),
         queued=sum(a.state is S.QUEUED for a in agents),
+        sleeping=sum(a.state is S.SLEEPING for a in agents),
         completed=sum(a.state is S.COMPLETED for a in agents),
         failed=sum(a.state is S.FAILED for a in agents),
         killed=sum(a.state is S.KILLED for a in agents),

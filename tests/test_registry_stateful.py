@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 
 import pytest
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from msgspec import Struct, structs
@@ -31,19 +31,27 @@ from supervisord_agents.model import (
     AgentState,
     CleanupRecord,
     DecidedBy,
+    ErrorClass,
     Exit,
     Limits,
+    OnRateLimit,
+    OnStall,
+    Policy,
+    Restart,
     Severity,
     Task,
     TaskState,
     TmuxIds,
+    spent,
 )
 from supervisord_agents.registry import (
     Adopt,
     Applied,
+    ClearStall,
     CloseTask,
     CreateTask,
     Exited,
+    MarkStalled,
     PurgeTask,
     RecordCleanup,
     Registry,
@@ -54,6 +62,7 @@ from supervisord_agents.registry import (
     SpawnAgent,
     Started,
     StartFailed,
+    Wake,
 )
 from supervisord_agents.tables import finding_size, settled
 from tests.test_registry import T0, Rows, recount, snapshot
@@ -71,6 +80,21 @@ EXITS = (
     Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False),
     Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=False, cost_usd=0.1),
     Exit(decided_by=DecidedBy.EXIT_STATUS, code=1, cost_usd=0.7),
+    # Early ends a policy may answer with another attempt: a rate limit (with and without its
+    # reset), the provider failing; each reports the conversation it had.
+    Exit(decided_by=DecidedBy.EXIT_STATUS, code=1, error_class=ErrorClass.RATE_LIMIT, retry_at=T0 + 30,
+         session_id="conv-1", cost_usd=0.25),
+    Exit(decided_by=DecidedBy.EXIT_STATUS, code=1, error_class=ErrorClass.RATE_LIMIT, session_id="conv-2"),
+    Exit(decided_by=DecidedBy.RESULT_EVENT, is_error=True, error_class=ErrorClass.API_ERROR, session_id="conv-1",
+         cost_usd=0.5, turns=2),
+)
+PROVIDERS = ("claude", "codex")
+CONVERSATIONS = ("conv-1", "conv-2")
+policies = st.builds(
+    Policy, on_rate_limit=st.sampled_from([OnRateLimit.SLEEP] * 3 + [OnRateLimit.FAIL]),
+    max_rate_limit_waits=st.integers(0, 2), rate_limit_backoff=st.sampled_from([0.0, 5.0]),
+    restart=st.sampled_from([Restart.ON_FAILURE] * 3 + [Restart.NEVER]), max_attempts=st.integers(1, 3),
+    backoff=st.sampled_from([0.0, 2.0]), backoff_max=st.just(10.0), on_stall=st.sampled_from(OnStall),
 )
 #: Fields a terminal agent may still change: only its cleanup record (and when that happened).
 _MUTABLE_WHEN_TERMINAL = ("cleanup", "updated_at")
@@ -99,6 +123,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.ended: dict[str, Agent] = {}  # terminal agents as first seen
         self.serial = itertools.count(1)
         self.db = Rows()  # what the store holds: every row, settled ones too
+        self.stopped: set[str] = set()  # agents seen stopping for good
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -115,6 +140,8 @@ class RegistryMachine(RuleBasedStateMachine):
         assert [e.seq for e in outcome.events] == list(range(first, first + len(outcome.events)))
         self.emitted += len(outcome.events)
         self.db.commit(self.reg, outcome)
+        for e in outcome.events:  # what the machine reached (--hypothesis-show-statistics)
+            event(f"{type(command).__name__} -> {e.state or e.kind}")
         return outcome
 
     def task_id(self, aim: str, i: int) -> str:
@@ -161,9 +188,11 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(
         aim=aim, i=pick, type=st.sampled_from(TYPES), parent=st.none() | st.tuples(aim, pick),
-        reuse_id=st.integers(0, 19), queue=st.booleans(),
+        reuse_id=st.integers(0, 19), queue=st.booleans(), policy=policies, provider=st.sampled_from(PROVIDERS),
+        resume=st.none() | st.sampled_from(CONVERSATIONS), resumable=st.booleans(),
     )
-    def spawn(self, aim: str, i: int, type: str, parent: tuple[str, int] | None, reuse_id: int, queue: bool) -> None:
+    def spawn(self, aim: str, i: int, type: str, parent: tuple[str, int] | None, reuse_id: int, queue: bool,
+              policy: Policy, provider: str, resume: str | None, resumable: bool) -> None:
         task_id = self.task_id(aim, i)
         if reuse_id == 0 and self.reg.agents:
             agent_id = self.agent_id("any", i)  # an id in use: Conflict
@@ -174,9 +203,30 @@ class RegistryMachine(RuleBasedStateMachine):
             parent_aim, j = parent
             parent_id = self.agent_id(parent_aim, j, LIVE_STATES, task_id if parent_aim == "fit" else None)
         agent = Agent(
-            id=agent_id, task_id=task_id, type=type, parent=parent_id, depth=99, created_at=0.0, updated_at=0.0
+            id=agent_id, task_id=task_id, type=type, parent=parent_id, depth=99, created_at=0.0, updated_at=0.0,
+            provider=provider, policy=policy, resume_argv=["--resume", "{session_id}"] if resumable else [],
+            conversation=resume if resumable else None,
         )
         self.apply(SpawnAgent(agent, queue=queue))
+
+    @has_agents
+    @rule(aim=aim, i=pick, stale=st.booleans(), early=st.booleans())
+    def wake(self, aim: str, i: int, stale: bool, early: bool) -> None:
+        """A timer fires (or a stale one, for an attempt that is not next), or the operator wakes it early."""
+        agent_id = self.agent_id(aim, i, [S.SLEEPING])
+        agent = self.reg.agents.get(agent_id)
+        attempt = (agent.attempt if agent is not None else 1) - (1 if stale else 0)
+        self.apply(Wake(agent_id=agent_id, attempt=attempt, early=early))
+
+    @rule(seconds=st.sampled_from([10.0, 100.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
+    @has_agents
+    @rule(aim=aim, i=pick, clear=st.booleans())
+    def stall(self, aim: str, i: int, clear: bool) -> None:
+        agent_id = self.agent_id(aim, i, [S.RUNNING])
+        self.apply(ClearStall(agent_id=agent_id) if clear else MarkStalled(agent_id=agent_id, since=self.now - 60))
 
     @rule(more=st.integers(0, 2))
     def raise_global_cap(self, more: int) -> None:
@@ -207,7 +257,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.apply(RequestKill(agent_id=self.agent_id(aim, i, LIVE_STATES), tree=tree))
 
     @has_agents
-    @rule(aim=aim, i=pick, exit=st.sampled_from(EXITS))
+    @rule(aim=aim, i=pick, exit=st.sampled_from(EXITS + EXITS[-3:] * 2))
     def exited(self, aim: str, i: int, exit: Exit) -> None:
         self.apply(Exited(self.agent_id(aim, i, LIVE_STATES), exit))
 
@@ -241,8 +291,8 @@ class RegistryMachine(RuleBasedStateMachine):
         for task_id in self.reg.tasks:
             mine = [a for a in agents if a.task_id == task_id]
             assert self.reg.counts(task_id) == recount(mine)
-            costs = [a.exit.cost_usd for a in mine if a.exit is not None and a.exit.cost_usd is not None]
-            assert self.reg.cost(task_id) == math.fsum(costs)
+            costs = [c for a in mine if (c := spent(a)) is not None]
+            assert self.reg.cost(task_id) == pytest.approx(math.fsum(costs), rel=1e-12, abs=1e-12)
             findings = [f for f in self.db.findings if f.task_id == task_id]
             assert self.reg.findings_use(task_id) == (len(findings), sum(finding_size(f.message, f.data)
                                                                          for f in findings))
@@ -285,7 +335,9 @@ class RegistryMachine(RuleBasedStateMachine):
             if agent.state is S.QUEUED:
                 limit = self.reg.tasks[agent.task_id].limits.max_concurrent
                 mine = sum(a.state in ACTIVE_STATES and a.task_id == agent.task_id for a in agents)
-                assert full or mine >= limit, f"{agent.id} is queued while a slot is free for it"
+                # A first attempt on a provider that rate-limits its agents waits for the reset.
+                gated = agent.attempt == 1 and self.reg.rate_limited_until(agent.provider) is not None
+                assert full or mine >= limit or gated, f"{agent.id} is queued while a slot is free for it"
                 assert agent.tmux is None and agent.started_at is None
 
     @invariant()
@@ -308,6 +360,35 @@ class RegistryMachine(RuleBasedStateMachine):
             for type in TYPES:
                 live = self.reg.live_of_type(task_id, type)
                 assert (live.id if live else None) == types.get((task_id, type))
+
+    @invariant()
+    def attempts_follow_the_policy(self) -> None:
+        """A sleeping agent has no session, a wake-up time and an earlier attempt; every live agent's attempt
+        number counts its earlier ones; no policy is exceeded; one live agent per conversation."""
+        holders: dict[str, str] = {}
+        for agent in self.reg.agents.values():
+            if agent.state is S.SLEEPING:
+                assert agent.tmux is None and agent.wake_at is not None and agent.attempts
+            if agent.state.live:
+                assert agent.attempt == len(agent.attempts) + 1
+                if (held := agent.conversation) is not None:
+                    assert held not in holders, f"{agent.id} and {holders[held]} hold one conversation"
+                    holders[held] = agent.id
+            limits = [a.exit.error_class is ErrorClass.RATE_LIMIT for a in agent.attempts]
+            assert sum(limits) <= (agent.policy.max_rate_limit_waits or 0)
+            assert len(limits) - sum(limits) < max(1, agent.policy.max_attempts or 1)
+        for session in CONVERSATIONS:
+            holder = self.reg.conversation_holder(session)
+            assert (holder.id if holder else None) == holders.get(session)
+
+    @invariant()
+    def a_stop_is_sticky(self) -> None:
+        """An agent that was being stopped (not for a stall's restart) never sleeps or runs again."""
+        for agent in self.db.agents.values():
+            if agent.state is S.STOPPING and not agent.then_restart:
+                self.stopped.add(agent.id)
+            elif agent.id in self.stopped:
+                assert agent.state.terminal, f"{agent.id} was stopped, and is {agent.state} again"
 
     @invariant()
     def last_seq_counts_the_events(self) -> None:
@@ -337,6 +418,39 @@ class RegistryMachine(RuleBasedStateMachine):
 RegistryMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
 TestRegistryMachine = RegistryMachine.TestCase
 TestRegistryMachine.__doc__ = "Random command sequences keep every registry invariant, and refusals change nothing."
+
+
+class LifecycleMachine(RegistryMachine):
+    """The same machine and invariants, its steps spent on lives of agents: spawns with random policies, starts,
+    early ends, sleeps, timers (stale ones too), early wakes, kills, stalls, time passing and restarts. The
+    rules not redefined here as plain methods are left out (a method without ``@rule`` is no rule)."""
+
+    def create_task(self, limits: Limits, reuse: int, i: int) -> None:  # type: ignore[override]
+        RegistryMachine.create_task(self, limits, reuse, i)  # only at the start (``first_tasks``)
+
+    def purge_task(self) -> None:  # type: ignore[override]
+        pass
+
+    def close_task(self) -> None:  # type: ignore[override]
+        pass
+
+    def finding(self) -> None:  # type: ignore[override]
+        pass
+
+    def spawn_failed(self) -> None:  # type: ignore[override]
+        pass
+
+    @has_agents
+    @rule(i=pick, session=st.sampled_from(SESSIONS), exit=st.sampled_from(EXITS[-3:]))
+    def run_and_end_early(self, i: int, session: str, exit: Exit) -> None:
+        """Start an agent that is starting, and end one that runs early (a rate limit, an API error)."""
+        self.started("fit", i, session, adopt=False)
+        self.apply(Exited(self.agent_id("fit", i, [S.RUNNING]), exit))
+
+
+LifecycleMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=60, deadline=None)
+TestLifecycleMachine = LifecycleMachine.TestCase
+TestLifecycleMachine.__doc__ = "Attempts, sleeps, wakes, stalls and sticky stops keep every invariant."
 
 
 # --- agent ids minted the way the api mints them ----------------------------------------
