@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisord_agents.digest import check_selector
 from supervisord_agents.errors import InvalidParams
-from supervisord_agents.model import AgentState, Priority, Severity, TaskState
+from supervisord_agents.model import AgentState, OnRateLimit, OnStall, Priority, Restart, Severity, TaskState
 from supervisord_agents.protocol import OutputFormat
 
 from . import verbs
@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", action="append", help="a success criterion")
     p.add_argument("--constraint", action="append")
     p.add_argument("--file", action="append", help="a relevant file")
+    p.add_argument("--on-rate-limit", choices=values(OnRateLimit),
+                   help="a rate-limited agent sleeps until the provider's reset, then resumes (default), or fails")
+    p.add_argument("--restart", choices=values(Restart),
+                   help="retry an agent after a transient failure (API error, crash), with back-off (default: never)")
+    p.add_argument("--max-attempts", type=int, help="attempts in all, for --restart on-failure (default 3)")
+    p.add_argument("--backoff", type=float, metavar="SECONDS", help="before the 2nd attempt, doubling (default 10)")
+    p.add_argument("--stall-after", type=float, metavar="SECONDS",
+                   help="flag an agent 'stalled' after this long without output or progress (default: never)")
+    p.add_argument("--on-stall", choices=values(OnStall), help="then: nothing more (default), kill, or restart it")
     p = verb("show", verbs.cmd_task_show, "one task's status", task_sub)
     p.add_argument("task")
     p = verb("close", verbs.cmd_task_close, "close a task to new agents", task_sub)
@@ -158,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set a variable in the agent's environment (repeatable)")
     p.add_argument("--queue", action="store_true",
                    help="over a concurrency limit, wait as 'queued' for a free slot instead of failing")
+    p.add_argument("--resume", metavar="SESSION_ID",
+                   help="continue this provider conversation (an ended agent's session id) instead of a new one")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt")
     group.add_argument("--prompt-file", help="a file with the prompt, or - for stdin")
@@ -166,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent")
     p.add_argument("--tree", action="store_true", help="also its descendants")
     p.add_argument("--reason", default="killed with agentctl")
+    p = verb("wake", verbs.cmd_wake, "start a sleeping agent's next attempt now")
+    p.add_argument("agent")
     p = verb("wait", verbs.cmd_wait, "wait for agents to end (exit 0 if all completed)")
     p.add_argument("agents", nargs="+")
     p.add_argument("--any", action="store_true")

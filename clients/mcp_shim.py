@@ -70,7 +70,7 @@ from supervisord_agents.protocol import (
 )
 
 from .client import Client
-from .render import outcome
+from .render import how_it_stands, outcome
 
 log = logging.getLogger("agents-mcp")
 
@@ -179,6 +179,8 @@ def _brief(agent: Agent) -> dict[str, Any]:
     brief: dict[str, Any] = {"id": agent.id, "type": agent.type, "state": agent.state.value}
     if agent.state.live:
         brief.update(activity=agent.activity, progress=agent.progress, message=agent.message[:200])
+        if standing := how_it_stands(agent, 300):  # sleeping until when and why, stalled, a later attempt
+            brief["standing"] = standing
     elif agent.exit is not None:
         brief["outcome"] = outcome(agent.state, agent.exit, 300)
         if agent.exit.cost_usd is not None:

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
+from supervisord_agents.digest import how_it_stands as how_it_stands  # re-exported: beyond its state
 from supervisord_agents.digest import outcome as outcome  # re-exported: how an agent ended, in one line
 from supervisord_agents.digest import summary, who
 from supervisord_agents.model import Agent, Counts, Event
@@ -133,7 +134,8 @@ def clock(ts: float, *, seconds_only: bool = False) -> str:
 
 def counts_cell(c: Counts) -> str:
     queued = f", {c.queued} queued" if c.queued else ""
-    return f"{c.active} active{queued}, {c.completed} done, {c.failed} failed, {c.spawned} spawned"
+    sleeping = f", {c.sleeping} sleeping" if c.sleeping else ""
+    return f"{c.active} active{queued}{sleeping}, {c.completed} done, {c.failed} failed, {c.spawned} spawned"
 
 
 def event_line(event: Event) -> str:
@@ -144,5 +146,5 @@ def event_line(event: Event) -> str:
 
 def agent_rows(agents: Iterable[Agent]) -> list[list[Any]]:
     """One row per agent, under ``AGENT_HEADERS``."""
-    return [[a.id, a.state, a.activity or "", f"{a.progress}%", ago(a.updated_at), outcome(a.state, a.exit, 60),
+    return [[a.id, a.state, a.activity or "", f"{a.progress}%", ago(a.updated_at), how_it_stands(a, 60),
              a.message[:50]] for a in agents]

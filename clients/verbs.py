@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import msgspec
 
-from supervisord_agents.digest import selects
+from supervisord_agents.digest import how_it_stands, selects
 from supervisord_agents.errors import Conflict, InvalidParams, NotFound, StorageError, SupervisorError, Timeout
-from supervisord_agents.model import AgentState, TaskContext, TaskState
+from supervisord_agents.model import AgentState, Policy, TaskContext, TaskState, launch_argv
 from supervisord_agents.protocol import (
     AGENT_FINDING,
     AGENT_GET,
@@ -34,6 +34,7 @@ from supervisord_agents.protocol import (
     AGENT_PROGRESS,
     AGENT_SPAWN,
     AGENT_WAIT,
+    AGENT_WAKE,
     DAEMON_DOCTOR,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
@@ -130,8 +131,11 @@ def cmd_task_create(args: argparse.Namespace, c: Client) -> None:
     context = TaskContext(background=args.background or "", deliverables=args.deliverable or [],
                           success_criteria=args.criterion or [], constraints=args.constraint or [],
                           relevant_files=args.file or [])
+    chosen = {"on_rate_limit": args.on_rate_limit, "restart": args.restart, "max_attempts": args.max_attempts,
+              "backoff": args.backoff, "stall_after": args.stall_after, "on_stall": args.on_stall}
+    policy = Policy(**{k: v for k, v in chosen.items() if v is not None})
     task = c.call(TASK_CREATE, description=args.description, priority=args.priority,
-                  cwd=str(Path(args.cwd).resolve()), context=context, limits=limits)
+                  cwd=str(Path(args.cwd).resolve()), context=context, limits=limits, policy=policy)
     emit_json(task) if args.json else out(f"{task.id}\n")
 
 
@@ -177,10 +181,18 @@ def cmd_show(args: argparse.Namespace, c: Client) -> None:
         emit_json(agent)
         return
     for key in ("id", "task_id", "type", "parent", "depth", "provider", "model", "state", "activity",
-                "progress", "message", "kill_reason"):
+                "progress", "message", "kill_reason", "conversation"):
         if (value := getattr(agent, key)) not in (None, ""):
             out(f"{key:<12} {value}\n")
-    out(f"{'argv':<12} {' '.join(agent.argv)}\n")
+    if standing := how_it_stands(agent):
+        out(f"{'standing':<12} {standing}\n")
+    out(f"{'argv':<12} {' '.join(launch_argv(agent))}\n")
+    out(f"{'policy':<12} {to_json(agent.policy)}\n")
+    for attempt in agent.attempts:
+        took = f"{attempt.ended_at - attempt.started_at:.1f} s" if attempt.started_at else "never started"
+        cost = f", ${attempt.exit.cost_usd:.4f}" if attempt.exit.cost_usd is not None else ""
+        out(f"{'attempt ' + str(attempt.n):<12} {clock(attempt.ended_at)} ({took}{cost}) "
+            f"{outcome(AgentState.FAILED, attempt.exit)} -> {attempt.then}\n")
     for key in ("created_at", "started_at", "ended_at", "updated_at"):
         if ts := getattr(agent, key):
             out(f"{key:<12} {clock(ts)}\n")
@@ -214,11 +226,16 @@ def cmd_spawn(args: argparse.Namespace, c: Client) -> None:
         argv = argv[1:]
     agent = c.call(AGENT_SPAWN, task_id=args.task, type=args.type, provider=args.provider, model=args.model,
                    prompt=prompt, parent=args.parent, cwd=str(Path(args.cwd).resolve()) if args.cwd else None,
-                   argv=argv, timeout=args.timeout, queue=args.queue, env=dict(args.env))
+                   argv=argv, timeout=args.timeout, queue=args.queue, env=dict(args.env), resume=args.resume)
     if args.json:
         emit_json(agent)
     else:
         out(f"{agent.id} queued\n" if agent.state is AgentState.QUEUED else f"{agent.id}\n")
+
+
+def cmd_wake(args: argparse.Namespace, c: Client) -> None:
+    agent = c.call(AGENT_WAKE, agent_id=args.agent)
+    emit_json(agent) if args.json else out(f"{agent.id} {agent.state} (attempt {agent.attempt})\n")
 
 
 def cmd_kill(args: argparse.Namespace, c: Client) -> None:

@@ -26,6 +26,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -86,8 +87,8 @@ def summary(event: Event, width: int = SUMMARY_WIDTH) -> str:
             agent = _as(data, Agent)
             state = event.state or (agent.state if agent else "")
             text = str(state)
-            if agent is not None and agent.exit is not None and agent.state.terminal:
-                text = f"{state}: {outcome(agent.state, agent.exit)}"
+            if agent is not None and (standing := how_it_stands(agent)):
+                text = f"{state}: {standing}"
         case EventKind.PROGRESS if isinstance(data, dict):
             parts = [f"{data['percent']}%" if data.get("percent") is not None else "",
                      f"[{data['activity']}]" if data.get("activity") else "", data.get("message") or ""]
@@ -105,6 +106,9 @@ def summary(event: Event, width: int = SUMMARY_WIDTH) -> str:
                 f" ({data['reason']})" if data.get("reason") else "")
         case EventKind.DAEMON_DOWNTIME if isinstance(data, dict):
             text = downtime(data)
+        case EventKind.STALLED if isinstance(data, dict):
+            then = {"nothing": "", "kill": "; killing it", "restart": "; restarting it"}.get(str(data.get("then")), "")
+            text = f"no output or progress for {duration(float(data.get('seconds', 0)))}{then}"
         case _:
             text = "" if data is None else msgspec.json.encode(msgspec.to_builtins(data)).decode()
     return clip(" ".join(text.split()), width)
@@ -134,6 +138,26 @@ def outcome(state: AgentState, exit: Exit | None, width: int = 0) -> str:
     else:
         text = exit.reason or f"code={exit.code} signal={exit.signal} ({exit.decided_by})"
     return clip(text, width) if width else text
+
+
+def how_it_stands(agent: Agent, width: int = 0) -> str:
+    """In one line, what is to know of an agent beyond its state: how it ended; when a sleeping
+    one wakes and why it sleeps; since when a running one is stalled; else nothing."""
+    if agent.state.terminal:
+        return outcome(agent.state, agent.exit, width)
+    if agent.state is AgentState.SLEEPING and agent.wake_at is not None:
+        text = f"attempt {agent.attempt} at {_clock(agent.wake_at)}; {agent.sleep_reason}"
+    elif agent.stalled_since is not None:
+        text = f"stalled: no output or progress since {_clock(agent.stalled_since)}"
+    elif agent.attempt > 1:
+        text = f"attempt {agent.attempt}"
+    else:
+        return ""
+    return clip(text, width) if width else text
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S")
 
 
 def duration(seconds: float) -> str:

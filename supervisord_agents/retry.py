@@ -48,18 +48,18 @@ def after(agent: Agent, exit: Exit, now: float) -> Retry | GiveUp | None:
             return GiveUp(f"gave up after {waits + 1} rate limits: {exit.reason}")
         if exit.retry_at is not None:
             delay = max(0.0, exit.retry_at - now)
-            why = "rate limited: until the provider's reset"
+            why = "rate limited: waits for the provider's reset"
         else:
             delay = (policy.rate_limit_backoff or 0.0) * 2.0 ** waits
-            why = "rate limited: no reset time given, a back-off"
+            why = "rate limited: no reset time given, backs off"
         delay = min(delay, LONGEST_SLEEP)
         delay += min(RESET_SPREAD, delay * spread)
-        return Retry(now + delay, f"{why} of {delay:.3g} s")
+        return Retry(now + delay, f"{why} {delay:.3g} s, then resumes")
     if exit.error_class in TRANSIENT and policy.restart is Restart.ON_FAILURE:
         failures = 1 + sum(1 for a in agent.attempts if a.exit.error_class is not ErrorClass.RATE_LIMIT)
         if failures >= (policy.max_attempts or 1):
             return GiveUp(f"gave up after {agent.attempt} attempts: {exit.reason}")
         delay = min(policy.backoff_max or 0.0, (policy.backoff or 0.0) * 2.0 ** (failures - 1), LONGEST_SLEEP)
         delay *= 1 + spread
-        return Retry(now + delay, f"{exit.error_class}: retried after a back-off of {delay:.3g} s")
+        return Retry(now + delay, f"{exit.error_class}: backs off {delay:.3g} s, then attempt {agent.attempt + 1}")
     return None
