@@ -386,7 +386,7 @@ class Registry(Tables):
         stopping = agent.state is S.STOPPING and not agent.then_restart
         state = terminal_state(cmd.exit, kill_requested=stopping)
         if agent.then_restart:  # stopped for a stall: the next attempt resumes at once
-            exit = explained(S.FAILED, cmd.exit, agent.kill_reason)
+            exit = explained(S.KILLED, cmd.exit, agent.kill_reason)  # the stall is the reason
             if agent.attempt >= (agent.policy.max_attempts or 1):
                 gave_up = f"gave up after {agent.attempt} attempts: {exit.reason}"
                 return self._end(agent, S.FAILED, exit, now, gave_up=gave_up)
