@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from .model import Agent, AgentState, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds
+from .model import Agent, AgentState, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds, Usage
 
 # --- commands -----------------------------------------------------------------------
 
@@ -99,6 +99,13 @@ class Wake(Struct, frozen=True, kw_only=True):
     early: bool = False
 
 
+class ReportUsage(Struct, frozen=True, kw_only=True):
+    """What a running agent's attempt has used so far, read from its event stream."""
+
+    agent_id: str
+    usage: Usage
+
+
 class MarkStalled(Struct, frozen=True, kw_only=True):
     """A running agent has shown no output and no progress since ``since``."""
 
@@ -165,6 +172,7 @@ Command = (
     | Wake
     | MarkStalled
     | ClearStall
+    | ReportUsage
 )
 
 # --- effects -------------------------------------------------------------
@@ -213,6 +221,6 @@ class Applied(Struct, frozen=True):
 __all__ = [
     "Adopt", "Applied", "CleanUpAgent", "ClearStall", "CloseTask", "Command", "CreateTask", "Effect", "EndAttempt",
     "Event", "EventKind", "Exited", "MarkStalled", "PurgeTask", "RecordCleanup", "ReportDowntime", "ReportDrift",
-    "ReportFinding", "ReportProgress", "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession",
-    "Started", "StopAgent", "Wake",
+    "ReportFinding", "ReportProgress", "ReportUsage", "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed",
+    "StartSession", "Started", "StopAgent", "Wake",
 ]

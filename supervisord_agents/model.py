@@ -242,6 +242,14 @@ class Limits(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: A budget: no spawn once the task's ended agents have cost this much (USD, from their
     #: final stream-json results). None: no budget.
     max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None = None
+    #: What the supervisor stops an agent at, counted from its provider's event stream as it runs
+    #: (over all its attempts): turns, and cost (USD, where the stream says); and the task's wall
+    #: time from its creation, at which its live agents are stopped. None: no such limit.
+    agent_max_turns: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    agent_max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None = None
+    max_wall_seconds: Annotated[float, Meta(gt=0, le=365 * 86400)] | None = None
+    #: The fraction of a turn or cost limit at which a ``limit`` warning event is recorded (once).
+    warn_at: Annotated[float, Meta(gt=0, le=1)] = 0.8
     #: Quotas of the findings its agents may record: how many, and their bytes (message and data).
     max_findings: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     max_findings_bytes: Annotated[int, Meta(ge=1, le=1 << 40)] = 64 << 20
@@ -312,6 +320,17 @@ class CleanupRecord(Struct, frozen=True, kw_only=True, omit_defaults=True):
     attempts: int = 1
 
 
+class Usage(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What an agent's current attempt has used so far, counted from its provider's event stream
+    as it runs (its final exit has the provider's own figures); and which limits it was warned of."""
+
+    turns: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None  # where the stream says (claude: in its final result only)
+    warned: list[str] = []  # the limits a warning event was recorded for
+
+
 class Attempt(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One earlier run of an agent that did not end it: how it ended, and why another followed."""
 
@@ -356,6 +375,7 @@ class Agent(Struct, frozen=True, kw_only=True):
     sleep_reason: str = ""  # sleeping: why, in words
     stalled_since: float | None = None  # running without output or progress since then (a flag, not a state)
     then_restart: bool = False  # stopping to start a new attempt (a stall's restart), not to end
+    usage: Usage = Usage()  # the current attempt's, as it runs
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
@@ -372,11 +392,20 @@ def launch_argv(agent: Agent) -> list[str]:
 
 def spent(agent: Agent) -> float | None:
     """What the agent has cost so far: its final exit's figure (which sums its attempts) once
-    it has ended, else what its earlier attempts cost."""
+    it has ended, else what its earlier attempts cost and its current one has so far."""
     if agent.exit is not None:
         return agent.exit.cost_usd
     costs = [a.exit.cost_usd for a in agent.attempts if a.exit.cost_usd is not None]
+    if agent.usage.cost_usd is not None:
+        costs.append(agent.usage.cost_usd)
     return sum(costs) if costs else None
+
+
+def turns(agent: Agent) -> int:
+    """The turns the agent has taken so far, over all its attempts."""
+    if agent.exit is not None and agent.exit.turns is not None:
+        return agent.exit.turns
+    return sum(a.exit.turns or 0 for a in agent.attempts) + agent.usage.turns
 
 
 def jitter(agent_id: str, attempt: int) -> float:
@@ -418,6 +447,8 @@ class EventKind(StrEnum):
     FINDING = "finding"  # data: the finding
     CLEANUP = "cleanup"  # data: the cleanup record
     STALLED = "stalled"  # data: {"since", "seconds", "then"}: no output or progress for that long
+    #: data: {"limit", "used", "value", "stopped"}: an agent neared (warn_at) or reached a limit (then stopped)
+    LIMIT = "limit"
     DRIFT = "drift"  # data: {"what": [...]}: what the daemon found changed behind its back and undid
     TASK_PURGED = "task_purged"  # data: {"agents", "reason"}: a closed task's history was deleted
     #: data: {"down_since", "seconds", "stopped", "ended", "adopted"}: the daemon was not running from its

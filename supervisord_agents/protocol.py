@@ -154,6 +154,10 @@ class LimitsGiven(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_
     max_total: Annotated[int, Meta(ge=1, le=100_000)] | UnsetType = UNSET
     max_depth: Annotated[int, Meta(ge=1, le=50)] | UnsetType = UNSET
     max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None | UnsetType = UNSET
+    agent_max_turns: Annotated[int, Meta(ge=1, le=1_000_000)] | None | UnsetType = UNSET
+    agent_max_cost_usd: Annotated[float, Meta(ge=0, le=1_000_000)] | None | UnsetType = UNSET
+    max_wall_seconds: Annotated[float, Meta(gt=0, le=365 * 86400)] | None | UnsetType = UNSET
+    warn_at: Annotated[float, Meta(gt=0, le=1)] | UnsetType = UNSET
     max_findings: Annotated[int, Meta(ge=1, le=10_000_000)] | UnsetType = UNSET
     max_findings_bytes: Annotated[int, Meta(ge=1, le=1 << 40)] | UnsetType = UNSET
     resources: Resources | UnsetType = UNSET

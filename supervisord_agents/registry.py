@@ -54,7 +54,7 @@ This module does no I/O and reads no clock; ``now`` is an argument.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from msgspec import Struct, structs
@@ -79,6 +79,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     ReportDrift,
     ReportFinding,
     ReportProgress,
+    ReportUsage,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
@@ -109,6 +110,9 @@ from .model import (
     Task,
     TaskState,
     TmuxIds,
+    Usage,
+    spent,
+    turns,
 )
 from .results import explained
 from .retry import GiveUp, Retry, after
@@ -404,6 +408,12 @@ class Registry(Tables):
         """The attempt ended and another follows at ``retry.wake_at``: the agent sleeps, holding
         no slot, its files and its conversation kept."""
         record = Attempt(n=agent.attempt, started_at=agent.started_at, ended_at=now, exit=exit, then=retry.why)
+        # An agent that has used up a limit is not given another attempt.
+        counted = structs.replace(agent, attempts=[*agent.attempts, record], usage=Usage())
+        reached = next((_reached(what, used, value) for _, what, used, value in self._limits(counted)
+                        if used >= value), None)
+        if reached is not None:
+            return self._end(agent, S.FAILED, exit, now, gave_up=f"{exit.reason}; not retried: {reached}")
         ran_in = agent.tmux
         # The conversation its next attempt resumes: the one this attempt reported, unless that is not
         # an id at all, or another live agent holds it (an agent's stream is its own to forge).
@@ -415,6 +425,7 @@ class Registry(Tables):
             agent, state=S.SLEEPING, attempt=agent.attempt + 1, attempts=[*agent.attempts, record],
             wake_at=retry.wake_at, sleep_reason=retry.why, tmux=None, started_at=None,
             stalled_since=None, then_restart=False, kill_reason="", updated_at=now,
+            usage=Usage(warned=agent.usage.warned),  # the attempt's figures are in its exit now
         )
         slept = self._agent_event(now, agent)
         promoted, starts = self._promote(now) if self._queued else ([], [])
@@ -446,6 +457,35 @@ class Registry(Tables):
         agent = self._replace(agent, state=S.STOPPING, kill_reason=reason, then_restart=action is OnStall.RESTART)
         events.append(self._agent_event(now, agent))
         return Applied(events, [StopAgent(agent, tree=False)] if agent.tmux is not None else [], agent)
+
+    def _usage(self, agent: Agent, cmd: ReportUsage, now: float) -> Applied:
+        """Record what the attempt has used; warn once near a limit (``warn_at`` of it), and stop
+        the agent at one: its turns or cost over all its attempts, or its task's budget."""
+        warned = [w for w in agent.usage.warned if w not in cmd.usage.warned]
+        agent = self._replace(agent, usage=structs.replace(cmd.usage, warned=[*cmd.usage.warned, *warned]),
+                              updated_at=now)
+        limits = self.tasks[agent.task_id].limits
+        events: list[Event] = []
+        for name, what, used, value in self._limits(agent):
+            data = {"limit": name, "used": used, "value": value, "stopped": used >= value}
+            if used >= value:
+                agent = self._replace(agent, state=S.STOPPING, kill_reason=_reached(what, used, value))
+                events += [self._event(now, EventKind.LIMIT, agent.task_id, agent.id, data=data),
+                           self._agent_event(now, agent)]
+                return Applied(events, [StopAgent(agent, tree=False)] if agent.tmux is not None else [], agent)
+            if used >= limits.warn_at * value and name not in agent.usage.warned:
+                agent = self._replace(agent, usage=structs.replace(agent.usage, warned=[*agent.usage.warned, name]))
+                events.append(self._event(now, EventKind.LIMIT, agent.task_id, agent.id, data=data))
+        return Applied(events, [], agent)
+
+    def _limits(self, agent: Agent) -> Iterator[tuple[str, str, float, float]]:
+        """(limit, what it counts, used, value) of each limit set for the agent: its turns and cost
+        over all its attempts, and its task's budget (live usage included)."""
+        limits = self.tasks[agent.task_id].limits
+        checks = (("agent_max_turns", "turns", turns(agent), limits.agent_max_turns),
+                  ("agent_max_cost_usd", "cost", spent(agent) or 0.0, limits.agent_max_cost_usd),
+                  ("max_cost_usd", "its task's budget", self.cost(agent.task_id), limits.max_cost_usd))
+        return ((name, what, used, value) for name, what, used, value in checks if value is not None)
 
     def _unstalled(self, agent: Agent, cmd: ClearStall, now: float) -> Applied:
         if agent.stalled_since is None:
@@ -525,6 +565,11 @@ class Registry(Tables):
                 data={"session_id": tmux.session_id, "agent_id": holder},
             )
 
+def _reached(what: str, used: float, value: float) -> str:
+    shown = f"${used:.4f} of ${value:.4f}" if isinstance(value, float) else f"{used:g} of {value:g}"
+    return f"limit reached: {what}, {shown}"
+
+
 def _summed(attempts: list[Attempt], exit: Exit) -> Exit:
     """The final exit of an agent that made several attempts: what all of them cost and took."""
     runs = [a.exit for a in attempts] + [exit]
@@ -558,6 +603,7 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
     (S.SLEEPING, Wake): Registry._wake,
     (S.RUNNING, MarkStalled): Registry._stalled,
     (S.RUNNING, ClearStall): Registry._unstalled,
+    (S.RUNNING, ReportUsage): Registry._usage,
     (S.STARTING, RequestKill): Registry._kill,
     (S.RUNNING, RequestKill): Registry._kill,
     (S.STOPPING, RequestKill): Registry._kill_again,
@@ -567,7 +613,7 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
 
 #: The commands addressed to one agent (looked up in TRANSITIONS by its state).
 AGENT_COMMANDS: Final = (Started, Adopt, StartFailed, ReportProgress, RequestKill, Exited, RecordCleanup, Wake,
-                         MarkStalled, ClearStall)
+                         MarkStalled, ClearStall, ReportUsage)
 
 
 def _verb(command: Struct) -> str:

@@ -303,7 +303,10 @@ class Tables:
             self._drop_task_if_done(current.task_id)
             parent = None if current.parent is None else self.agents.get(current.parent)
             if parent is not None:
-                del self._children[parent.id][current.id]
+                siblings = self._children[parent.id]
+                del siblings[current.id]
+                if not siblings:
+                    del self._children[parent.id]
             current = parent
 
     def _drop_task_if_done(self, task_id: str) -> None:

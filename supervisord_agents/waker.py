@@ -14,9 +14,9 @@ dropped here, so nothing needs cancelling.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Callable
+from typing import Final
 
 import structlog
 import trio
@@ -27,6 +27,8 @@ from .errors import IllegalTransition, SupervisorError, UnknownAgent
 from .model import Agent
 
 log = structlog.get_logger()
+
+RECHECK: Final = 60.0  # seconds: the longest the waker sleeps without looking at the wall clock
 
 
 class Waker:
@@ -61,7 +63,9 @@ class Waker:
                 while self._timers and self._timers[0][0] <= now:
                     _, agent_id, attempt = heapq.heappop(self._timers)
                     nursery.start_soon(self._wake, agent_id, attempt)
-                delay = self._timers[0][0] - now if self._timers else math.inf
+                # Looked at again at least every minute: a wall clock stepped (or a machine
+                # suspended) meanwhile does not leave a timer sleeping past its time for long.
+                delay = min(self._timers[0][0] - now, RECHECK) if self._timers else RECHECK
                 self._changed = trio.Event()
                 with trio.move_on_after(delay):
                     await self._changed.wait()

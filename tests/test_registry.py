@@ -41,6 +41,7 @@ from supervisord_agents.model import (
     Task,
     TaskState,
     TmuxIds,
+    Usage,
 )
 from supervisord_agents.registry import (
     AGENT_COMMANDS,
@@ -59,6 +60,7 @@ from supervisord_agents.registry import (
     Registry,
     ReportFinding,
     ReportProgress,
+    ReportUsage,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
@@ -215,6 +217,7 @@ EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
     (S.SLEEPING, Wake): S.STARTING,
     (S.RUNNING, MarkStalled): S.RUNNING,
     (S.RUNNING, ClearStall): S.RUNNING,
+    (S.RUNNING, ReportUsage): S.RUNNING,
     **{(s, RecordCleanup): s for s in (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)},
 }
 
@@ -263,6 +266,7 @@ def command_for(cls: type[Struct], agent_id: str) -> Struct:
         Wake: Wake(agent_id=agent_id, attempt=2),
         MarkStalled: MarkStalled(agent_id=agent_id, since=T0),
         ClearStall: ClearStall(agent_id=agent_id),
+        ReportUsage: ReportUsage(agent_id=agent_id, usage=Usage(turns=3, output_tokens=120)),
     }
     return commands[cls]
 
@@ -916,3 +920,32 @@ def test_load_replaces_previous_contents() -> None:
     assert list(w.reg.tasks) == [task_row(2).id]
     assert w.reg.agents == {} and w.reg.counts() == Counts() and w.reg.last_seq == 3
     assert w.reg.uncleaned() == []
+
+
+# --- limits the supervisor enforces from the event stream ----------------------------------------
+
+
+def test_usage_warns_once_near_a_limit_and_stops_the_agent_at_it() -> None:
+    """Turns over all attempts count against the agent's limit: a warning event at warn_at of it, once;
+    at the limit the agent is stopped with the reason; the task's budget counts live cost too."""
+    w = World()
+    task = w.task()
+    w.apply(CloseTask(task.id)) if False else None
+    limits = structs.replace(task.limits, agent_max_turns=10, max_cost_usd=1.0, warn_at=0.5)
+    task = structs.replace(task, id="TASK-20240101-000000-0000beef", limits=limits)
+    w.apply(CreateTask(task))
+    agent = w.run(task)
+    quiet = w.apply(ReportUsage(agent_id=agent.id, usage=Usage(turns=2)))
+    assert quiet.events == [] and quiet.result.usage.turns == 2
+    warned = w.apply(ReportUsage(agent_id=agent.id, usage=Usage(turns=5)))
+    assert [(e.kind, e.data["limit"], e.data["stopped"]) for e in warned.events] == [
+        (EventKind.LIMIT, "agent_max_turns", False)]
+    assert w.apply(ReportUsage(agent_id=agent.id, usage=Usage(turns=6))).events == []  # warned once
+    costly = w.apply(ReportUsage(agent_id=agent.id, usage=Usage(turns=6, cost_usd=0.6)))
+    assert [e.data["limit"] for e in costly.events] == ["max_cost_usd"] and w.reg.cost(task.id) == 0.6
+    stopped = w.apply(ReportUsage(agent_id=agent.id, usage=Usage(turns=10, cost_usd=0.6)))
+    assert stopped.result.state is S.STOPPING and stopped.result.kill_reason == "limit reached: turns, 10 of 10"
+    assert stopped.effects == [StopAgent(stopped.result, tree=False)]
+    assert [e.kind for e in stopped.events] == [EventKind.LIMIT, EventKind.AGENT_STATE]
+    ended = w.apply(Exited(agent.id, Exit(decided_by=DecidedBy.EXIT_STATUS, signal=15)))
+    assert ended.result.state is S.KILLED and ended.result.exit.reason == "limit reached: turns, 10 of 10"

@@ -42,7 +42,9 @@ from supervisord_agents.model import (
     Task,
     TaskState,
     TmuxIds,
+    Usage,
     spent,
+    turns,
 )
 from supervisord_agents.registry import (
     Adopt,
@@ -57,6 +59,7 @@ from supervisord_agents.registry import (
     Registry,
     ReportFinding,
     ReportProgress,
+    ReportUsage,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
@@ -106,6 +109,8 @@ aim = st.sampled_from(["fit"] * 6 + ["any"] * 3 + ["unknown"])
 small_limits = st.builds(
     Limits, max_concurrent=st.integers(1, 3), max_total=st.integers(1, 6), max_depth=st.integers(1, 3),
     max_findings=st.integers(1, 4), max_findings_bytes=st.integers(1, 12),
+    agent_max_turns=st.none() | st.integers(1, 6), agent_max_cost_usd=st.none() | st.sampled_from([0.3, 1.0]),
+    max_cost_usd=st.none() | st.sampled_from([0.5, 2.0]), warn_at=st.sampled_from([0.5, 1.0]),
 )
 has_agents = precondition(lambda self: bool(self.reg.agents))
 UNKNOWN_TASK = "TASK-20990101-000000-ffffffff"
@@ -221,6 +226,12 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([10.0, 100.0]))
     def time_passes(self, seconds: float) -> None:
         self.now += seconds
+
+    @has_agents
+    @rule(aim=aim, i=pick, turns=st.integers(0, 8), cost=st.none() | st.sampled_from([0.1, 0.4, 1.2]))
+    def usage(self, aim: str, i: int, turns: int, cost: float | None) -> None:
+        agent_id = self.agent_id(aim, i, [S.RUNNING])
+        self.apply(ReportUsage(agent_id=agent_id, usage=Usage(turns=turns, cost_usd=cost)))
 
     @has_agents
     @rule(aim=aim, i=pick, clear=st.booleans())
@@ -380,6 +391,17 @@ class RegistryMachine(RuleBasedStateMachine):
         for session in CONVERSATIONS:
             holder = self.reg.conversation_holder(session)
             assert (holder.id if holder else None) == holders.get(session)
+
+    @invariant()
+    def no_agent_runs_past_a_limit(self) -> None:
+        """A running agent is under its turn and cost limits and its task's budget (the usage that
+        reached one stopped it)."""
+        for agent in self.reg.agents_in([S.RUNNING]):
+            limits = self.reg.tasks[agent.task_id].limits
+            assert limits.agent_max_turns is None or turns(agent) < limits.agent_max_turns
+            assert limits.agent_max_cost_usd is None or (spent(agent) or 0.0) < limits.agent_max_cost_usd
+            assert limits.max_cost_usd is None or agent.usage == Usage(warned=agent.usage.warned) \
+                or self.reg.cost(agent.task_id) < limits.max_cost_usd
 
     @invariant()
     def a_stop_is_sticky(self) -> None:
