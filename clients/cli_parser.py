@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-depth", type=int)
     p.add_argument("--max-cost", type=float, metavar="USD",
                    help="a budget: no more spawns once the task's ended agents cost this much")
+    p.add_argument("--agent-max-turns", type=int, help="stop an agent at this many turns (over all its attempts)")
+    p.add_argument("--agent-max-cost", type=float, metavar="USD", help="stop an agent once it has cost this much")
+    p.add_argument("--max-wall", type=float, metavar="SECONDS",
+                   help="stop the task's agents this long after it was created")
+    p.add_argument("--warn-at", type=float, metavar="FRACTION",
+                   help="record a 'limit' warning event at this fraction of a turn or cost limit (default 0.8)")
     p.add_argument("--background")
     p.add_argument("--deliverable", action="append")
     p.add_argument("--criterion", action="append", help="a success criterion")

@@ -126,7 +126,8 @@ def cmd_task_create(args: argparse.Namespace, c: Client) -> None:
     # Only the limits given go to the daemon, which takes the others from its configured
     # [limits]: filling in defaults here would silently override the operator's config.
     given = {"max_concurrent": args.max_concurrent, "max_total": args.max_total, "max_depth": args.max_depth,
-             "max_cost_usd": args.max_cost}
+             "max_cost_usd": args.max_cost, "agent_max_turns": args.agent_max_turns,
+             "agent_max_cost_usd": args.agent_max_cost, "max_wall_seconds": args.max_wall, "warn_at": args.warn_at}
     limits = LimitsGiven(**{k: v for k, v in given.items() if v is not None})
     context = TaskContext(background=args.background or "", deliverables=args.deliverable or [],
                           success_criteria=args.criterion or [], constraints=args.constraint or [],

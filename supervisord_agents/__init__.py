@@ -9,6 +9,7 @@ Pure core (no I/O, no clock; time is an argument):
     model           ids, names, tasks, agents, findings, events: frozen Structs and StrEnums
     commands        the registry's vocabulary: commands in; events, effects, results out
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
+    meter           an agent's running turns, tokens and cost, counted from its event stream as it grows
     retry           what follows an attempt that ended early: sleep until a rate limit's reset, retry, give up
     tables          what the registry holds (live work), its indexes, and the tallies of settled history
     drift           compare the registry with one tmux listing; a plan of what to correct

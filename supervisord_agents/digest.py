@@ -106,6 +106,9 @@ def summary(event: Event, width: int = SUMMARY_WIDTH) -> str:
                 f" ({data['reason']})" if data.get("reason") else "")
         case EventKind.DAEMON_DOWNTIME if isinstance(data, dict):
             text = downtime(data)
+        case EventKind.LIMIT if isinstance(data, dict):
+            how = "reached, stopped" if data.get("stopped") else "near"
+            text = f"{data.get('limit')} {how}: {data.get('used')} of {data.get('value')}"
         case EventKind.STALLED if isinstance(data, dict):
             then = {"nothing": "", "kill": "; killing it", "restart": "; restarting it"}.get(str(data.get("then")), "")
             text = f"no output or progress for {duration(float(data.get('seconds', 0)))}{then}"
@@ -149,10 +152,13 @@ def how_it_stands(agent: Agent, width: int = 0) -> str:
         text = f"attempt {agent.attempt} at {_clock(agent.wake_at)}; {agent.sleep_reason}"
     elif agent.stalled_since is not None:
         text = f"stalled: no output or progress since {_clock(agent.stalled_since)}"
-    elif agent.attempt > 1:
-        text = f"attempt {agent.attempt}"
     else:
-        return ""
+        used = [f"attempt {agent.attempt}"] if agent.attempt > 1 else []
+        if agent.usage.turns:
+            used.append(f"{agent.usage.turns} turns")
+        if agent.usage.cost_usd is not None:
+            used.append(f"${agent.usage.cost_usd:.4f}")
+        text = ", ".join(used)
     return clip(text, width) if width else text
 
 

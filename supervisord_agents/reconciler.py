@@ -12,22 +12,26 @@ from __future__ import annotations
 import signal
 import time
 
+import msgspec
 import structlog
 import trio
 
 from . import procs
 from .actor import Actor
-from .commands import Adopt, ClearStall, Exited, MarkStalled, ReportDrift, RequestKill
+from .commands import Adopt, ClearStall, Command, Exited, MarkStalled, ReportDrift, ReportUsage, RequestKill
 from .config import Settings
 from .drift import Plan, diff
 from .effects import Effects
 from .errors import IllegalTransition, SupervisorError, TmuxError
 from .files import read_exit, read_start
-from .model import LIVE_STATES, Agent, AgentState, DecidedBy, Exit, timed_out
+from .meter import Meter
+from .model import LIVE_STATES, Agent, AgentState, DecidedBy, EventFormat, Exit, Usage, timed_out
 from .protocol import ReconcileReport as Report
 from .tmux import KEEPER_SESSION, TmuxBackend
 
 log = structlog.get_logger()
+
+READ_PER_PASS = 4 << 20  # bytes of one agent's log the meter reads in one pass, at most
 
 
 class Reconciler:
@@ -43,6 +47,8 @@ class Reconciler:
         self.passes = 0
         self.last: Report | None = None
         self._lock = trio.Lock()
+        #: Running agents' meters: agent -> (the attempt, its meter, how far into its log it has read)
+        self._meters: dict[str, tuple[int, Meter, int]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -123,6 +129,8 @@ class Reconciler:
                 await self._submit(RequestKill(agent_id=agent.id, reason=timed_out(agent.timeout or 0)))
         if not dry_run:
             await self._watch_stalls(time.time())
+            await self._watch_usage()
+            await self._watch_task_time(time.time())
         for agent in self.registry.uncleaned():
             if self.effects.cleaning(agent.id):
                 continue
@@ -149,6 +157,65 @@ class Reconciler:
             last = max(agent.updated_at, wrote)
             if now - last >= limit:
                 await self._submit(MarkStalled(agent_id=agent.id, since=last))
+
+    async def _watch_usage(self) -> None:
+        """Read what running agents' event streams added to their logs since the last pass, and
+        report their running figures where they changed (the registry warns and stops at limits)."""
+        providers = self.settings.current.providers
+        running = [a for a in self.registry.agents_in([AgentState.RUNNING])
+                   if (p := providers.get(a.provider)) is not None and p.events is not EventFormat.NONE]
+        for agent_id in set(self._meters) - {a.id for a in self.registry.agents_in(LIVE_STATES)}:
+            del self._meters[agent_id]
+        if not running:
+            return
+        events = {a.id: providers[a.provider].events for a in running}
+        figures = await trio.to_thread.run_sync(self._read_usage, running, events)
+        for agent, usage in zip(running, figures, strict=True):
+            if usage != msgspec.structs.replace(agent.usage, warned=[]):
+                await self._submit(ReportUsage(agent_id=agent.id, usage=usage))
+
+    def _read_usage(self, agents: list[Agent], events: dict[str, EventFormat]) -> list[Usage]:
+        """(In a worker thread.) Each agent's usage after feeding its meter what its log gained,
+        at most READ_PER_PASS bytes a pass. A later attempt's meter starts where the last one
+        stopped; one first met after a daemon restart starts at the end (its earlier output may
+        be another attempt's)."""
+        figures = []
+        for agent in agents:
+            log_path = self.effects.files(agent).log
+            try:
+                size = log_path.stat().st_size
+            except OSError:
+                size = 0
+            known = self._meters.get(agent.id)
+            if known is None:
+                meter, offset = Meter(events[agent.id]), (0 if agent.attempt == 1 else size)
+            elif known[0] != agent.attempt:
+                meter, offset = Meter(events[agent.id]), known[2]
+            else:
+                _, meter, offset = known
+            if size < offset:  # rotated: a new file
+                offset = 0
+            if size > offset:
+                try:
+                    with log_path.open("rb") as f:
+                        f.seek(offset)
+                        data = f.read(READ_PER_PASS)
+                except OSError:
+                    data = b""
+                meter.feed(data)
+                offset += len(data)
+            self._meters[agent.id] = (agent.attempt, meter, offset)
+            figures.append(meter.usage)
+        return figures
+
+    async def _watch_task_time(self, now: float) -> None:
+        """Stop the live agents of a task whose wall-time limit has passed."""
+        for agent in list(self.registry.agents_in(LIVE_STATES - {AgentState.STOPPING})):
+            task = self.registry.tasks.get(agent.task_id)
+            limit = None if task is None else task.limits.max_wall_seconds
+            if task is not None and limit is not None and now >= task.created_at + limit:
+                reason = f"limit reached: its task's wall time, {limit:g} s"
+                await self._submit(RequestKill(agent_id=agent.id, reason=reason))
 
     async def _exit_of_gone(self, agent: Agent) -> Exit | None:
         """How an agent whose session vanished ended; None while processes of it still run.
@@ -182,7 +249,7 @@ class Reconciler:
         for agent in list(self.registry.agents_in([AgentState.STOPPING])):
             await self._submit(RequestKill(agent_id=agent.id, reason=agent.kill_reason or "kill requested"))
 
-    async def _submit(self, command: Exited | Adopt | RequestKill | ReportDrift | MarkStalled | ClearStall) -> None:
+    async def _submit(self, command: Command) -> None:
         try:
             await self.mailbox.submit(command)
         except IllegalTransition:

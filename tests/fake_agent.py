@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--resume", help="continue this conversation (as claude --resume)")
     p.add_argument("--record", help="append a JSON line per run: argv and prompt")
     p.add_argument("--fail-first", type=int, default=0, help="exit 3 on the first N runs (counted in --record)")
+    p.add_argument("--turns", type=int, default=0, help="take this many turns (claude assistant messages), 0.3 s apart")
     args = p.parse_args()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -92,6 +93,11 @@ def main() -> None:
         argv = ["agentctl", "progress", "halfway there", "--percent", "50", "--activity", "working"]
         subprocess.run(argv, check=True)
         subprocess.run(["agentctl", "finding", "found a thing", "--type", "issue", "--severity", "high"], check=True)
+    for turn in range(args.turns):
+        content = [{"type": "text", "text": f"turn {turn}"}]
+        emit({"type": "assistant", "message": {"id": f"msg_{turn}", "content": content,
+                                               "usage": {"input_tokens": 100, "output_tokens": 10}}})
+        time.sleep(0.3)
     if args.sleep:
         time.sleep(args.sleep)
     if args.result:

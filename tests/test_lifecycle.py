@@ -190,3 +190,25 @@ def test_output_clears_a_stall(d: DaemonProcess) -> None:
     agent = d.call("agent.spawn", task_id=task, type="late", argv=["sh", "-c", "sleep 2.5; echo awake; sleep 60"])
     eventually(lambda: d.call("agent.get", agent_id=agent["id"])["stalled_since"], 30, "the stall flag")
     eventually(lambda: d.call("agent.get", agent_id=agent["id"])["stalled_since"] is None, 30, "the flag cleared")
+
+
+def test_the_supervisor_stops_an_agent_at_its_turn_limit_counted_as_it_runs(d: DaemonProcess, tmp_path: Path) -> None:
+    """Turns are counted from the agent's stream as it runs (no final result needed): a warning event near
+    the limit, a stop at it with the reason; the running figures show meanwhile."""
+    task = d.create_task(limits={"agent_max_turns": 4, "warn_at": 0.5})
+    agent = spawn(d, task, "chatty", tmp_path / "c.jsonl", "--turns", "40")
+    seen = eventually(lambda: (a := d.call("agent.get", agent_id=agent["id"]))["usage"].get("turns") and a, 30,
+                      "running figures")
+    assert seen["usage"]["input_tokens"] >= 100
+    ended = d.wait_state(agent["id"], timeout=60)
+    assert ended["state"] == "killed" and ended["exit"]["reason"] == "limit reached: turns, 4 of 4", ended["exit"]
+    limits = [json.loads(line)["data"] for line in d.agentctl("--json", "events", "--agent", agent["id"],
+                                                               "--kind", "limit").stdout.splitlines()]
+    assert [(x["limit"], x["stopped"]) for x in limits] == [("agent_max_turns", False), ("agent_max_turns", True)]
+
+
+def test_a_task_past_its_wall_time_has_its_agents_stopped(d: DaemonProcess, tmp_path: Path) -> None:
+    task = d.create_task(limits={"max_wall_seconds": 2})
+    agent = spawn(d, task, "slow", tmp_path / "s.jsonl", "--sleep", "60")
+    ended = d.wait_state(agent["id"], timeout=60)
+    assert ended["state"] == "killed" and ended["exit"]["reason"] == "limit reached: its task's wall time, 2 s"
