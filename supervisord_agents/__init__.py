@@ -10,6 +10,7 @@ Pure core (no I/O, no clock; time is an argument):
     commands        the registry's vocabulary: commands in; events, effects, results out
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
     meter           an agent's running turns, tokens and cost, counted from its event stream as it grows
+    handlers        how methods are bound to their handlers (@handles, @streams), and what a handler gets
     retry           what follows an attempt that ended early: sleep until a rate limit's reset, retry, give up
     tables          what the registry holds (live work), its indexes, and the tallies of settled history
     drift           compare the registry with one tmux listing; a plan of what to correct

@@ -26,7 +26,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ from .commands import CloseTask, CreateTask, PurgeTask, ReportFinding, ReportPro
 from .config import ENV_PREFIX, McpStyle, Settings
 from .errors import Forbidden, IllegalTransition, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
 from .files import AgentFiles
+from .handlers import HANDLERS, Caller, ConnectionStats, Stream, handles, streams
 from .history import History
 from .hooks import HookRunner
 from .launch import Launch, Launcher, mcp_shim
@@ -64,7 +65,6 @@ from .protocol import (
     EVENTS_SUBSCRIBE,
     FINDINGS_LIST,
     HELLO,
-    METHODS,
     PROTOCOL_VERSION,
     TASK_CLOSE,
     TASK_CREATE,
@@ -75,7 +75,6 @@ from .protocol import (
     AgentExit,
     AgentListParams,
     AgentRef,
-    Answer,
     Boundary,
     DoctorParams,
     DoctorReport,
@@ -91,12 +90,10 @@ from .protocol import (
     Notice,
     OutputParams,
     OutputResult,
-    P,
     Page,
     PeekParams,
     ProgressParams,
     Purged,
-    R,
     ReconcileParams,
     ReconcileReport,
     Screen,
@@ -121,79 +118,8 @@ REPLAY_PAGE: Final = 1000
 READ_THREADS: Final = 4  # worker threads for reads clients ask for (trio's default pool has 40)
 
 
-class Caller:
-    """Who is on the other end of one connection."""
-
-    def __init__(self, *, pid: int | None = None, uid: int | None = None) -> None:
-        self.pid = pid
-        self.uid = uid
-        self.agent_id: str | None = None
-        self.client = ""
-
-
-class ConnectionStats:
-    """Counted by the server, reported by ``daemon.health``."""
-
-    def __init__(self) -> None:
-        self.open = 0
-        self.accepted = 0
-        self.refused = 0
-        self.evicted = 0  # idle connections closed to make room at the cap
-
-
-class Stream:
-    """The answer of a ``STREAM`` method: an acknowledgement, then notices until the
-    stream ends (a SupervisorError raised by ``notices`` ends it with an error reply).
-    Whoever receives it must ``aclose`` it."""
-
-    def __init__(self, ack: Any, notices: AsyncGenerator[Notice, None], on_close: Callable[[], None]) -> None:
-        self.ack = ack
-        self.notices = notices
-        self._on_close = on_close
-
-    async def aclose(self) -> None:
-        try:
-            await self.notices.aclose()
-        finally:
-            self._on_close()
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-Handler = Callable[["Api", P, Caller], Awaitable[R]]
-_HANDLERS: dict[str, Callable[..., Awaitable[Any]]] = {}
-
-
-def _bind(method: Method[Any, Any], handler: Callable[..., Awaitable[Any]]) -> None:
-    if method.name in _HANDLERS:
-        raise RuntimeError(f"{method.name} has two handlers")
-    _HANDLERS[method.name] = handler
-
-
-def handles(method: Method[P, R]) -> Callable[[Handler[P, R]], Handler[P, R]]:
-    """Bind the decorated coroutine method as the handler of ``method``; mypy checks
-    that it takes the method's params and returns its result."""
-
-    def bind(handler: Handler[P, R]) -> Handler[P, R]:
-        assert method.answer is not Answer.STREAM, f"{method.name} streams: use @streams"
-        _bind(method, handler)
-        return handler
-
-    return bind
-
-
-def streams(method: Method[P, Any]) -> Callable[[Handler[P, Stream]], Handler[P, Stream]]:
-    """Bind the handler of a ``STREAM`` method (it returns a :class:`Stream` whose
-    acknowledgement is the method's result)."""
-
-    def bind(handler: Handler[P, Stream]) -> Handler[P, Stream]:
-        assert method.answer is Answer.STREAM, f"{method.name} does not stream: use @handles"
-        _bind(method, handler)
-        return handler
-
-    return bind
 
 
 class Api:
@@ -231,7 +157,7 @@ class Api:
         me = self._as_agent(caller)
         if me is not None:
             params = self.access.scope(method, params, me)
-        return await _HANDLERS[method.name](self, params, caller)
+        return await HANDLERS[method.name](self, params, caller)
 
     # -- session -------------------------------------------------------------------
 
@@ -595,11 +521,6 @@ class Api:
             if candidate not in self._minting and not exists(candidate):
                 self._minting.add(candidate)
                 return candidate
-
-
-def unhandled() -> set[str]:
-    """Declared methods without a handler (a test keeps this empty)."""
-    return set(METHODS) - set(_HANDLERS)
 
 
 def _stamp(now: float, fmt: str) -> str:

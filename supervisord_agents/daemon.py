@@ -30,13 +30,14 @@ import trio
 from . import __version__, service
 from .actor import Actor, Hub, Mailbox
 from .agent_sockets import AgentSockets, prepare_runtime_dir
-from .api import Api, ConnectionStats
+from .api import Api
 from .cgroups import setup as setup_cgroups
 from .commands import ReportDowntime, SetGlobalLimit
 from .config import Settings, dump_config, load_config, locator_path
 from .effects import Effects
 from .errors import SupervisorError, Unavailable
 from .files import private_dirs, tighten
+from .handlers import ConnectionStats
 from .heartbeat import Beat, Heartbeat
 from .hooks import HookRunner
 from .launch import Launcher

@@ -39,7 +39,7 @@ import trio
 
 from .actor import ON_QUEUED
 from .agent_sockets import AgentSockets, listen_unix
-from .api import Api, Caller, ConnectionStats, Stream
+from .api import Api
 from .codec import LineBuffer, decode_params, decode_request, error_reply
 from .config import Settings
 from .errors import (
@@ -50,6 +50,7 @@ from .errors import (
     SupervisorError,
     TooLarge,
 )
+from .handlers import Caller, ConnectionStats, Stream
 from .protocol import METHODS, Answer, Method, Notice, Reply, Request
 
 log = structlog.get_logger()

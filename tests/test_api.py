@@ -16,11 +16,11 @@ import pytest
 import trio
 
 from supervisord_agents import api as api_module
-from supervisord_agents.api import Caller
 from supervisord_agents.config import Settings, load_config
 from supervisord_agents.daemon import Daemon
 from supervisord_agents.errors import DuplicateAgent, LimitExceeded, SpawnFailed, StorageError
 from supervisord_agents.files import AgentFiles
+from supervisord_agents.handlers import Caller
 from supervisord_agents.protocol import METHODS
 from supervisord_agents.runner import unpack_exec
 from supervisord_agents.server import bind_socket

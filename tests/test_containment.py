@@ -24,11 +24,11 @@ import pytest
 import trio
 
 from supervisord_agents import procs
-from supervisord_agents.api import Caller
 from supervisord_agents.clients.client import Client, resolve_socket
 from supervisord_agents.config import Settings, default_runtime_dir, load_config
 from supervisord_agents.daemon import Daemon
 from supervisord_agents.errors import Forbidden, SupervisorError
+from supervisord_agents.handlers import Caller
 from supervisord_agents.protocol import (
     AGENT_SPAWN,
     ENV_TOKEN,
