@@ -115,7 +115,7 @@ from .model import (
     turns,
 )
 from .results import explained
-from .retry import GiveUp, Retry, after
+from .retry import GiveUp, Retry, after, limit_reached, summed
 from .tables import Image, Tables, finding_size, image_of  # noqa: F401 - re-exported
 
 S = AgentState
@@ -410,16 +410,15 @@ class Registry(Tables):
         record = Attempt(n=agent.attempt, started_at=agent.started_at, ended_at=now, exit=exit, then=retry.why)
         # An agent that has used up a limit is not given another attempt.
         counted = structs.replace(agent, attempts=[*agent.attempts, record], usage=Usage())
-        reached = next((_reached(what, used, value) for _, what, used, value in self._limits(counted)
+        reached = next((limit_reached(what, used, value) for _, what, used, value in self._limits(counted)
                         if used >= value), None)
         if reached is not None:
             return self._end(agent, S.FAILED, exit, now, gave_up=f"{exit.reason}; not retried: {reached}")
         ran_in = agent.tmux
-        # The conversation its next attempt resumes: the one this attempt reported, unless that is not
-        # an id at all, or another live agent holds it (an agent's stream is its own to forge).
-        reported = exit.session_id
-        if reported is not None and SESSION_ID_RE.match(reported) \
-                and self.conversation_holder(reported) in (None, agent):
+        # Its next attempt resumes the conversation this one reported, unless that is no id or another
+        # live agent holds it (an agent's stream is its own to forge).
+        reported = exit.session_id or ""
+        if SESSION_ID_RE.match(reported) and self.conversation_holder(reported) in (None, agent):
             agent = self._replace(agent, conversation=reported)
         agent = self._replace(
             agent, state=S.SLEEPING, attempt=agent.attempt + 1, attempts=[*agent.attempts, record],
@@ -469,7 +468,7 @@ class Registry(Tables):
         for name, what, used, value in self._limits(agent):
             data = {"limit": name, "used": used, "value": value, "stopped": used >= value}
             if used >= value:
-                agent = self._replace(agent, state=S.STOPPING, kill_reason=_reached(what, used, value))
+                agent = self._replace(agent, state=S.STOPPING, kill_reason=limit_reached(what, used, value))
                 events += [self._event(now, EventKind.LIMIT, agent.task_id, agent.id, data=data),
                            self._agent_event(now, agent)]
                 return Applied(events, [StopAgent(agent, tree=False)] if agent.tmux is not None else [], agent)
@@ -479,8 +478,7 @@ class Registry(Tables):
         return Applied(events, [], agent)
 
     def _limits(self, agent: Agent) -> Iterator[tuple[str, str, float, float]]:
-        """(limit, what it counts, used, value) of each limit set for the agent: its turns and cost
-        over all its attempts, and its task's budget (live usage included)."""
+        """(limit, what, used, value) of each limit set: its turns and cost, its task's budget."""
         limits = self.tasks[agent.task_id].limits
         checks = (("agent_max_turns", "turns", turns(agent), limits.agent_max_turns),
                   ("agent_max_cost_usd", "cost", spent(agent) or 0.0, limits.agent_max_cost_usd),
@@ -504,7 +502,7 @@ class Registry(Tables):
         if gave_up:
             exit = structs.replace(exit, reason=gave_up)
         if agent.attempts:
-            exit = _summed(agent.attempts, exit)
+            exit = summed(agent.attempts, exit)
         agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now, wake_at=None,
                               then_restart=False)
         ended = self._agent_event(now, agent)
@@ -564,24 +562,6 @@ class Registry(Tables):
                 f"session {tmux.session_id} already belongs to agent {holder}",
                 data={"session_id": tmux.session_id, "agent_id": holder},
             )
-
-def _reached(what: str, used: float, value: float) -> str:
-    shown = f"${used:.4f} of ${value:.4f}" if isinstance(value, float) else f"{used:g} of {value:g}"
-    return f"limit reached: {what}, {shown}"
-
-
-def _summed(attempts: list[Attempt], exit: Exit) -> Exit:
-    """The final exit of an agent that made several attempts: what all of them cost and took."""
-    runs = [a.exit for a in attempts] + [exit]
-
-    def total(field: str) -> Any:
-        values = [v for e in runs if (v := getattr(e, field)) is not None]
-        return sum(values) if values else None
-
-    session = exit.session_id or next((e.session_id for e in reversed(runs) if e.session_id), None)
-    return structs.replace(exit, cost_usd=total("cost_usd"), input_tokens=total("input_tokens"),
-                           output_tokens=total("output_tokens"), turns=total("turns"), session_id=session)
-
 
 # --- the transition table -------------------------------------------------------------
 

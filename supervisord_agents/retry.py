@@ -11,9 +11,11 @@ waking together (:func:`~.model.jitter`) is fixed by the agent's id and attempt.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from .model import TRANSIENT, Agent, ErrorClass, Exit, OnRateLimit, Restart, jitter
+from msgspec import structs
+
+from .model import TRANSIENT, Agent, Attempt, ErrorClass, Exit, OnRateLimit, Restart, jitter
 
 #: No single back-off sleeps longer than this, whatever the policy's doubling reaches.
 LONGEST_SLEEP: Final = 24 * 3600.0
@@ -63,3 +65,22 @@ def after(agent: Agent, exit: Exit, now: float) -> Retry | GiveUp | None:
         delay *= 1 + spread
         return Retry(now + delay, f"{exit.error_class}: backs off {delay:.3g} s, then attempt {agent.attempt + 1}")
     return None
+
+
+def limit_reached(what: str, used: float, value: float) -> str:
+    """The reason an agent is stopped (or not retried) at a limit: what, how much of how much."""
+    shown = f"${used:.4f} of ${value:.4f}" if isinstance(value, float) else f"{used:g} of {value:g}"
+    return f"limit reached: {what}, {shown}"
+
+
+def summed(attempts: list[Attempt], exit: Exit) -> Exit:
+    """The final exit of an agent that made several attempts: what all of them cost and took."""
+    runs = [a.exit for a in attempts] + [exit]
+
+    def total(field: str) -> Any:
+        values = [v for e in runs if (v := getattr(e, field)) is not None]
+        return sum(values) if values else None
+
+    session = exit.session_id or next((e.session_id for e in reversed(runs) if e.session_id), None)
+    return structs.replace(exit, cost_usd=total("cost_usd"), input_tokens=total("input_tokens"),
+                           output_tokens=total("output_tokens"), turns=total("turns"), session_id=session)
