@@ -32,6 +32,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,10 @@ class MockModel(LocalServer[dict[str, Any]]):
         self.shell = shell
         self.retry_after = retry_after
         self.usage_reset = usage_reset  # usage_limit: seconds until the plan's window resets
+        #: A test's say over each model request: given its body and its step (how many of the
+        #: script's tool results its conversation holds), the scenario that answers it, or
+        #: None for ``scenario``'s. A conversation can so fail part-way, or until it is resumed.
+        self.override: Callable[[dict[str, Any], int], str | None] | None = None
 
     # -- lifecycle (LocalServer) ---------------------------------------------------------
 
@@ -160,6 +165,11 @@ class MockModel(LocalServer[dict[str, Any]]):
         }
 
     # -- the script ----------------------------------------------------------------------
+
+    def answering(self, body: dict[str, Any]) -> str:
+        """The scenario that answers the model request ``body`` (see ``override``)."""
+        chosen = None if self.override is None else self.override(body, tool_results(body))
+        return self.scenario if chosen is None else chosen
 
     def record(self, method: str, path: str, status: int, body: dict[str, Any] | None) -> None:
         with self._lock:
@@ -241,7 +251,7 @@ class _Handler(MockHandler[MockModel]):
             self.mock.record("POST", self.path, 404, None)
             self._send_json(404, _error_body("not_found_error", f"mock: no route {path}", self._request_id()))
             return
-        scenario = self.mock.scenario
+        scenario = self.mock.answering(body)
         status = {"report": 200, "rate_limit": 429, "server_error": 500, "bad_key": 401,
                   "overloaded": 529, "usage_limit": 429, "hang": 0}[scenario]
         self.mock.record("POST", self.path, status, body)

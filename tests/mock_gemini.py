@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,20 @@ _STATUS = {"rate_limit": 429, "daily_quota": 429, "server_error": 500, "bad_key"
 
 
 def tool_results(body: dict[str, Any]) -> int:
-    """How many tool results (``functionResponse`` parts) the conversation in a request
-    holds: the scripted step."""
+    """How many tool calls the conversation in a request holds results of (``functionResponse``
+    parts, one per call id): the scripted step. A resumed session (``--resume``) may repeat
+    the last result (0.61 replays it twice), which is still one step."""
+    seen: set[str] = set()
     count = 0
     for content in body.get("contents") or []:
         if isinstance(content, dict):
             for part in content.get("parts") or []:
-                if isinstance(part, dict) and "functionResponse" in part:
-                    count += 1
+                if isinstance(part, dict) and isinstance(part.get("functionResponse"), dict):
+                    call_id = part["functionResponse"].get("id")
+                    if not isinstance(call_id, str) or call_id not in seen:
+                        count += 1
+                    if isinstance(call_id, str):
+                        seen.add(call_id)
     return count
 
 
@@ -97,6 +104,10 @@ class MockModel(LocalServer[tuple[str, str]]):
         self.retry_delay = retry_delay
         self.paths: list[str] = []  # the path of each model request (``/v1beta/models/m:method``)
         self.headers: list[dict[str, str]] = []  # the headers of each model request
+        #: A test's say over each model request: given its body and its step (how many of the
+        #: script's tool results its conversation holds), the scenario that answers it, or
+        #: None for ``scenario``'s. A conversation can so fail part-way, or until it is resumed.
+        self.override: Callable[[dict[str, Any], int], str | None] | None = None
 
     # -- lifecycle (LocalServer) --------------------------------------------------------
 
@@ -125,6 +136,11 @@ class MockModel(LocalServer[tuple[str, str]]):
         requests (routing, next-speaker checks, token counts)."""
         with self._lock:
             return [b for p, b in zip(self.paths, self.requests, strict=True) if p.endswith(":streamGenerateContent")]
+
+    def answering(self, body: dict[str, Any]) -> str:
+        """The scenario that answers the model request ``body`` (see ``override``)."""
+        chosen = None if self.override is None else self.override(body, tool_results(body))
+        return self.scenario if chosen is None else chosen
 
     def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> None:
         with self._lock:
@@ -272,8 +288,9 @@ class _Handler(MockHandler[MockModel]):
             self._send_json(404, {"error": {"code": 404, "message": f"no route {path}", "status": "NOT_FOUND"}})
             return
         mock.record("POST", self.path, dict(self.headers), body)
-        if mock.scenario != "report":
-            self._send_json(_STATUS[mock.scenario], _error(mock.scenario, mock.retry_delay))
+        scenario = mock.answering(body)
+        if scenario != "report":
+            self._send_json(_STATUS[scenario], _error(scenario, mock.retry_delay))
         elif method == "countTokens":
             self._send_json(200, {"totalTokens": _tokens(body)})
         elif method == "generateContent":

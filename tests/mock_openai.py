@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,10 @@ class MockModel(LocalServer[tuple[str, str]]):
         self.shell = shell  # the command of the scripted shell step
         self.retry_after = retry_after  # seconds a 429 tells the client to wait (codex sleeps that long)
         self.headers: list[dict[str, str]] = []  # the headers of each model request
+        #: A test's say over each model request: given its body and its step (how many of the
+        #: script's tool results its conversation holds), the scenario that answers it, or
+        #: None for ``scenario``'s. A conversation can so fail part-way, or until it is resumed.
+        self.override: Callable[[dict[str, Any], int], str | None] | None = None
 
     # -- lifecycle (LocalServer) --------------------------------------------------------
 
@@ -123,6 +128,11 @@ class MockModel(LocalServer[tuple[str, str]]):
         return args
 
     # -- the script ---------------------------------------------------------------------
+
+    def answering(self, body: dict[str, Any]) -> str:
+        """The scenario that answers the model request ``body`` (see ``override``)."""
+        chosen = None if self.override is None else self.override(body, tool_results(body))
+        return self.scenario if chosen is None else chosen
 
     def record(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> None:
         with self._lock:
@@ -207,7 +217,7 @@ class _Handler(MockHandler[MockModel]):
             self._send_json(404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
             return
         mock.record("POST", self.path, dict(self.headers), body)
-        scenario = mock.scenario
+        scenario = mock.answering(body)
         if scenario == "bad_key":
             self._send_json(401, {"error": {
                 "message": f"Incorrect API key provided: {API_KEY[:3]}*****{API_KEY[-4:]}. You can find your "

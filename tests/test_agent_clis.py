@@ -5,7 +5,9 @@ The daemon is given the mock's base URL and a fake key in its environment, as an
 would export a key; agents get it from there. In the scripted conversation the model calls
 the supervisor's ``report_progress`` and ``report_finding`` tools over MCP, runs
 ``agentctl progress ...`` in its shell, and answers. Scripted failures (429, 500, a bad
-key) must each end the agent ``failed`` with the right class and a reason.
+key) must each end the agent ``failed`` with the right class and a reason (a rate limit when
+the task's policy says ``on_rate_limit = "fail"``; by default it sleeps, see
+``test_agent_clis_lifecycle.py``).
 
 The CLIs are the versions pinned in ``tests/agent_clis/package.json``, installed by
 ``.ci/run`` into ``.cache/agent-clis``; without them these tests skip and say so.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,16 +29,36 @@ import pytest
 from tests.agent_clis import CACHE, PROVIDERS, cli_dir, mock_for
 from tests.harness import DaemonProcess
 
+#: A stand-in for a CLI, first on the daemon's PATH: it notes its argv (one JSON line) and
+#: execs the real CLI in its place.
+_RECORDER = """#!{python}
+import json, os, sys
+with open({log!r}, "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+
 
 class Run:
-    """One daemon whose environment points ``provider``'s CLI at a mock in ``scenario``."""
+    """One daemon whose environment points ``provider``'s CLI at a mock in ``scenario``.
+    With ``record_argv``, every run of the CLI notes its argv first (see :meth:`argvs`)."""
 
-    def __init__(self, provider: str, scenario: str, tmp_path: Path) -> None:
+    def __init__(self, provider: str, scenario: str, tmp_path: Path, *, record_argv: bool = False) -> None:
         binary, self.model = PROVIDERS[provider]
         folder = cli_dir(binary)
         if folder is None:
             pytest.skip(f"{binary} is not installed (.ci/run installs it into {CACHE})")
         self.provider = provider
+        self.bin_path = str(folder)
+        self.argv_log = tmp_path / "argv.jsonl"
+        if record_argv:
+            recorders = tmp_path / "recorders"
+            recorders.mkdir()
+            recorder = recorders / binary
+            recorder.write_text(_RECORDER.format(python=sys.executable, log=str(self.argv_log),
+                                                 real=str(folder / binary)))
+            recorder.chmod(0o755)
+            self.bin_path = f"{recorders}:{folder}"
         self.mock = mock_for(provider, scenario)
         # Outside /tmp: codex refuses to make its helpers in a CODEX_HOME under the temp
         # folder (and then every sandboxed command fails, silently).
@@ -48,7 +71,7 @@ class Run:
         self.mock.__enter__()
         self.daemon.extra_env = {
             **self.mock.env(), "HOME": str(self.home),
-            "PATH": f"{cli_dir(PROVIDERS[self.provider][0])}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.bin_path}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
         self.daemon.start()
         return self
@@ -58,14 +81,26 @@ class Run:
         self.mock.__exit__(*exc)
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def spawn(self, prompt: str = "Report progress, a finding, then run agentctl in your shell.") -> dict[str, Any]:
-        task = self.daemon.create_task(cwd=str(self.work))
+    def argvs(self) -> list[list[str]]:
+        """The argv (without the program) of each run of the CLI so far, oldest first."""
+        try:
+            lines = self.argv_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines]
+
+    def spawn(self, prompt: str = "Report progress, a finding, then run agentctl in your shell.", *,
+              policy: dict[str, Any] | None = None, codex_retries: dict[str, int] | None = None) -> dict[str, Any]:
+        """Create a task (with ``policy``, if given) and spawn one agent of the provider in it.
+        ``codex_retries`` bounds codex's own retries (its provider's ``request_max_retries``,
+        ``stream_max_retries``), which no environment variable sets."""
+        task = self.daemon.create_task(cwd=str(self.work), **({"policy": policy} if policy is not None else {}))
         params: dict[str, Any] = {"task_id": task, "type": "e2e", "provider": self.provider, "prompt": prompt}
         if self.model:
             params["model"] = self.model
         point = getattr(self.mock, "codex_config", None)
         if point is not None:  # codex reads no base URL from its environment: a provider of the mock
-            params["argv"] = point()
+            params["argv"] = point(**(codex_retries or {}))
         agent: dict[str, Any] = self.daemon.call("agent.spawn", **params)
         return agent
 
@@ -114,12 +149,16 @@ def _progress_messages(d: DaemonProcess, agent_id: str) -> list[str]:
                          [("bad_key", "auth"), ("rate_limit", "rate_limit"), ("server_error", "api_error")])
 def test_a_real_agent_whose_api_fails_ends_failed_with_the_class_and_reason(
         provider: str, scenario: str, error_class: str, tmp_path: Path) -> None:
+    # A rate limit would put the agent to sleep until the reset (the default policy); "fail"
+    # ends it as any other error (test_agent_clis_lifecycle.py has the sleep and the resume).
+    policy = {"on_rate_limit": "fail"} if scenario == "rate_limit" else None
     with Run(provider, scenario, tmp_path) as run:
-        agent = run.spawn(prompt="hi")
+        agent = run.spawn(prompt="hi", policy=policy)
         ended = run.daemon.wait_state(agent["id"], timeout=180)
         assert ended["state"] == "failed", ended
         assert ended["exit"]["error_class"] == error_class, ended["exit"]
         assert ended["exit"]["reason"].startswith(f"{error_class}: "), ended["exit"]
+        assert ended["attempts"] == [], ended["attempts"]  # one attempt, nothing retried
         assert len(run.mock.requests) >= 1
 
 

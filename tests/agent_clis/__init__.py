@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,8 +21,11 @@ def cli_dir(binary: str) -> Path | None:
 
 
 class Mock(Protocol):
+    scenario: str
     requests: list[dict[str, Any]]
     first_request_at: float | None
+    #: Given a model request's body and its step in the script, the scenario that answers it (None: ``scenario``).
+    override: Callable[[dict[str, Any], int], str | None] | None
 
     def env(self) -> dict[str, str]: ...
     def __enter__(self) -> Mock: ...
