@@ -376,8 +376,7 @@ class Registry(Tables):
         return self._end(agent, S.KILLED, Exit(decided_by=DecidedBy.KILL, reason=agent.kill_reason), now)
 
     def _kill_again(self, agent: Agent, cmd: RequestKill, now: float) -> Applied:
-        # Idempotent: a second kill (for example with --tree) re-issues the stop; and a kill
-        # of an agent stopping for a stall's restart makes it an ordinary stop (sticky).
+        # Idempotent (a second kill re-issues the stop); after a stall's restart, an ordinary stop: sticky.
         events: list[Event] = []
         if agent.then_restart:
             agent = self._replace(agent, then_restart=False, kill_reason=cmd.reason or "kill requested",
@@ -415,10 +414,11 @@ class Registry(Tables):
         if reached is not None:
             return self._end(agent, S.FAILED, exit, now, gave_up=f"{exit.reason}; not retried: {reached}")
         ran_in = agent.tmux
-        # Its next attempt resumes the conversation this one reported, unless that is no id or another
-        # live agent holds it (an agent's stream is its own to forge).
+        # Its next attempt resumes the conversation it reported, unless no id, another live agent's (a stream
+        # is its agent's to forge), or never answered in (gemini keeps none then; a fresh start loses nothing).
         reported = exit.session_id or ""
-        if SESSION_ID_RE.match(reported) and self.conversation_holder(reported) in (None, agent):
+        if SESSION_ID_RE.match(reported) and exit.output_tokens != 0 and self.conversation_holder(reported) in (
+                None, agent):
             agent = self._replace(agent, conversation=reported)
         agent = self._replace(
             agent, state=S.SLEEPING, attempt=agent.attempt + 1, attempts=[*agent.attempts, record],

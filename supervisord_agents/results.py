@@ -219,7 +219,13 @@ def _claude(events: Sequence[Event]) -> Report:
         names = sorted({str(d.get("tool_name")) for d in denials if isinstance(d, Mapping)})
         return Report(ok=False, error_class=ErrorClass.PERMISSION_DENIED,
                       error=one_line(f"{text}; permission denied for {', '.join(names)}"), **fields)
-    return _failure(text, **fields)
+    report = _failure(text, **fields)
+    delay = retries[-1].get("retry_delay_ms") if retries else None
+    if report.error_class is ErrorClass.RATE_LIMIT and report.retry_after is None \
+            and isinstance(delay, int | float) and not isinstance(delay, bool) and 0 <= delay <= 86_400_000:
+        # It gave up retrying; its last retry said how long the provider asked it to wait.
+        report = msgspec.structs.replace(report, retry_after=delay / 1000)
+    return report
 
 
 def _retry_text(event: Event) -> str:
