@@ -92,9 +92,8 @@ def snapshot(d: DaemonProcess) -> dict[str, Any]:
 
 def recount(agents: list[dict[str, Any]]) -> dict[str, int]:
     states = [a["state"] for a in agents]
-    return {"active": sum(s in LIVE and s != "queued" for s in states), "queued": states.count("queued"),
-            "completed": states.count("completed"),
-            "failed": states.count("failed"), "killed": states.count("killed"), "lost": states.count("lost"),
+    counts = {s: states.count(s) for s in ("queued", "sleeping", "completed", "failed", "killed", "lost")}
+    return {"active": sum(s in LIVE and s not in ("queued", "sleeping") for s in states), **counts,
             "spawned": len(states)}
 
 
