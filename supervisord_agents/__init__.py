@@ -12,6 +12,7 @@ Pure core (no I/O, no clock; time is an argument):
     meter           an agent's running turns, tokens and cost, counted from its event stream as it grows
     handlers        how methods are bound to their handlers (@handles, @streams), and what a handler gets
     retry           what follows an attempt that ended early: sleep until a rate limit's reset, retry, give up
+    admission       which spawns the limits let in, now or once a slot frees (the registry's first part)
     tables          what the registry holds (live work), its indexes, and the tallies of settled history
     drift           compare the registry with one tmux listing; a plan of what to correct
     results         each provider's JSON events read into one report; how a run ended, and why

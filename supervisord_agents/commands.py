@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from .model import Agent, AgentState, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds, Usage
+from .model import Agent, AgentState, Approval, CleanupRecord, Event, EventKind, Exit, Severity, Task, TmuxIds, Usage
 
 # --- commands -----------------------------------------------------------------------
 
@@ -106,6 +106,24 @@ class ReportUsage(Struct, frozen=True, kw_only=True):
     usage: Usage
 
 
+class RequestApproval(Struct, frozen=True, kw_only=True):
+    """An agent's CLI asks permission for a tool call (allowed at once if the tool is always allowed)."""
+
+    agent_id: str
+    approval: Approval
+
+
+class AnswerApproval(Struct, frozen=True, kw_only=True):
+    """Allow or deny a pending request; with ``always``, the tool is allowed for the agent from now on."""
+
+    agent_id: str
+    approval_id: str
+    allow: bool
+    by: str
+    message: str = ""
+    always: bool = False
+
+
 class MarkStalled(Struct, frozen=True, kw_only=True):
     """A running agent has shown no output and no progress since ``since``."""
 
@@ -173,6 +191,8 @@ Command = (
     | MarkStalled
     | ClearStall
     | ReportUsage
+    | RequestApproval
+    | AnswerApproval
 )
 
 # --- effects -------------------------------------------------------------
@@ -219,8 +239,8 @@ class Applied(Struct, frozen=True):
 
 
 __all__ = [
-    "Adopt", "Applied", "CleanUpAgent", "ClearStall", "CloseTask", "Command", "CreateTask", "Effect", "EndAttempt",
-    "Event", "EventKind", "Exited", "MarkStalled", "PurgeTask", "RecordCleanup", "ReportDowntime", "ReportDrift",
-    "ReportFinding", "ReportProgress", "ReportUsage", "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed",
-    "StartSession", "Started", "StopAgent", "Wake",
+    "Adopt", "AnswerApproval", "Applied", "CleanUpAgent", "ClearStall", "CloseTask", "Command", "CreateTask",
+    "Effect", "EndAttempt", "Event", "EventKind", "Exited", "MarkStalled", "PurgeTask", "RecordCleanup",
+    "ReportDowntime", "ReportDrift", "ReportFinding", "ReportProgress", "ReportUsage", "RequestApproval",
+    "RequestKill", "SetGlobalLimit", "SpawnAgent", "StartFailed", "StartSession", "Started", "StopAgent", "Wake",
 ]

@@ -24,10 +24,13 @@ from msgspec import Meta, Struct
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,39}\Z"
 TASK_ID_PATTERN: Final = r"^TASK-[0-9]{8}-[0-9]{6}-[0-9a-f]{8}\Z"
 AGENT_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,39}-[0-9]{6}-[0-9a-f]{6}\Z"
+APPROVAL_ID_PATTERN: Final = r"^AP-[0-9a-f]{12}\Z"
 
 Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="lower-case name: [a-z0-9][a-z0-9_-]{0,39}")]
 TaskId = Annotated[str, Meta(pattern=TASK_ID_PATTERN, description="TASK-YYYYMMDD-HHMMSS-<8 hex>")]
 AgentId = Annotated[str, Meta(pattern=AGENT_ID_PATTERN, description="<type>-<HHMMSS>-<6 hex>")]
+ApprovalId = Annotated[str, Meta(pattern=APPROVAL_ID_PATTERN, description="AP-<12 hex>")]
+ToolName = Annotated[str, Meta(max_length=200)]
 # Model names end up as one argv element; they may never look like a flag.
 ModelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}\Z")]
 # Absolute path without control characters, bounded. Existence is checked where the path is used.
@@ -191,6 +194,11 @@ class Restart(StrEnum):
     ON_FAILURE = "on-failure"  # a transient failure (API error, crash) is retried, with back-off
 
 
+class OnApprovalTimeout(StrEnum):
+    DENY = "deny"
+    ALLOW = "allow"
+
+
 class OnStall(StrEnum):
     NOTHING = "nothing"  # flag it and say so (an event), nothing more
     KILL = "kill"
@@ -220,6 +228,9 @@ class Policy(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unkno
     #: Seconds without output or progress after which a running agent is ``stalled`` (None: never).
     stall_after: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None
     on_stall: OnStall | None = None
+    #: Seconds a permission request of an agent waits for an answer, then ``on_approval_timeout``.
+    approval_timeout: Annotated[float, Meta(gt=0, le=7 * 86400)] | None = None
+    on_approval_timeout: OnApprovalTimeout | None = None
 
     def over(self, base: Policy) -> Policy:
         """This policy, each field left out taken from ``base``."""
@@ -230,6 +241,7 @@ class Policy(Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unkno
 DEFAULT_POLICY: Final = Policy(
     on_rate_limit=OnRateLimit.SLEEP, max_rate_limit_waits=10, rate_limit_backoff=60.0,
     restart=Restart.NEVER, max_attempts=3, backoff=10.0, backoff_max=600.0, on_stall=OnStall.NOTHING,
+    approval_timeout=600.0, on_approval_timeout=OnApprovalTimeout.DENY,
 )
 
 
@@ -331,6 +343,31 @@ class Usage(Struct, frozen=True, kw_only=True, omit_defaults=True):
     warned: list[str] = []  # the limits a warning event was recorded for
 
 
+class ApprovalState(StrEnum):
+    PENDING = "pending"
+    ALLOWED = "allowed"
+    DENIED = "denied"
+
+
+class Approval(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A permission an agent's CLI asked for (a tool call its flags do not allow), and its answer."""
+
+    id: ApprovalId
+    task_id: TaskId
+    agent_id: AgentId
+    tool: ToolName
+    input: dict[str, Any] = {}  # the tool call's arguments, as the agent's CLI gave them
+    at: float
+    state: ApprovalState = ApprovalState.PENDING
+    answered_by: str = ""  # "operator", "timeout", "always allowed for this tool", or why it lapsed
+    answered_at: float | None = None
+    message: str = ""  # to the agent, with a denial
+
+
+#: Permission requests one agent may have waiting at once.
+MAX_PENDING_APPROVALS: Final = 8
+
+
 class Attempt(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One earlier run of an agent that did not end it: how it ended, and why another followed."""
 
@@ -376,6 +413,8 @@ class Agent(Struct, frozen=True, kw_only=True):
     stalled_since: float | None = None  # running without output or progress since then (a flag, not a state)
     then_restart: bool = False  # stopping to start a new attempt (a stall's restart), not to end
     usage: Usage = Usage()  # the current attempt's, as it runs
+    approvals: list[Approval] = []  # its permission requests waiting for an answer
+    always_allowed: list[ToolName] = []  # tools the operator allowed it for good ("always for this tool")
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
@@ -432,6 +471,7 @@ class Counts(Struct, frozen=True, kw_only=True):
     active: int = 0  # starting, running or stopping: holding a slot
     queued: int = 0  # admitted, waiting for a slot
     sleeping: int = 0  # between attempts (a rate limit's reset, a retry's back-off)
+    awaiting_approval: int = 0  # live agents with a permission request waiting for an answer
     completed: int = 0
     failed: int = 0
     killed: int = 0
@@ -449,6 +489,7 @@ class EventKind(StrEnum):
     STALLED = "stalled"  # data: {"since", "seconds", "then"}: no output or progress for that long
     #: data: {"limit", "used", "value", "stopped"}: an agent neared (warn_at) or reached a limit (then stopped)
     LIMIT = "limit"
+    APPROVAL = "approval"  # data: the approval: asked for (pending), or answered
     DRIFT = "drift"  # data: {"what": [...]}: what the daemon found changed behind its back and undid
     TASK_PURGED = "task_purged"  # data: {"agents", "reason"}: a closed task's history was deleted
     #: data: {"down_since", "seconds", "stopped", "ended", "adopted"}: the daemon was not running from its

@@ -30,6 +30,8 @@ from .model import (
     Agent,
     AgentState,
     Counts,
+    Event,
+    EventKind,
     Finding,
     Task,
     TaskState,
@@ -259,6 +261,18 @@ class Tables:
         n, size = self._findings.get(task_id, (0, 0))
         return n, size
 
+
+    # -- events: numbered as they are made ---------------------------------------------
+
+    def _event(
+        self, now: float, kind: EventKind, task_id: str, agent_id: str | None = None,
+        state: AgentState | None = None, data: Any = None,
+    ) -> Event:
+        self.last_seq += 1
+        return Event(seq=self.last_seq, at=now, kind=kind, task_id=task_id, agent_id=agent_id, state=state, data=data)
+
+    def _agent_event(self, now: float, agent: Agent) -> Event:
+        return self._event(now, EventKind.AGENT_STATE, agent.task_id, agent.id, agent.state, agent)
 
     # -- bookkeeping: rows, indexes and tallies change only here ------------------------
 
