@@ -59,6 +59,7 @@ from msgspec import Struct, structs
 from .admission import Admission
 from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported for its users
     Adopt,
+    AnswerApproval,
     Applied,
     CleanUpAgent,
     ClearStall,
@@ -78,6 +79,7 @@ from .commands import (  # noqa: F401 - the registry's vocabulary, re-exported f
     ReportFinding,
     ReportProgress,
     ReportUsage,
+    RequestApproval,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
@@ -94,9 +96,11 @@ from .errors import (
     LimitExceeded,
 )
 from .model import (
+    MAX_PENDING_APPROVALS,
     SESSION_ID_RE,
     Agent,
     AgentState,
+    ApprovalState,
     Attempt,
     DecidedBy,
     Exit,
@@ -296,6 +300,7 @@ class Registry(Admission):
             wake_at=retry.wake_at, sleep_reason=retry.why, tmux=None, started_at=None,
             stalled_since=None, then_restart=False, kill_reason="", updated_at=now,
             usage=Usage(warned=agent.usage.warned),  # the attempt's figures are in its exit now
+            approvals=[],  # the CLI that asked is gone
         )
         slept = self._agent_event(now, agent)
         promoted, starts = self._promote(now) if self._queued else ([], [])
@@ -356,6 +361,39 @@ class Registry(Admission):
                   ("max_cost_usd", "its task's budget", self.cost(agent.task_id), limits.max_cost_usd))
         return ((name, what, used, value) for name, what, used, value in checks if value is not None)
 
+    def _ask(self, agent: Agent, cmd: RequestApproval, now: float) -> Applied:
+        """Record a permission request, pending; one for a tool the agent is always allowed is
+        answered at once."""
+        approval = structs.replace(cmd.approval, task_id=agent.task_id, agent_id=agent.id, at=now,
+                                   state=ApprovalState.PENDING, answered_by="", answered_at=None, message="")
+        if approval.id in self._approvals:
+            raise Conflict(f"approval {approval.id} already exists", data={"approval_id": approval.id})
+        if approval.tool in agent.always_allowed:
+            approval = structs.replace(approval, state=ApprovalState.ALLOWED, answered_at=now,
+                                       answered_by="always allowed for this tool")
+            return Applied([self._event(now, EventKind.APPROVAL, agent.task_id, agent.id, data=approval)], [], approval)
+        if len(agent.approvals) >= MAX_PENDING_APPROVALS:
+            raise LimitExceeded(f"agent {agent.id} already has {len(agent.approvals)} requests waiting",
+                                data={"limit": "pending_approvals", "value": MAX_PENDING_APPROVALS})
+        agent = self._replace(agent, approvals=[*agent.approvals, approval], updated_at=now)
+        event = self._event(now, EventKind.APPROVAL, agent.task_id, agent.id, data=approval)
+        return Applied([event, self._agent_event(now, agent)], [], approval)
+
+    def _answer(self, agent: Agent, cmd: AnswerApproval, now: float) -> Applied:
+        """Allow or deny a pending request (and with ``always``, its tool for good)."""
+        approval = next((a for a in agent.approvals if a.id == cmd.approval_id), None)
+        if approval is None:
+            raise IllegalTransition(f"approval {cmd.approval_id} of agent {agent.id} is not pending",
+                                    data={"approval_id": cmd.approval_id})
+        approval = structs.replace(approval, state=ApprovalState.ALLOWED if cmd.allow else ApprovalState.DENIED,
+                                   answered_by=cmd.by, answered_at=now, message=cmd.message)
+        always = [*agent.always_allowed, approval.tool] if cmd.allow and cmd.always \
+            and approval.tool not in agent.always_allowed else agent.always_allowed
+        agent = self._replace(agent, approvals=[a for a in agent.approvals if a.id != approval.id],
+                              always_allowed=always, updated_at=now)
+        event = self._event(now, EventKind.APPROVAL, agent.task_id, agent.id, data=approval)
+        return Applied([event, self._agent_event(now, agent)], [], approval)
+
     def _unstalled(self, agent: Agent, cmd: ClearStall, now: float) -> Applied:
         if agent.stalled_since is None:
             return Applied([], [], agent)
@@ -375,7 +413,7 @@ class Registry(Admission):
         if agent.attempts:
             exit = summed(agent.attempts, exit)
         agent = self._replace(agent, state=state, exit=exit, ended_at=now, updated_at=now, wake_at=None,
-                              then_restart=False)
+                              then_restart=False, approvals=[])  # its CLI, which asked, is gone
         ended = self._agent_event(now, agent)
         promoted, starts = self._promote(now) if self._queued else ([], [])
         return Applied([ended, *promoted], [CleanUpAgent(agent), *starts], agent)
@@ -443,6 +481,8 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
     (S.RUNNING, MarkStalled): Registry._stalled,
     (S.RUNNING, ClearStall): Registry._unstalled,
     (S.RUNNING, ReportUsage): Registry._usage,
+    (S.RUNNING, RequestApproval): Registry._ask,
+    **{(s, AnswerApproval): Registry._answer for s in (S.RUNNING, S.STOPPING)},
     (S.STARTING, RequestKill): Registry._kill,
     (S.RUNNING, RequestKill): Registry._kill,
     (S.STOPPING, RequestKill): Registry._kill_again,
@@ -452,7 +492,7 @@ TRANSITIONS: Final[dict[tuple[AgentState, type[Struct]], Transition]] = {
 
 #: The commands addressed to one agent (looked up in TRANSITIONS by its state).
 AGENT_COMMANDS: Final = (Started, Adopt, StartFailed, ReportProgress, RequestKill, Exited, RecordCleanup, Wake,
-                         MarkStalled, ClearStall, ReportUsage)
+                         MarkStalled, ClearStall, ReportUsage, RequestApproval, AnswerApproval)
 
 
 def _verb(command: Struct) -> str:

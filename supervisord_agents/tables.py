@@ -29,6 +29,7 @@ from .model import (
     TERMINAL_STATES,
     Agent,
     AgentState,
+    Approval,
     Counts,
     Event,
     EventKind,
@@ -134,6 +135,8 @@ class Tables:
         self._live_type: dict[tuple[str, str], str] = {}
         self._live_session: dict[str, str] = {}
         self._conversations: dict[str, str] = {}  # provider conversation -> the live agent that holds it
+        self._approvals: dict[str, str] = {}  # pending approval -> its agent
+        self._awaiting: set[str] = set()  # live agents with a pending approval
         self._children: dict[str, dict[str, None]] = {}  # held children
         self._by_token: dict[str, str] = {}
         self._uncleaned: set[str] = set()  # terminal agents whose cleanup has not succeeded
@@ -218,6 +221,18 @@ class Tables:
         agent_id = self._conversations.get(session_id)
         return None if agent_id is None else self.agents[agent_id]
 
+    def pending_approval(self, approval_id: str) -> tuple[Agent, Approval] | None:
+        """A pending permission request and the agent that asked, or None."""
+        agent_id = self._approvals.get(approval_id)
+        if agent_id is None:
+            return None
+        agent = self.agents[agent_id]
+        return agent, next(a for a in agent.approvals if a.id == approval_id)
+
+    def awaiting_approval(self) -> list[Agent]:
+        """Live agents with a permission request waiting for an answer."""
+        return [self.agents[a] for a in self._awaiting]
+
     def live_of_type(self, task_id: str, type: str) -> Agent | None:
         agent_id = self._live_type.get((task_id, type))
         return None if agent_id is None else self.agents[agent_id]
@@ -240,6 +255,7 @@ class Tables:
             active=sum(n(s) for s in ACTIVE_STATES),
             queued=n(S.QUEUED),
             sleeping=n(S.SLEEPING),
+            awaiting_approval=sum(task_id is None or self.agents[a].task_id == task_id for a in self._awaiting),
             completed=n(S.COMPLETED),
             failed=n(S.FAILED),
             killed=n(S.KILLED),
@@ -340,6 +356,10 @@ class Tables:
                 self._live_session[agent.tmux.session_id] = agent.id
             if agent.conversation is not None:
                 self._conversations[agent.conversation] = agent.id
+            for approval in agent.approvals:
+                self._approvals[approval.id] = agent.id
+            if agent.approvals:
+                self._awaiting.add(agent.id)
         elif agent.cleanup is None or not agent.cleanup.ok:
             self._uncleaned.add(agent.id)
 
@@ -354,4 +374,7 @@ class Tables:
                 del self._live_session[agent.tmux.session_id]
             if agent.conversation is not None and self._conversations.get(agent.conversation) == agent.id:
                 del self._conversations[agent.conversation]
+            for approval in agent.approvals:
+                self._approvals.pop(approval.id, None)
+            self._awaiting.discard(agent.id)
         self._uncleaned.discard(agent.id)

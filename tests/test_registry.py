@@ -29,6 +29,8 @@ from supervisord_agents.model import (
     ACTIVE_STATES,
     Agent,
     AgentState,
+    Approval,
+    ApprovalState,
     Attempt,
     CleanupRecord,
     Counts,
@@ -47,6 +49,7 @@ from supervisord_agents.registry import (
     AGENT_COMMANDS,
     TRANSITIONS,
     Adopt,
+    AnswerApproval,
     Applied,
     CleanUpAgent,
     ClearStall,
@@ -61,6 +64,7 @@ from supervisord_agents.registry import (
     ReportFinding,
     ReportProgress,
     ReportUsage,
+    RequestApproval,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
@@ -113,6 +117,7 @@ def recount(agents: list[Agent]) -> Counts:
         active=sum(a.state in ACTIVE_STATES for a in agents),
         queued=sum(a.state is S.QUEUED for a in agents),
         sleeping=sum(a.state is S.SLEEPING for a in agents),
+        awaiting_approval=sum(a.state.live and bool(a.approvals) for a in agents),
         completed=sum(a.state is S.COMPLETED for a in agents),
         failed=sum(a.state is S.FAILED for a in agents),
         killed=sum(a.state is S.KILLED for a in agents),
@@ -218,6 +223,9 @@ EXPECTED: dict[tuple[AgentState, type[Struct]], AgentState] = {
     (S.RUNNING, MarkStalled): S.RUNNING,
     (S.RUNNING, ClearStall): S.RUNNING,
     (S.RUNNING, ReportUsage): S.RUNNING,
+    (S.RUNNING, RequestApproval): S.RUNNING,
+    (S.RUNNING, AnswerApproval): S.RUNNING,
+    (S.STOPPING, AnswerApproval): S.STOPPING,
     **{(s, RecordCleanup): s for s in (S.COMPLETED, S.FAILED, S.KILLED, S.LOST)},
 }
 
@@ -238,6 +246,8 @@ def registry_with(state: AgentState) -> tuple[Registry, Agent]:
         fields |= {"tmux": tmux_ids(1), "started_at": T0}
     if state is S.STOPPING:
         fields["kill_reason"] = "kill requested"
+    if state in (S.RUNNING, S.STOPPING):
+        fields["approvals"] = [approval("AP-00000000000a", "worker-000000-000001")]
     if state is S.SLEEPING:
         first = Attempt(n=1, started_at=T0, ended_at=T0, exit=Exit(decided_by=DecidedBy.EXIT_STATUS, code=1,
                                                                    error_class=ErrorClass.RATE_LIMIT), then="slept")
@@ -251,6 +261,10 @@ def registry_with(state: AgentState) -> tuple[Registry, Agent]:
     reg.load(image_of([_TASK], [agent, neighbour], [], last_seq=10))
     reg.apply(finding, T0 + 2)
     return reg, agent
+
+
+def approval(approval_id: str, agent_id: str, tool: str = "Bash") -> Approval:
+    return Approval(id=approval_id, task_id=_TASK.id, agent_id=agent_id, tool=tool, input={"command": "ls"}, at=T0)
 
 
 def command_for(cls: type[Struct], agent_id: str) -> Struct:
@@ -267,6 +281,8 @@ def command_for(cls: type[Struct], agent_id: str) -> Struct:
         MarkStalled: MarkStalled(agent_id=agent_id, since=T0),
         ClearStall: ClearStall(agent_id=agent_id),
         ReportUsage: ReportUsage(agent_id=agent_id, usage=Usage(turns=3, output_tokens=120)),
+        RequestApproval: RequestApproval(agent_id=agent_id, approval=approval("AP-00000000000b", agent_id)),
+        AnswerApproval: AnswerApproval(agent_id=agent_id, approval_id="AP-00000000000a", allow=True, by="operator"),
     }
     return commands[cls]
 
@@ -295,7 +311,8 @@ def test_every_state_command_pair(state: AgentState, cls: type[Struct]) -> None:
         return
     last_seq = reg.last_seq
     outcome = reg.apply(command, T0 + 50)  # type: ignore[arg-type]
-    after = outcome.result
+    # Most transitions answer with the agent; an approval's, with the approval.
+    after = outcome.result if isinstance(outcome.result, Agent) else reg.agents[agent.id]
     assert after.state is expected
     # A cleaned-up agent has settled: it leaves memory, its row stays in the store.
     assert reg.agents.get(agent.id) == (None if cls is RecordCleanup else after)
@@ -949,3 +966,39 @@ def test_usage_warns_once_near_a_limit_and_stops_the_agent_at_it() -> None:
     assert [e.kind for e in stopped.events] == [EventKind.LIMIT, EventKind.AGENT_STATE]
     ended = w.apply(Exited(agent.id, Exit(decided_by=DecidedBy.EXIT_STATUS, signal=15)))
     assert ended.result.state is S.KILLED and ended.result.exit.reason == "limit reached: turns, 10 of 10"
+
+
+# --- approvals ---------------------------------------------------------------------------------
+
+
+def test_a_permission_request_waits_until_answered_and_always_allows_its_tool_after() -> None:
+    """A request is pending (the agent counts as awaiting approval) until answered; allowed "always for
+    this tool", the next request for that tool is allowed at once; another tool still asks; the requests
+    of an agent that ends lapse with it."""
+    w = World()
+    task = w.task()
+    agent = w.run(task)
+    asked = w.apply(RequestApproval(agent_id=agent.id, approval=approval("AP-000000000001", agent.id)))
+    assert asked.result.state is ApprovalState.PENDING and asked.events[0].kind is EventKind.APPROVAL
+    assert w.reg.counts(task.id).awaiting_approval == 1 and w.reg.pending_approval("AP-000000000001")
+    answered = w.apply(AnswerApproval(agent_id=agent.id, approval_id="AP-000000000001", allow=True, by="operator",
+                                      always=True))
+    assert answered.result.state is ApprovalState.ALLOWED and answered.result.answered_by == "operator"
+    assert w.reg.counts(task.id).awaiting_approval == 0 and w.reg.pending_approval("AP-000000000001") is None
+    again = w.apply(RequestApproval(agent_id=agent.id, approval=approval("AP-000000000002", agent.id)))
+    assert again.result.state is ApprovalState.ALLOWED and again.result.answered_by == "always allowed for this tool"
+    assert_refused(w.reg, AnswerApproval(agent_id=agent.id, approval_id="AP-000000000001", allow=False, by="x"),
+                   IllegalTransition)
+    other = w.apply(RequestApproval(agent_id=agent.id, approval=approval("AP-000000000003", agent.id, "Write")))
+    assert other.result.state is ApprovalState.PENDING
+    ended = w.exit(agent)
+    assert ended.approvals == [] and w.reg.counts(task.id).awaiting_approval == 0
+
+
+def test_an_agent_may_have_only_so_many_requests_waiting() -> None:
+    w = World()
+    agent = w.run(w.task())
+    for n in range(8):
+        w.apply(RequestApproval(agent_id=agent.id, approval=approval(f"AP-{n:012x}", agent.id)))
+    assert_refused(w.reg, RequestApproval(agent_id=agent.id, approval=approval("AP-0000000000ff", agent.id)),
+                   LimitExceeded)

@@ -29,6 +29,7 @@ from supervisord_agents.model import (
     TERMINAL_STATES,
     Agent,
     AgentState,
+    Approval,
     CleanupRecord,
     DecidedBy,
     ErrorClass,
@@ -48,6 +49,7 @@ from supervisord_agents.model import (
 )
 from supervisord_agents.registry import (
     Adopt,
+    AnswerApproval,
     Applied,
     ClearStall,
     CloseTask,
@@ -60,6 +62,7 @@ from supervisord_agents.registry import (
     ReportFinding,
     ReportProgress,
     ReportUsage,
+    RequestApproval,
     RequestKill,
     SetGlobalLimit,
     SpawnAgent,
@@ -232,6 +235,35 @@ class RegistryMachine(RuleBasedStateMachine):
     def usage(self, aim: str, i: int, turns: int, cost: float | None) -> None:
         agent_id = self.agent_id(aim, i, [S.RUNNING])
         self.apply(ReportUsage(agent_id=agent_id, usage=Usage(turns=turns, cost_usd=cost)))
+
+    @has_agents
+    @rule(aim=aim, i=pick, tool=st.sampled_from(["Bash", "Write"]))
+    def ask(self, aim: str, i: int, tool: str) -> None:
+        agent_id = self.agent_id(aim, i, [S.RUNNING])
+        approval = Approval(id=f"AP-{next(self.serial):012x}", task_id=UNKNOWN_TASK, agent_id=UNKNOWN_AGENT, tool=tool,
+                            at=0.0)
+        self.apply(RequestApproval(agent_id=agent_id, approval=approval))
+
+    @has_agents
+    @rule(aim=aim, i=pick, allow=st.booleans(), always=st.booleans())
+    def answer(self, aim: str, i: int, allow: bool, always: bool) -> None:
+        pending = [a for agent in self.reg.awaiting_approval() for a in agent.approvals]
+        if aim != "fit" or not pending:
+            self.apply(AnswerApproval(agent_id=self.agent_id(aim, i), approval_id="AP-ffffffffffff", allow=allow,
+                                      by="operator"))
+            return
+        approval = pending[i % len(pending)]
+        self.apply(AnswerApproval(agent_id=approval.agent_id, approval_id=approval.id, allow=allow, by="operator",
+                                  always=always))
+
+    @invariant()
+    def pending_approvals_belong_to_live_agents(self) -> None:
+        for agent in self.db.agents.values():
+            assert agent.state.live or not agent.approvals, agent.id
+            for approval in agent.approvals:
+                assert approval.agent_id == agent.id and approval.tool not in agent.always_allowed
+                found = self.reg.pending_approval(approval.id)
+                assert found is not None and found[0].id == agent.id
 
     @has_agents
     @rule(aim=aim, i=pick, clear=st.booleans())
