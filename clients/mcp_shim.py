@@ -31,6 +31,7 @@ Old orchestrator tool -> this shim:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
@@ -46,7 +47,16 @@ from pydantic import Field
 
 from supervisord_agents import __version__
 from supervisord_agents.errors import SupervisorError
-from supervisord_agents.model import TERMINAL_STATES, Agent, AgentState, Priority, Severity, TaskContext, TaskState
+from supervisord_agents.model import (
+    TERMINAL_STATES,
+    Agent,
+    AgentState,
+    ApprovalState,
+    Priority,
+    Severity,
+    TaskContext,
+    TaskState,
+)
 from supervisord_agents.protocol import (
     AGENT_FINDING,
     AGENT_KILL,
@@ -55,6 +65,9 @@ from supervisord_agents.protocol import (
     AGENT_PROGRESS,
     AGENT_SPAWN,
     AGENT_WAIT,
+    APPROVAL_ANSWER,
+    APPROVAL_LIST,
+    APPROVAL_REQUEST,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
     FINDINGS_LIST,
@@ -409,6 +422,46 @@ async def _peers(me: Agent) -> dict[str, Any]:
               "message": a.message}
              for a in status.agents if a.id != me.id and a.state not in TERMINAL]
     return {"peers": plain(peers[:5]), "latest_findings": plain(status.latest_findings[-3:])}
+
+
+# -- approvals ---------------------------------------------------------------------------
+
+
+@server.tool()
+async def approve_tool_use(
+    tool_name: Annotated[str, Field(description="The tool the agent's CLI wants to use.")],
+    input: Annotated[dict[str, Any] | None, Field(description="The tool call's arguments.")] = None,
+    tool_use_id: str | None = None,
+) -> str:
+    """Claude Code's permission prompt (``--permission-prompt-tool``): asks the supervisor's
+    operator whether this agent may make this tool call, waits for the answer (or the task's
+    policy at its timeout), and returns it as Claude Code reads it."""
+    approval = await call(APPROVAL_REQUEST, tool_name=tool_name, input=input or {})
+    if approval.state is ApprovalState.ALLOWED:
+        return json.dumps({"behavior": "allow", "updatedInput": input or {}})
+    why = approval.message or f"denied by the supervisor ({approval.answered_by})"
+    return json.dumps({"behavior": "deny", "message": why})
+
+
+@server.tool()
+async def list_approvals(task_id: str | None = None) -> list[dict[str, Any]]:
+    """Permission requests of agents waiting for an answer: which agent, which tool, its input.
+    Answer each with answer_approval."""
+    return [plain(a) for a in await call(APPROVAL_LIST, task_id=task_id)]
+
+
+@server.tool()
+async def answer_approval(
+    approval_id: str,
+    allow: bool,
+    always_for_tool: Annotated[bool, Field(description="Allowed: the agent may use this tool from now on.")] = False,
+    message: Annotated[str, Field(description="Told to the agent with a denial.")] = "",
+) -> dict[str, Any]:
+    """Allow or deny a waiting permission request (from list_approvals). Only the operator's
+    session may answer: an agent can answer neither its own requests nor another's."""
+    answered = await call(APPROVAL_ANSWER, approval_id=approval_id, allow=allow, always_for_tool=always_for_tool,
+                          message=message)
+    return record(answered)
 
 
 # -- the daemon ------------------------------------------------------------------------

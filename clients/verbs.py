@@ -23,7 +23,7 @@ import msgspec
 
 from supervisord_agents.digest import how_it_stands, selects
 from supervisord_agents.errors import Conflict, InvalidParams, NotFound, StorageError, SupervisorError, Timeout
-from supervisord_agents.model import AgentState, Policy, TaskContext, TaskState, launch_argv
+from supervisord_agents.model import AgentState, Approval, Policy, TaskContext, TaskState, launch_argv
 from supervisord_agents.protocol import (
     AGENT_FINDING,
     AGENT_GET,
@@ -35,6 +35,8 @@ from supervisord_agents.protocol import (
     AGENT_SPAWN,
     AGENT_WAIT,
     AGENT_WAKE,
+    APPROVAL_ANSWER,
+    APPROVAL_LIST,
     DAEMON_DOCTOR,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
@@ -232,6 +234,28 @@ def cmd_spawn(args: argparse.Namespace, c: Client) -> None:
         emit_json(agent)
     else:
         out(f"{agent.id} queued\n" if agent.state is AgentState.QUEUED else f"{agent.id}\n")
+
+
+def cmd_approvals(args: argparse.Namespace, c: Client) -> None:
+    pending = c.call(APPROVAL_LIST, task_id=args.task)
+    if args.json:
+        emit_json(pending)
+        return
+    rows = ([a.id, a.agent_id, a.tool, ago(a.at), to_json(a.input)[:80]] for a in pending)
+    stream_table(rows, ["APPROVAL", "AGENT", "TOOL", "ASKED", "INPUT"])
+
+
+def cmd_approve(args: argparse.Namespace, c: Client) -> None:
+    _answered(args, c.call(APPROVAL_ANSWER, approval_id=args.approval, allow=True,
+                           always_for_tool=args.always_for_tool))
+
+
+def cmd_deny(args: argparse.Namespace, c: Client) -> None:
+    _answered(args, c.call(APPROVAL_ANSWER, approval_id=args.approval, allow=False, message=args.message))
+
+
+def _answered(args: argparse.Namespace, a: Approval) -> None:
+    emit_json(a) if args.json else out(f"{a.id} {a.state} ({a.agent_id}: {a.tool})\n")
 
 
 def cmd_wake(args: argparse.Namespace, c: Client) -> None:

@@ -10,6 +10,7 @@ Pure core (no I/O, no clock; time is an argument):
     commands        the registry's vocabulary: commands in; events, effects, results out
     registry        the state machine: ``apply(command, now)``, the transition table, admission, counts
     meter           an agent's running turns, tokens and cost, counted from its event stream as it grows
+    approvals       permission requests of agents' CLIs, waiting for the operator's answer or a timeout
     handlers        how methods are bound to their handlers (@handles, @streams), and what a handler gets
     retry           what follows an attempt that ended early: sleep until a rate limit's reset, retry, give up
     admission       which spawns the limits let in, now or once a slot frees (the registry's first part)

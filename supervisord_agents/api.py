@@ -36,16 +36,43 @@ import trio
 from . import __version__, doctor
 from .access import Access
 from .actor import Actor, Hub, Mailbox, Subscription
+from .approvals import ApprovalDesk
 from .cgroups import Cgroups
-from .commands import CloseTask, CreateTask, PurgeTask, ReportFinding, ReportProgress, RequestKill, SpawnAgent, Wake
+from .commands import (
+    CloseTask,
+    CreateTask,
+    PurgeTask,
+    ReportFinding,
+    ReportProgress,
+    RequestKill,
+    SpawnAgent,
+    Wake,
+)
 from .config import ENV_PREFIX, McpStyle, Settings
-from .errors import Forbidden, IllegalTransition, InvalidParams, LimitExceeded, SpawnFailed, Timeout, UnknownAgent
+from .errors import (
+    Forbidden,
+    IllegalTransition,
+    InvalidParams,
+    LimitExceeded,
+    SpawnFailed,
+    Timeout,
+    UnknownAgent,
+)
 from .files import AgentFiles
 from .handlers import HANDLERS, Caller, ConnectionStats, Stream, handles, streams
 from .history import History
 from .hooks import HookRunner
 from .launch import Launch, Launcher, mcp_shim
-from .model import DEFAULT_POLICY, Agent, AgentState, DecidedBy, Finding, Task, TaskState
+from .model import (
+    DEFAULT_POLICY,
+    Agent,
+    AgentState,
+    Approval,
+    DecidedBy,
+    Finding,
+    Task,
+    TaskState,
+)
 from .output import read_output
 from .protocol import (
     AGENT_FINDING,
@@ -58,6 +85,9 @@ from .protocol import (
     AGENT_SPAWN,
     AGENT_WAIT,
     AGENT_WAKE,
+    APPROVAL_ANSWER,
+    APPROVAL_LIST,
+    APPROVAL_REQUEST,
     DAEMON_DOCTOR,
     DAEMON_HEALTH,
     DAEMON_RECONCILE,
@@ -75,6 +105,9 @@ from .protocol import (
     AgentExit,
     AgentListParams,
     AgentRef,
+    ApprovalAnswerParams,
+    ApprovalListParams,
+    ApprovalRequestParams,
     Boundary,
     DoctorParams,
     DoctorReport,
@@ -150,6 +183,7 @@ class Api:
         # is (a big log, a slow regex), the daemon's own work in threads (cleanups, kills) keeps its own.
         self._reads = trio.CapacityLimiter(READ_THREADS)
         self.history = History(self.registry, store, self._reads)
+        self.approvals = ApprovalDesk(self.registry, self.mailbox)
         self.access = Access(self.registry, self.history.agent, cgroups)
 
     async def call(self, method: Method[Any, Any], params: Any, caller: Caller) -> Any:
@@ -390,6 +424,28 @@ class Api:
                                     data={"agent_id": target.id, "state": target.state.value})
         result: Agent = await self.mailbox.submit(Wake(agent_id=target.id, attempt=target.attempt, early=True))
         return result
+
+    # -- approvals -----------------------------------------------------------------
+
+    @handles(APPROVAL_REQUEST)
+    async def approval_request(self, params: ApprovalRequestParams, caller: Caller) -> Approval:
+        if params.agent_id is None:
+            raise InvalidParams("agent_id is required (inside an agent it is the agent itself)")
+        approval_id = self._mint(lambda: f"AP-{secrets.token_hex(6)}",
+                                 lambda i: self.registry.pending_approval(i) is not None)
+        try:
+            return await self.approvals.ask(params.agent_id, params.tool_name, params.input, approval_id)
+        finally:
+            self._minting.discard(approval_id)
+
+    @handles(APPROVAL_LIST)
+    async def approval_list(self, params: ApprovalListParams, caller: Caller) -> list[Approval]:
+        return self.approvals.pending(params.task_id)
+
+    @handles(APPROVAL_ANSWER)
+    async def approval_answer(self, params: ApprovalAnswerParams, caller: Caller) -> Approval:
+        return await self.approvals.answer(params.approval_id, params.allow, message=params.message,
+                                           always=params.always_for_tool)
 
     @handles(AGENT_WAIT)
     async def agent_wait(self, params: WaitParams, caller: Caller) -> WaitResult:

@@ -87,6 +87,9 @@ class Provider(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: the extra argv, before ``prompt_from_stdin``. Empty: a later attempt starts afresh.
     resume: list[str] = []
     policy: Policy = Policy()  # rate limits, restarts, stalls (a task's policy overrides it)
+    #: Route the agent's permission questions to the operator (claude: ``--permission-prompt-tool``
+    #: naming the shim's ``approve_tool_use``), who answers with ``agentctl approve|deny``.
+    approvals: bool = False
     events: EventFormat = EventFormat.NONE  # the JSON events on its stdout, read for how it ended
     mcp: McpStyle = McpStyle.NONE
     env: dict[str, str] = {}  # set for its agents, over the daemon's environment

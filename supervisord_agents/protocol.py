@@ -50,6 +50,8 @@ from .model import (
     Agent,
     AgentId,
     AgentState,
+    Approval,
+    ApprovalId,
     Counts,
     Exit,
     Finding,
@@ -70,6 +72,7 @@ from .model import (
     TaskId,
     TaskState,
     Text,
+    ToolName,
     nesting,
 )
 
@@ -202,6 +205,29 @@ class SpawnParams(Params, frozen=True, kw_only=True):
     env: Annotated[dict[EnvName, EnvValue], Meta(max_length=64)] = {}  # over the daemon's (never its identity)
     #: Continue this provider conversation (an ended agent's ``exit.session_id``) instead of starting one.
     resume: SessionId | None = None
+
+
+class ApprovalRequestParams(Params, frozen=True, kw_only=True):
+    """A tool call an agent's CLI needs permission for (claude's ``--permission-prompt-tool``)."""
+
+    agent_id: AgentId | None = None  # inside an agent: itself
+    tool_name: ToolName
+    input: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        if nesting(self.input, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+            raise ValueError(f"`input` may nest at most {MAX_DATA_DEPTH} levels deep")
+
+
+class ApprovalListParams(Params, frozen=True, kw_only=True):
+    task_id: TaskId | None = None
+
+
+class ApprovalAnswerParams(Params, frozen=True, kw_only=True):
+    approval_id: ApprovalId
+    allow: bool
+    always_for_tool: bool = False  # allowed: the agent may use this tool from now on without asking
+    message: ShortText = ""  # to the agent, with a denial
 
 
 class AgentRef(Params, frozen=True, kw_only=True):
@@ -569,6 +595,16 @@ AGENT_KILL: Final = Method[KillParams, Agent](
 AGENT_WAKE: Final = Method[AgentRef, Agent](
     "agent.wake", AgentRef, Agent, "start a sleeping agent's next attempt now, not at its wake-up time",
     rule=Rule.OPERATOR)
+APPROVAL_REQUEST: Final = Method[ApprovalRequestParams, Approval](
+    "approval.request", ApprovalRequestParams, Approval,
+    "ask permission for a tool call; returns once the operator answers, or the task's policy does at its timeout",
+    rule=Rule.SELF, answer=Answer.BACKGROUND)
+APPROVAL_LIST: Final = Method[ApprovalListParams, list[Approval]](
+    "approval.list", ApprovalListParams, list[Approval],
+    "permission requests waiting for an answer (at most 8 per live agent)", rule=Rule.OPERATOR)
+APPROVAL_ANSWER: Final = Method[ApprovalAnswerParams, Approval](
+    "approval.answer", ApprovalAnswerParams, Approval, "allow or deny a waiting permission request",
+    rule=Rule.OPERATOR)
 AGENT_WAIT: Final = Method[WaitParams, WaitResult](
     "agent.wait", WaitParams, WaitResult, "wait until all (or any) of the agents have ended",
     rule=Rule.DESCENDANTS, answer=Answer.BACKGROUND)
@@ -595,6 +631,7 @@ DAEMON_STOP: Final = Method[NoParams, Stopping](
 #: Every method the daemon serves, by name.
 METHODS: Final[dict[str, Method[Any, Any]]] = {m.name: m for m in (
     HELLO, TASK_CREATE, TASK_GET, TASK_LIST, TASK_CLOSE, TASK_PURGE, AGENT_SPAWN, AGENT_GET, AGENT_LIST, AGENT_PROGRESS,
-    AGENT_FINDING, AGENT_KILL, AGENT_WAKE, AGENT_WAIT, AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
+    AGENT_FINDING, AGENT_KILL, AGENT_WAKE, AGENT_WAIT, APPROVAL_REQUEST, APPROVAL_LIST, APPROVAL_ANSWER,
+    AGENT_OUTPUT, AGENT_PEEK, FINDINGS_LIST, EVENTS_SUBSCRIBE,
     DAEMON_HEALTH, DAEMON_RECONCILE, DAEMON_DOCTOR, DAEMON_STOP,
 )}

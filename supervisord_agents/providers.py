@@ -23,6 +23,11 @@ from .errors import InvalidParams
 from .model import Agent, Task
 from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
 
+#: The shim's tool that claude asks for permission (``--permission-prompt-tool``).
+APPROVAL_TOOL = "approve_tool_use"
+#: How long claude waits for that tool (ms): longer than any approval timeout a policy may set (7 days).
+APPROVAL_WAIT_MS = 8 * 86400 * 1000
+
 #: What the shim needs of the agent's environment to reach the daemon as that agent.
 IDENTITY_VARS = (ENV_SOCKET, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN)
 GEMINI_HOME_ENV = "GEMINI_CLI_HOME"
@@ -43,6 +48,8 @@ def build_argv(name: str, provider: Provider, *, model: str | None, extra: list[
         argv += [*provider.model_flag, model]
     if shim is not None:
         argv += _mcp_argv(provider.mcp, shim, mcp_file)
+        if provider.approvals and provider.mcp is McpStyle.CLAUDE:
+            argv += ["--permission-prompt-tool", f"mcp__{MCP_SERVER}__{APPROVAL_TOOL}"]
     argv += [*extra, *(provider.resume if resume else []), *provider.prompt_from_stdin]
     if not argv:
         raise InvalidParams(f"provider {name!r} needs an argv (pass the command to run)")
@@ -130,8 +137,12 @@ def cli_home(style: McpStyle, home: Path, shim: str | None, identity: Mapping[st
 
 
 def provider_env(provider: Provider, spawn_env: Mapping[str, str]) -> dict[str, str]:
-    """What a spawn adds to the daemon's environment: the provider's variables, then the spawn's."""
-    return {**provider.env, **spawn_env}
+    """What a spawn adds to the daemon's environment: the provider's variables, then the spawn's.
+    With approvals, claude waits for its permission tool as long as the daemon's timeout allows
+    (the daemon answers at the task's ``approval_timeout``)."""
+    asks = provider.approvals and provider.mcp is McpStyle.CLAUDE
+    waits = {"MCP_TOOL_TIMEOUT": str(APPROVAL_WAIT_MS)} if asks else {}
+    return {**waits, **provider.env, **spawn_env}
 
 
 def agent_environment(environ: Mapping[str, str], agent_env: AgentEnv, added: Mapping[str, str],

@@ -29,7 +29,7 @@ CORE = {"errors", "model", "commands", "registry", "tables", "drift", "protocol"
         "results", "digest", "retry", "meter", "admission"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
             "procs", "cgroups", "agent_sockets", "access", "providers", "doctor", "config", "logs", "service",
-            "watermark", "history", "heartbeat", "hooks", "waker", "handlers"}
+            "watermark", "history", "heartbeat", "hooks", "waker", "handlers", "approvals"}
 ENTRY = {"daemon", "runner", "tee"}  # the runner's process: runner and its tee
 IO = frozenset({"trio", "anyio", "socket", "os", "time", "sqlite3", "structlog", "subprocess", "pathlib", "io",
                 "select", "signal", "threading", "asyncio", "shutil", "tempfile", "ctypes", "fcntl", "gzip",

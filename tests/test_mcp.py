@@ -28,7 +28,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 TOOLS = {
     "create_task", "spawn_agent", "spawn_child_agent", "get_task_status", "list_tasks", "list_agents",
     "get_agent_output", "wait_for_agents", "kill_agent", "report_progress", "report_finding", "list_findings",
-    "get_health", "repair", "close_task",
+    "get_health", "repair", "close_task", "approve_tool_use", "list_approvals", "answer_approval",
 }
 
 
