@@ -26,9 +26,9 @@ How it stays live, and what it costs:
 
 Everything an agent wrote is shown escaped (:func:`.render.visible`) and on one line.
 
-Approvals are not in the protocol yet. Their place is kept: :func:`pending_approval` is the
-one function that reads one off an agent row, an APPROVAL column appears while any shown agent
-has one, and the keys ``a`` and ``d`` (approve, deny) are bound and say they are coming.
+Permission requests show in an APPROVAL column while any shown agent has one (the tool it asks
+for, :func:`pending_approval`); ``a`` allows the selected agent's oldest request and ``d``
+denies it, as ``agentctl approve|deny`` do.
 
 Why urwid (the ``top`` extra): the view is a long list whose rows change underneath, and urwid's
 list box renders only what is on screen from a walker we write, with a select-based loop that
@@ -60,6 +60,7 @@ from supervisord_agents.protocol import (
     AGENT_KILL,
     AGENT_OUTPUT,
     AGENT_PEEK,
+    APPROVAL_ANSWER,
 )
 
 from .client import Client
@@ -95,7 +96,7 @@ DEFAULT_PAGER: Final = ["less", "-R", "+G"]  # colours kept, opened at the end o
 
 #: The keys, as the bottom line shows them.
 KEYS: Final = ("↑↓ PgUp PgDn select   k kill   l logs   p peek   / filter   q quit   "
-               "a approve  d deny (coming with approvals)")
+               "a approve  d deny")
 
 PALETTE: Final = [
     ("title", "white,bold", "dark blue"),
@@ -339,7 +340,7 @@ class Top:
         elif key in ("l", "L"):
             self._logs()
         elif key in ("a", "A", "d", "D"):
-            self._say("approve and deny are coming: the daemon has no approvals yet")
+            self._answer(allow=key in ("a", "A"))
         else:
             return None
         return True
@@ -406,6 +407,23 @@ class Top:
             self.inbox.post(Note(text=text))
 
         threading.Thread(target=work, name="agentctl-top-kill", daemon=True).start()
+
+    def _answer(self, *, allow: bool) -> None:
+        """Allow or deny the selected agent's oldest waiting permission request."""
+        agent_id = self._selected_agent("approve or deny for")
+        if agent_id is None:
+            return
+        waiting = self.board.agents[agent_id].approvals
+        if not waiting:
+            self._say(f"{agent_id} has no permission request waiting")
+            return
+        request = waiting[0]
+        try:
+            with self._connect() as c:
+                answered = c.call(APPROVAL_ANSWER, approval_id=request.id, allow=allow)
+            self._say(f"{answered.id} {answered.state}: {agent_id} {one_line(answered.tool)}")
+        except (SupervisorError, OSError) as e:
+            self._say(f"{'approve' if allow else 'deny'} {request.id}: {e}")
 
     def _peek(self) -> None:
         agent_id = self._selected_agent("peek at")

@@ -35,14 +35,13 @@ APPROVAL_W: Final = 10
 
 
 def pending_approval(agent: Agent) -> str:
-    """What ``agent`` waits for a person to approve, or "" when nothing.
-
-    The protocol has no approvals yet: another change adds them (``approve``/``deny``), as a
-    state that joins the registry's table ("awaiting approval", in the style guide's plan).
-    Until the agent row says more, an agent in a state whose name speaks of approval is
-    shown as waiting. This is the one place that reads it; the APPROVAL column shows while
-    any shown agent has one."""
-    return "waiting" if "approval" in agent.state.value else ""
+    """What ``agent`` waits for a person to approve (the tool of its oldest waiting permission
+    request, and how many more), or "" when nothing. The APPROVAL column shows while any shown
+    agent has one."""
+    if not agent.approvals:
+        return ""
+    more = f" +{len(agent.approvals) - 1}" if len(agent.approvals) > 1 else ""
+    return one_line(agent.approvals[0].tool)[: APPROVAL_W - 1 - len(more)] + more
 
 
 def one_line(text: str) -> str:

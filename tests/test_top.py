@@ -4,10 +4,12 @@ log (the board) directly."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -195,6 +197,26 @@ def test_top_with_one_task_shows_only_that_task(daemon: DaemonProcess, top: Call
     ours = daemon.call("agent.spawn", task_id=mine, type="ours", argv=["sleep", "600"])["id"]
     screen = see(pane, lambda s: "running" in row(s, ours), "the task's new agent")
     assert other not in screen and theirs not in screen, screen
+
+
+def test_top_shows_a_permission_request_and_a_approves_it(
+        daemon: DaemonProcess, top: Callable[..., Pane], tmp_path: Path) -> None:
+    """An agent asking permission shows the tool in the APPROVAL column and in the header's count;
+    ``a`` on its row allows it: the agent gets the answer and the column goes."""
+    task = daemon.create_task(description="asks")
+    out = tmp_path / "out.json"
+    calls = [["approve_tool_use", {"tool_name": "Bash", "input": {"command": "make"}}]]
+    asker = daemon.call("agent.spawn", task_id=task, type="asker",
+                        argv=[sys.executable, str(Path(__file__).with_name("mcp_probe.py")), str(out),
+                              json.dumps(calls)])["id"]
+    pane = top()
+    screen = see(pane, lambda s: "Bash" in row(s, asker) and "1 awaiting approval" in s, "the request")
+    assert "APPROVAL" in screen, screen
+    select(pane, asker)
+    pane.keys("a")
+    see(pane, lambda s: "allowed" in s and "Bash" not in row(s, asker), "the request allowed")
+    result = json.loads(eventually(lambda: out.exists() and out.read_text(), 30, "the agent's answer"))
+    assert json.loads(result[0]["ok"]["result"])["behavior"] == "allow", result
 
 
 def test_top_refuses_without_a_terminal_and_other_verbs_do_not_import_it(daemon: DaemonProcess) -> None:
