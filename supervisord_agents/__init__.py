@@ -12,6 +12,7 @@ Pure core (no I/O, no clock; time is an argument):
     meter           an agent's running turns, tokens and cost, counted from its event stream as it grows
     approvals       permission requests of agents' CLIs, waiting for the operator's answer or a timeout
     handlers        how methods are bound to their handlers (@handles, @streams), and what a handler gets
+    reports         what the daemon reports of itself: health, a reconciliation pass, the doctor's checks
     retry           what follows an attempt that ended early: sleep until a rate limit's reset, retry, give up
     admission       which spawns the limits let in, now or once a slot frees (the registry's first part)
     tables          what the registry holds (live work), its indexes, and the tallies of settled history

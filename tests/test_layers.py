@@ -26,7 +26,7 @@ CLIENTS = PACKAGE.parent / "clients"
 README = PACKAGE.parent / "README.md"
 
 CORE = {"errors", "model", "commands", "registry", "tables", "drift", "protocol", "codec", "tmux", "tmux_protocol",
-        "results", "digest", "retry", "meter", "admission"}
+        "results", "digest", "retry", "meter", "admission", "reports"}
 ADAPTERS = {"actor", "store", "launch", "effects", "reconciler", "tmux_control", "api", "server", "files", "output",
             "procs", "cgroups", "agent_sockets", "access", "providers", "doctor", "config", "logs", "service",
             "watermark", "history", "heartbeat", "hooks", "waker", "handlers", "approvals"}
