@@ -373,6 +373,14 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] = os.enviro
             if value is not None:
                 table[field.name] = value
         raw[section] = table
+    # A provider of the defaults named in the file takes its fields from there over the default
+    # profile (``[providers.claude] approvals = true`` keeps claude's argv); a new one, from scratch.
+    defaults = default_providers()
+    given = raw.get("providers")
+    if isinstance(given, dict):
+        raw["providers"] = {name: {**msgspec.to_builtins(defaults[name]), **table}
+                            if name in defaults and isinstance(table, dict) else table
+                            for name, table in given.items()}
     try:
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
@@ -381,7 +389,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] = os.enviro
         problem = hook.problem()
         if problem is not None:
             raise InvalidParams(f"invalid config ({path}): hooks[{index}]: {problem}")
-    providers = default_providers()
+    providers = defaults
     providers.update(config.providers)
     return msgspec.structs.replace(config, providers=providers)
 

@@ -212,3 +212,20 @@ def test_a_task_past_its_wall_time_has_its_agents_stopped(d: DaemonProcess, tmp_
     agent = spawn(d, task, "slow", tmp_path / "s.jsonl", "--sleep", "60")
     ended = d.wait_state(agent["id"], timeout=60)
     assert ended["state"] == "killed" and ended["exit"]["reason"] == "limit reached: its task's wall time, 2 s"
+
+
+def test_a_default_provider_named_in_the_config_keeps_what_it_does_not_say(tmp_path: Path) -> None:
+    """``[providers.claude] approvals = true`` changes that field only: claude keeps its argv, events and
+    environment; with the shim, its argv names the permission tool and its agents wait for it."""
+    from supervisord_agents.config import load_config
+    from supervisord_agents.providers import build_argv, provider_env
+
+    config = tmp_path / "config.toml"
+    config.write_text("[providers.claude]\napprovals = true\n\n[providers.mine]\nargv = [\"my-agent\"]\n")
+    providers = load_config(config).providers
+    claude = providers["claude"]
+    assert claude.approvals and claude.argv[:2] == ["claude", "-p"] and claude.resume == ["--resume", "{session_id}"]
+    argv = build_argv("claude", claude, model=None, extra=[], mcp_file=tmp_path / "mcp.json", shim="/bin/shim")
+    assert argv[-2:] == ["--permission-prompt-tool", "mcp__supervisord-agents__approve_tool_use"]
+    assert int(provider_env(claude, {})["MCP_TOOL_TIMEOUT"]) > 7 * 86400 * 1000
+    assert providers["mine"].argv == ["my-agent"] and not providers["mine"].approvals
