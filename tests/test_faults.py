@@ -93,8 +93,9 @@ def snapshot(d: DaemonProcess) -> dict[str, Any]:
 def recount(agents: list[dict[str, Any]]) -> dict[str, int]:
     states = [a["state"] for a in agents]
     counts = {s: states.count(s) for s in ("queued", "sleeping", "completed", "failed", "killed", "lost")}
+    waiting = sum(a["state"] in LIVE and bool(a.get("approvals")) for a in agents)
     return {"active": sum(s in LIVE and s not in ("queued", "sleeping") for s in states), **counts,
-            "spawned": len(states)}
+            "awaiting_approval": waiting, "spawned": len(states)}
 
 
 # -- 1. crash anywhere --------------------------------------------------------------------
