@@ -20,6 +20,12 @@ Point Claude Code at it with ``MockModel.env()`` (``ANTHROPIC_BASE_URL``,
         --mcp-config <agent dir>/mcp.json --allowedTools \
         "mcp__supervisord-agents__report_progress,mcp__supervisord-agents__report_finding,Bash(agentctl progress:*)"
 
+The ``needs_approval`` scenario plays a call that needs permission: one ``Bash`` command that
+the default ``--allowedTools`` do not allow (``touch approved-marker``, in the agent's working
+directory), then the answer ``ANSWER: ran`` if its ``tool_result`` is not an error, else
+``ANSWER: denied`` (with ``--permission-prompt-tool``, a denial comes back as an error result
+holding the tool's ``message``; without, headless Claude Code denies it by itself).
+
 Run it alone (``python tests/mock_anthropic.py [scenario] [port] [shell command]``) to try the CLI
 by hand: it prints the ``export`` lines of ``env()`` and logs each request on stderr.
 """
@@ -42,13 +48,22 @@ if __name__ == "__main__":  # run as a script (see above): import tests.* from t
 
 from tests.mock_http import FINDING_ARGS, PROGRESS_ARGS, SHELL_COMMAND, LocalServer, MockHandler, sse  # noqa: E402
 
-SCENARIOS = ("report", "rate_limit", "server_error", "bad_key", "overloaded", "usage_limit", "hang")
+SCENARIOS = ("report", "rate_limit", "server_error", "bad_key", "overloaded", "usage_limit", "hang",
+             "needs_approval")
 
 API_KEY = "sk-ant-api03-mock-0000000000000000000000000000000000000000"
 MODEL = "claude-sonnet-4-5"
 
 SHELL_TOOL = "Bash"
 TOOL_SEARCH = "ToolSearch"
+
+# needs_approval: a command the default --allowedTools (the supervisor's report tools,
+# Bash(agentctl progress:*), Bash(agentctl finding:*)) do not allow, so Claude Code asks for
+# permission; it leaves this file in the agent's working directory if it ran.
+APPROVAL_MARKER = "approved-marker"
+APPROVAL_COMMAND = f"touch {APPROVAL_MARKER}"
+APPROVAL_RAN = "ANSWER: ran"
+APPROVAL_DENIED = "ANSWER: denied"
 
 # What the real API sends with a 429 (an API-key organisation's limits). retry-after is
 # in seconds; the *-reset headers are RFC 3339 times.
@@ -68,10 +83,7 @@ def tool_results(body: dict[str, Any]) -> int:
     """How many results of the script's tool calls the conversation in a request holds: the
     scripted step. Results of ``ToolSearch`` (which Claude Code's model calls to load a
     deferred tool's schema, MCP tools included) do not count."""
-    searches = {b.get("id") for b in _blocks(body, "assistant") if b.get("type") == "tool_use"
-                and b.get("name") == TOOL_SEARCH}
-    return sum(1 for b in _blocks(body, "user") if b.get("type") == "tool_result"
-               and b.get("tool_use_id") not in searches)
+    return len(script_results(body))
 
 
 def tool_names(body: dict[str, Any]) -> list[str]:
@@ -79,6 +91,14 @@ def tool_names(body: dict[str, Any]) -> list[str]:
     the MCP servers' as ``mcp__<server>__<tool>``); a deferred tool (``defer_loading``)
     is offered only once ToolSearch loaded it."""
     return [t["name"] for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def script_results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``tool_result`` blocks of the script's tool calls in a request's conversation, in
+    order (``ToolSearch``'s left out, as in ``tool_results``)."""
+    searches = {b.get("id") for b in _blocks(body, "assistant") if b.get("type") == "tool_use"
+                and b.get("name") == TOOL_SEARCH}
+    return [b for b in _blocks(body, "user") if b.get("type") == "tool_result" and b.get("tool_use_id") not in searches]
 
 
 def _matches(name: str, suffix: str) -> bool:
@@ -124,12 +144,14 @@ class MockModel(LocalServer[dict[str, Any]]):
     anthropic-ratelimit-* headers), ``server_error`` (500 api_error), ``bad_key`` (401
     authentication_error), ``overloaded`` (529 overloaded_error), ``usage_limit`` (429 with
     a subscription's anthropic-ratelimit-unified-* headers: rejected, reset time in epoch s),
-    ``hang`` (accepts a request and never answers).
+    ``hang`` (accepts a request and never answers), ``needs_approval`` (one shell command
+    that needs permission, ``approval_command``, then ``ANSWER: ran`` or ``ANSWER: denied``
+    as its result is not or is an error).
     """
 
     def __init__(self, scenario: str = "report", *, answer: str = "ANSWER: all done",
                  shell: str = SHELL_COMMAND, retry_after: int = RETRY_AFTER_S, usage_reset: int = 3 * 3600,
-                 port: int = 0) -> None:
+                 approval_command: str = APPROVAL_COMMAND, port: int = 0) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
         # requests: the bodies of the model requests (POST /v1/messages); calls: every HTTP
@@ -140,6 +162,7 @@ class MockModel(LocalServer[dict[str, Any]]):
         self.shell = shell
         self.retry_after = retry_after
         self.usage_reset = usage_reset  # usage_limit: seconds until the plan's window resets
+        self.approval_command = approval_command  # needs_approval: the command that needs permission
         #: A test's say over each model request: given its body and its step (how many of the
         #: script's tool results its conversation holds), the scenario that answers it, or
         #: None for ``scenario``'s. A conversation can so fail part-way, or until it is resumed.
@@ -176,11 +199,14 @@ class MockModel(LocalServer[dict[str, Any]]):
             now = time.monotonic()
             self._log({"method": method, "path": path, "status": status, "at": now}, body, now)
 
-    def reply(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """The content blocks of the assistant's answer to one request (report scenario)."""
+    def reply(self, body: dict[str, Any], scenario: str = "report") -> list[dict[str, Any]]:
+        """The content blocks of the assistant's answer to one request (``report`` or
+        ``needs_approval`` scenario)."""
         if not body.get("tools"):
             # A side request (e.g. a title or a classification with the small model): plain text.
             return [{"type": "text", "text": "mock"}]
+        if scenario == "needs_approval":
+            return self._needs_approval(body)
         step = tool_results(body)
         calls = [("report_progress", PROGRESS_ARGS), ("report_finding", FINDING_ARGS),
                  (SHELL_TOOL, {"command": self.shell, "description": "Report progress from the shell"})]
@@ -199,6 +225,18 @@ class MockModel(LocalServer[dict[str, Any]]):
             missing = f"MOCK: no tool named *{suffix} offered (tools: {', '.join(tool_names(body))})"
             return [{"type": "text", "text": missing}]
         return [{"type": "text", "text": self.answer}]
+
+    def _needs_approval(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """needs_approval: the command that needs permission, then whether it ran."""
+        results = script_results(body)
+        if not results:
+            if find_tool(body, SHELL_TOOL) is None:
+                return [{"type": "text", "text": f"MOCK: no tool named {SHELL_TOOL} offered "
+                                                 f"(tools: {', '.join(tool_names(body))})"}]
+            return [{"type": "text", "text": "Step 1."},
+                    {"type": "tool_use", "id": f"toolu_mock01{uuid.uuid4().hex[:16]}", "name": SHELL_TOOL,
+                     "input": {"command": self.approval_command, "description": "Leave a marker file"}}]
+        return [{"type": "text", "text": APPROVAL_DENIED if results[0].get("is_error") else APPROVAL_RAN}]
 
 
 class _Handler(MockHandler[MockModel]):
@@ -253,7 +291,7 @@ class _Handler(MockHandler[MockModel]):
             return
         scenario = self.mock.answering(body)
         status = {"report": 200, "rate_limit": 429, "server_error": 500, "bad_key": 401,
-                  "overloaded": 529, "usage_limit": 429, "hang": 0}[scenario]
+                  "overloaded": 529, "usage_limit": 429, "hang": 0, "needs_approval": 200}[scenario]
         self.mock.record("POST", self.path, status, body)
         rid = self._request_id()
         if scenario == "rate_limit":
@@ -319,12 +357,12 @@ class _Handler(MockHandler[MockModel]):
             self._send_json(401, _error_body("authentication_error", "invalid x-api-key", rid),
                             {"request-id": rid, "x-should-retry": "false"})
             return
-        self._answer(body, rid)
+        self._answer(body, rid, scenario)
 
     # -- a successful answer -------------------------------------------------------------
 
-    def _answer(self, body: dict[str, Any], rid: str) -> None:
-        blocks = self.mock.reply(body)
+    def _answer(self, body: dict[str, Any], rid: str, scenario: str = "report") -> None:
+        blocks = self.mock.reply(body, scenario)
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
         model = body.get("model") or MODEL
         msg_id = "msg_mock" + uuid.uuid4().hex[:20]
@@ -371,8 +409,11 @@ class _Handler(MockHandler[MockModel]):
 def main(argv: list[str]) -> None:
     scenario = argv[1] if len(argv) > 1 else "report"
     port = int(argv[2]) if len(argv) > 2 else 0
-    shell = argv[3] if len(argv) > 3 else SHELL_COMMAND
-    mock = MockModel(scenario, port=port, shell=shell)
+    command = argv[3] if len(argv) > 3 else None  # the shell command (needs_approval: the one that needs permission)
+    if scenario == "needs_approval":
+        mock = MockModel(scenario, port=port, approval_command=command or APPROVAL_COMMAND)
+    else:
+        mock = MockModel(scenario, port=port, shell=command or SHELL_COMMAND)
     with mock:
         for k, v in mock.env().items():
             print(f"export {k}={v}")
