@@ -67,7 +67,10 @@ def test_a_rate_limited_agent_sleeps_until_the_reset_then_resumes_its_conversati
     first = asleep["attempts"][0]
     assert first["exit"]["error_class"] == "rate_limit" and first["exit"]["session_id"] == "conv-7f3a"
     assert asleep["conversation"] == "conv-7f3a" and asleep["attempt"] == 2
-    assert 2.0 <= asleep["wake_at"] - first["ended_at"] <= 2.6  # the reset the provider gave, with its spread
+    # The reset counts from the process's end, which the registry records a moment later as the attempt's end.
+    reset = first["exit"]["retry_at"]
+    assert 1.0 <= reset - first["ended_at"] <= 2.0
+    assert 0.0 <= asleep["wake_at"] - reset <= 0.6  # the reset the provider gave, with its spread
     assert "rate limited" in asleep["sleep_reason"]
     # Meanwhile a new agent of the same provider queues rather than run into the same limit.
     other = spawn(d, task, "other", tmp_path / "other.jsonl")
