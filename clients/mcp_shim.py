@@ -43,6 +43,7 @@ import anyio.to_thread
 import msgspec
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from outcome import acapture
 from pydantic import Field
 
 from supervisord_agents import __version__
@@ -427,20 +428,44 @@ async def _peers(me: Agent) -> dict[str, Any]:
 # -- approvals ---------------------------------------------------------------------------
 
 
-@server.tool()
+#: Seconds between the progress notifications approve_tool_use sends while it waits, so that
+#: the CLI sees the call alive (claude gives up on a stdio tool call silent for 30 minutes).
+APPROVAL_HEARTBEAT: Final = 60.0
+
+
+# claude reads the permission prompt's answer as one text block: no structured content.
+@server.tool(structured_output=False)
 async def approve_tool_use(
     tool_name: Annotated[str, Field(description="The tool the agent's CLI wants to use.")],
+    ctx: Context[Any, Any],
     input: Annotated[dict[str, Any] | None, Field(description="The tool call's arguments.")] = None,
     tool_use_id: str | None = None,
 ) -> str:
     """Claude Code's permission prompt (``--permission-prompt-tool``): asks the supervisor's
     operator whether this agent may make this tool call, waits for the answer (or the task's
     policy at its timeout), and returns it as Claude Code reads it."""
-    approval = await call(APPROVAL_REQUEST, tool_name=tool_name, input=input or {})
+    approval = await _alive_while(ctx, f"waiting for the operator to allow {tool_name}", APPROVAL_REQUEST,
+                                  tool_name=tool_name, input=input or {})
     if approval.state is ApprovalState.ALLOWED:
         return json.dumps({"behavior": "allow", "updatedInput": input or {}})
     why = approval.message or f"denied by the supervisor ({approval.answered_by})"
     return json.dumps({"behavior": "deny", "message": why})
+
+
+async def _alive_while(ctx: Context[Any, Any], message: str, method: Method[P, R], **params: Any) -> R:
+    """:func:`call`, with a progress notification every APPROVAL_HEARTBEAT seconds until
+    its answer comes (none if the client asked for no progress)."""
+    async def heartbeat() -> None:
+        while True:
+            await anyio.sleep(APPROVAL_HEARTBEAT)
+            await ctx.report_progress(0, None, message)
+
+    async with anyio.create_task_group() as beats:
+        beats.start_soon(heartbeat)
+        # Captured, so that a tool error comes out as itself, not in the task group's ExceptionGroup.
+        answer = await acapture(functools.partial(call, method, **params))
+        beats.cancel_scope.cancel()
+    return answer.unwrap()
 
 
 @server.tool()

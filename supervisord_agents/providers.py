@@ -139,9 +139,11 @@ def cli_home(style: McpStyle, home: Path, shim: str | None, identity: Mapping[st
 def provider_env(provider: Provider, spawn_env: Mapping[str, str]) -> dict[str, str]:
     """What a spawn adds to the daemon's environment: the provider's variables, then the spawn's.
     With approvals, claude waits for its permission tool as long as the daemon's timeout allows
-    (the daemon answers at the task's ``approval_timeout``)."""
+    (the daemon answers at the task's ``approval_timeout``): the call's own timeout, and the one
+    after which claude gives up on a call that sends nothing (30 minutes for a stdio server)."""
     asks = provider.approvals and provider.mcp is McpStyle.CLAUDE
-    waits = {"MCP_TOOL_TIMEOUT": str(APPROVAL_WAIT_MS)} if asks else {}
+    waits = dict.fromkeys(("MCP_TOOL_TIMEOUT", "CLAUDE_CODE_MCP_TOOL_IDLE_TIMEOUT"), str(APPROVAL_WAIT_MS))
+    waits = waits if asks else {}
     return {**waits, **provider.env, **spawn_env}
 
 

@@ -5,7 +5,7 @@ tools it is given.
     mcp_probe.py OUT CALLS_JSON
 
 CALLS_JSON is a list of ``[tool, arguments]``; OUT gets, per call, ``{"ok": structured
-result}`` or ``{"error": text}``.
+result}`` (its text, for a tool that returns no structured content) or ``{"error": text}``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ async def run(calls: list[list[Any]]) -> list[dict[str, Any]]:
             if result.is_error:
                 results.append({"error": " ".join(getattr(c, "text", "") for c in result.content)})
             else:
-                results.append({"ok": result.structured_content})
+                text = " ".join(getattr(c, "text", "") for c in result.content)
+                results.append({"ok": result.structured_content if result.structured_content is not None else text})
     return results
 
 

@@ -46,7 +46,7 @@ def pending(d: DaemonProcess, n: int = 1) -> list[dict[str, Any]]:
 def answers(out: Path) -> list[Any]:
     """What each call returned to the agent: the permission prompt's JSON, or an error."""
     results = json.loads(eventually(lambda: out.exists() and out.read_text(), 60, "the probe's results"))
-    return [json.loads(r["ok"]["result"]) if "ok" in r else r for r in results]
+    return [json.loads(r["ok"]) if "ok" in r else r for r in results]
 
 
 def test_the_operator_allows_always_for_the_tool_and_denies_with_a_message(d: DaemonProcess, tmp_path: Path) -> None:
@@ -106,3 +106,42 @@ def test_an_agent_can_answer_no_request_and_a_dead_agents_request_lapses(d: Daem
     d.call("agent.kill", agent_id=asker["id"])
     eventually(lambda: json.loads(d.agentctl("--json", "approvals").stdout) == [], 30, "the request lapsed")
     assert d.agentctl("approve", request["id"]).returncode != 0
+
+
+async def test_the_permission_tool_answers_in_one_text_block_and_sends_progress_while_it_waits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shim in-process, the daemon call faked at its seam: claude reads the answer only as a
+    single text block (no structured content), and a long wait sends progress notifications, so
+    that the CLI does not give up on a silent call."""
+    import trio
+    from mcp import Client
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from clients import mcp_shim
+    from supervisord_agents.model import Approval, ApprovalState
+
+    answers = iter([ApprovalState.ALLOWED, ApprovalState.DENIED, None])
+
+    async def daemon(method: Any, **params: Any) -> Approval:
+        await trio.sleep(0.3)
+        state = next(answers)
+        if state is None:
+            raise ToolError("not_found: no agent")
+        return Approval(id="ap1", task_id="t", agent_id="a", tool=params["tool_name"], input=params["input"], at=0,
+                        state=state, answered_by="operator", message="not now" if state is ApprovalState.DENIED else "")
+
+    monkeypatch.setattr(mcp_shim, "call", daemon)
+    monkeypatch.setattr(mcp_shim, "APPROVAL_HEARTBEAT", 0.05)
+    beats: list[str | None] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        beats.append(message)
+
+    async with Client(mcp_shim.server) as client:
+        allowed, denied, failed = [await client.call_tool("approve_tool_use", {"tool_name": "Bash", "input": TOUCH},
+                                                          progress_callback=progress) for _ in range(3)]
+    assert allowed.structured_content is None and len(allowed.content) == 1
+    assert json.loads(allowed.content[0].text) == {"behavior": "allow", "updatedInput": TOUCH}  # type: ignore[union-attr]
+    assert json.loads(denied.content[0].text) == {"behavior": "deny", "message": "not now"}  # type: ignore[union-attr]
+    assert failed.is_error and "not_found: no agent" in failed.content[0].text  # type: ignore[union-attr]
+    assert len(beats) >= 3 and set(beats) == {"waiting for the operator to allow Bash"}

@@ -230,5 +230,6 @@ def test_a_default_provider_named_in_the_config_keeps_what_it_does_not_say(tmp_p
     assert claude.approvals and claude.argv[:2] == ["claude", "-p"] and claude.resume == ["--resume", "{session_id}"]
     argv = build_argv("claude", claude, model=None, extra=[], mcp_file=tmp_path / "mcp.json", shim="/bin/shim")
     assert argv[-2:] == ["--permission-prompt-tool", "mcp__supervisord-agents__approve_tool_use"]
-    assert int(provider_env(claude, {})["MCP_TOOL_TIMEOUT"]) > 7 * 86400 * 1000
+    env = provider_env(claude, {})
+    assert all(int(env[wait]) > 7 * 86400 * 1000 for wait in ("MCP_TOOL_TIMEOUT", "CLAUDE_CODE_MCP_TOOL_IDLE_TIMEOUT"))
     assert providers["mine"].argv == ["my-agent"] and not providers["mine"].approvals

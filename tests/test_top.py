@@ -216,7 +216,7 @@ def test_top_shows_a_permission_request_and_a_approves_it(
     pane.keys("a")
     see(pane, lambda s: "allowed" in s and "Bash" not in row(s, asker), "the request allowed")
     result = json.loads(eventually(lambda: out.exists() and out.read_text(), 30, "the agent's answer"))
-    assert json.loads(result[0]["ok"]["result"])["behavior"] == "allow", result
+    assert json.loads(result[0]["ok"])["behavior"] == "allow", result
 
 
 def test_top_refuses_without_a_terminal_and_other_verbs_do_not_import_it(daemon: DaemonProcess) -> None:
