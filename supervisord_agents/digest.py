@@ -145,11 +145,16 @@ def outcome(state: AgentState, exit: Exit | None, width: int = 0) -> str:
 
 def how_it_stands(agent: Agent, width: int = 0) -> str:
     """In one line, what is to know of an agent beyond its state: how it ended; when a sleeping
-    one wakes and why it sleeps; since when a running one is stalled; else nothing."""
+    one wakes and why it sleeps; what a running one waits for the operator to allow; since when
+    it is stalled; else what it used."""
     if agent.state.terminal:
         return outcome(agent.state, agent.exit, width)
     if agent.state is AgentState.SLEEPING and agent.wake_at is not None:
         text = f"attempt {agent.attempt} at {_clock(agent.wake_at)}; {agent.sleep_reason}"
+    elif agent.approvals:
+        first, more = agent.approvals[0], len(agent.approvals) - 1
+        text = f"awaiting approval since {_clock(first.at)}: {first.tool} ({first.id})" + (
+            f" and {more} more" if more else "")
     elif agent.stalled_since is not None:
         text = f"stalled: no output or progress since {_clock(agent.stalled_since)}"
     else:

@@ -141,10 +141,11 @@ class Reconciler:
     async def _watch_stalls(self, now: float) -> None:
         """Flag running agents that have shown no output (their log untouched) and no progress
         (their row unchanged) for their policy's ``stall_after``; clear the flag of a flagged
-        one whose log moved since. A progress report clears it in the registry itself."""
+        one whose log moved since. A progress report clears it in the registry itself. An agent
+        waiting for the operator's answer is not stalled (its clock starts again at the answer)."""
         for agent in list(self.registry.agents_in([AgentState.RUNNING])):
             limit = agent.policy.stall_after
-            if limit is None:
+            if limit is None or agent.approvals:
                 continue
             try:
                 wrote = self.effects.files(agent).log.stat().st_mtime

@@ -375,7 +375,8 @@ class Registry(Admission):
         if len(agent.approvals) >= MAX_PENDING_APPROVALS:
             raise LimitExceeded(f"agent {agent.id} already has {len(agent.approvals)} requests waiting",
                                 data={"limit": "pending_approvals", "value": MAX_PENDING_APPROVALS})
-        agent = self._replace(agent, approvals=[*agent.approvals, approval], updated_at=now)
+        # Asking is activity: an agent waiting for the operator is not stalled.
+        agent = self._replace(agent, approvals=[*agent.approvals, approval], stalled_since=None, updated_at=now)
         event = self._event(now, EventKind.APPROVAL, agent.task_id, agent.id, data=approval)
         return Applied([event, self._agent_event(now, agent)], [], approval)
 

@@ -90,11 +90,12 @@ class Run:
         return [json.loads(line) for line in lines]
 
     def spawn(self, prompt: str = "Report progress, a finding, then run agentctl in your shell.", *,
-              policy: dict[str, Any] | None = None, codex_retries: dict[str, int] | None = None) -> dict[str, Any]:
-        """Create a task (with ``policy``, if given) and spawn one agent of the provider in it.
-        ``codex_retries`` bounds codex's own retries (its provider's ``request_max_retries``,
-        ``stream_max_retries``), which no environment variable sets."""
-        task = self.daemon.create_task(cwd=str(self.work), **({"policy": policy} if policy is not None else {}))
+              policy: dict[str, Any] | None = None, codex_retries: dict[str, int] | None = None,
+              cwd: Path | None = None) -> dict[str, Any]:
+        """Create a task (with ``policy``, if given; in ``cwd``, else the run's work folder) and
+        spawn one agent of the provider in it. ``codex_retries`` bounds codex's own retries (its
+        provider's ``request_max_retries``, ``stream_max_retries``), which no environment variable sets."""
+        task = self.daemon.create_task(cwd=str(cwd or self.work), **({"policy": policy} if policy is not None else {}))
         params: dict[str, Any] = {"task_id": task, "type": "e2e", "provider": self.provider, "prompt": prompt}
         if self.model:
             params["model"] = self.model

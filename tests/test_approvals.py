@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,23 @@ def test_an_unanswered_request_is_answered_by_the_task_policy_at_its_timeout(
     else:
         assert answer == {"behavior": "allow", "updatedInput": TOUCH}
     assert json.loads(d.agentctl("--json", "approvals").stdout) == []
+
+
+def test_an_agent_waiting_for_the_operator_is_not_stalled(d: DaemonProcess, tmp_path: Path) -> None:
+    task = d.create_task(policy={"stall_after": 1.5, "approval_timeout": 5})
+    out = tmp_path / "out.json"
+    agent = asking(d, task, out, [["approve_tool_use", {"tool_name": "Bash", "input": TOUCH}]])
+    (request,) = pending(d)  # (its start, silent, may have been flagged: asking clears the flag)
+    standing = d.agentctl("status").stdout
+    assert "awaiting approval since" in standing and f"Bash ({request['id']})" in standing, standing
+    time.sleep(3)  # past stall_after, with a reconcile pass every 0.5 s
+    waiting = d.call("agent.get", agent_id=agent["id"])
+    assert waiting["state"] == "running" and waiting["stalled_since"] is None, waiting
+    (answer,) = answers(out)
+    assert answer["behavior"] == "deny"
+    stalls = [json.loads(line) for line in d.agentctl("--json", "events", "--agent", agent["id"], "--kind",
+                                                      "stalled").stdout.splitlines()]
+    assert [e for e in stalls if e["at"] >= request["at"]] == []
 
 
 def test_an_agent_can_answer_no_request_and_a_dead_agents_request_lapses(d: DaemonProcess, tmp_path: Path) -> None:
