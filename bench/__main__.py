@@ -40,6 +40,7 @@ import libtmux  # noqa: E402
 
 from bench import old_registry  # noqa: E402
 from bench.agent_clis import bench_agent_clis  # noqa: E402
+from bench.attention import bench_hooks, bench_top  # noqa: E402
 from bench.sleepers import bench_sleepers  # noqa: E402
 from supervisord_agents import cgroups, procs  # noqa: E402
 from supervisord_agents.clients.client import Client  # noqa: E402
@@ -888,6 +889,8 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "identity": bench_identity,
     "history": bench_history,
     "sleepers": bench_sleepers,
+    "hooks": bench_hooks,
+    "top": bench_top,
     "clis": bench_agent_clis,
 }
 
