@@ -150,6 +150,15 @@ class Subscription:
             except trio.ClosedResourceError:
                 return
 
+    def ready(self) -> list[Event]:
+        """The events already waiting, taken without waiting for more."""
+        events = []
+        while True:
+            try:
+                events.append(self.receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return events
+
     def close(self) -> None:
         self._hub._remove(self)
         self._send.close()

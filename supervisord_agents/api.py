@@ -501,7 +501,9 @@ class Api:
 
     async def _notices(
         self, sub: Subscription, params: SubscribeParams, agent_ids: list[str], last_seq: int,
-    ) -> AsyncGenerator[Notice, None]:
+    ) -> AsyncGenerator[list[Notice], None]:
+        """The notices, in batches: a page of the replay, then the live events that arrived
+        together (one write each, however many events a commit made)."""
         sent = last_seq
         if params.since is not None:
             sent = params.since
@@ -509,15 +511,16 @@ class Api:
                 read = functools.partial(self.store.read_events, sent, agent_ids=agent_ids,
                                          task_id=params.task_id, limit=REPLAY_PAGE)
                 rows = await trio.to_thread.run_sync(read, limiter=self._reads)
-                for seq, raw in rows:
-                    yield Notice(seq=seq, event=msgspec.Raw(raw))
-                    sent = seq
+                if rows:
+                    yield [Notice(seq=seq, event=msgspec.Raw(raw)) for seq, raw in rows]
+                    sent = rows[-1][0]
                 if len(rows) < REPLAY_PAGE:
                     break
         async for event in sub.receive:
-            if event.seq > sent:
-                yield Notice(seq=event.seq, event=event)
-                sent = event.seq
+            batch = [Notice(seq=e.seq, event=e) for e in [event, *sub.ready()] if e.seq > sent]
+            if batch:
+                yield batch
+                sent = batch[-1].seq
         if sub.overflowed:
             raise LimitExceeded("subscriber fell too far behind; resubscribe with since")
 

@@ -9,6 +9,7 @@ by reconciliation at start.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -47,6 +48,9 @@ from .waker import Waker
 
 log = structlog.get_logger()
 
+#: An effect to start: the coroutine function, its agent and its other arguments.
+_Task = tuple[Callable[..., Awaitable[None]], Agent, tuple[Any, ...]]
+
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -72,6 +76,8 @@ class Effects:
         self._cleaning: set[str] = set()
         self._ending: dict[str, trio.Event] = {}  # attempts being ended: the next one starts after
         self._nursery: trio.Nursery | None = None
+        # A committed batch's effects, handed to the dispatcher (see :meth:`_dispatch`).
+        self._to_start, self._dispatching = trio.open_memory_channel[_Task](math.inf)
 
     def files(self, agent: Agent) -> AgentFiles:
         return self.launcher.files(agent)
@@ -84,25 +90,37 @@ class Effects:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._dispatch)
             task_status.started()
             await trio.sleep_forever()
 
     def __call__(self, effects: list[Effect]) -> None:
-        """Start the effects of one committed batch (called by the actor)."""
+        """Start the effects of one committed batch (called by the actor): what is in hand is
+        noted at once, and the effects are started in order by :meth:`_dispatch`."""
         assert self._nursery is not None, "Effects.run must be started first"
         for effect in effects:
             match effect:
                 case StartSession(agent):
                     self._starting.add(agent.id)
-                    self._nursery.start_soon(self._guarded, self.start, agent)
+                    self._to_start.send_nowait((self.start, agent, ()))
                 case StopAgent(agent, tree):
                     self._stopping.add(agent.id)
-                    self._nursery.start_soon(self._guarded, self.stop, agent, tree)
+                    self._to_start.send_nowait((self.stop, agent, (tree,)))
                 case CleanUpAgent(agent):
                     self.clean_up(agent)
                 case EndAttempt(agent, tmux):
                     self._ending.setdefault(agent.id, trio.Event())
-                    self._nursery.start_soon(self._guarded, self.end_attempt, agent, tmux)
+                    self._to_start.send_nowait((self.end_attempt, agent, (tmux,)))
+
+    async def _dispatch(self) -> None:
+        """Start effects one per turn of the event loop. Each start's first steps are
+        synchronous (the launch's files, the cgroup, the exec file: a few ms on a busy machine);
+        started together, a batch of 100 would run them all before anything else could, its
+        own events to subscribers included."""
+        assert self._nursery is not None
+        async for effect, agent, args in self._dispatching:
+            self._nursery.start_soon(self._guarded, effect, agent, *args)
+            await trio.lowlevel.checkpoint()
 
     def cleaning(self, agent_id: str) -> bool:
         """True while this agent's cleanup runs."""

@@ -36,11 +36,11 @@ class ConnectionStats:
 
 
 class Stream:
-    """The answer of a ``STREAM`` method: an acknowledgement, then notices until the
-    stream ends (a SupervisorError raised by ``notices`` ends it with an error reply).
-    Whoever receives it must ``aclose`` it."""
+    """The answer of a ``STREAM`` method: an acknowledgement, then notices, in batches sent
+    one write each, until the stream ends (a SupervisorError raised by ``notices`` ends it
+    with an error reply). Whoever receives it must ``aclose`` it."""
 
-    def __init__(self, ack: Any, notices: AsyncGenerator[Notice, None], on_close: Callable[[], None]) -> None:
+    def __init__(self, ack: Any, notices: AsyncGenerator[list[Notice], None], on_close: Callable[[], None]) -> None:
         self.ack = ack
         self.notices = notices
         self._on_close = on_close

@@ -443,8 +443,10 @@ class Connection:
         try:
             await self.send(Reply(id=request.id, result=stream.ack))
             try:
-                async for notice in stream.notices:
-                    await self.send(notice)
+                async for notices in stream.notices:
+                    data = b"".join(self.encoder.encode(notice) + b"\n" for notice in notices)
+                    async with self.send_lock:
+                        await self.stream.send_all(data)
             except SupervisorError as e:
                 await self.send(error_reply(request.id, e))
         finally:

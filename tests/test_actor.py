@@ -136,6 +136,25 @@ async def test_a_slow_subscriber_is_cut_off_not_buffered(tmp_path: Path, nursery
     assert sub.overflowed and actor.hub.subscribers == 0
 
 
+async def test_a_subscriber_takes_what_waits_at_once_then_the_rest_as_it_comes(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    """``ready`` takes the events already delivered without waiting (the server sends them in
+    one write); an overflowed subscription hands over what it holds, then ends."""
+    actor, _ = await start_actor(nursery, tmp_path)
+    with actor.hub.subscribe() as sub:
+        assert sub.ready() == []
+        await actor.mailbox.submit(CreateTask(TASK))
+        for i in range(3):
+            await actor.mailbox.submit(finding(f"m{i}"))
+        first = await sub.receive.receive()
+        assert [first.kind.value, *(e.kind.value for e in sub.ready())] == ["task_created", *["finding"] * 3]
+        assert sub.ready() == []
+    small = actor.hub.subscribe(size=2)
+    for i in range(3):
+        await actor.mailbox.submit(finding(f"n{i}"))
+    assert small.overflowed and [e.kind.value for e in small.ready()] == ["finding", "finding"]
+
+
 async def test_close_drains_the_mailbox(tmp_path: Path) -> None:
     """After close, queued commands still commit and run returns."""
     store = FlakyStore(tmp_path / "db.sqlite3")
