@@ -162,6 +162,7 @@ class Client:
         self._decoder = msgspec.json.Decoder(_Message)
         self._buffer = LineBuffer(MAX_REPLY)
         self._lines: list[bytes] = []
+        self._early: dict[int, _Message] = {}  # replies that came before the one being waited for
         self._next_id = 0
         self.agent_id: str | None = None
         if hello:
@@ -253,11 +254,17 @@ class Client:
         return results
 
     def _reply(self, request_id: int) -> bytes:
-        while True:
-            message = self._receive()
-            if message.id == request_id or (message.id is None and message.error is not None):
-                self._raise_for(message)
-                return bytes(message.result)
+        """The reply to one request sent on this connection. Replies to others that come first
+        (a method answered in the background ends when it ends) are kept for their turn."""
+        message = self._early.pop(request_id, None)
+        while message is None:
+            received = self._receive()
+            if received.id == request_id or (received.id is None and received.error is not None):
+                message = received
+            elif received.id is not None:
+                self._early[received.id] = received
+        self._raise_for(message)
+        return bytes(message.result)
 
     def events(self, *, since: int | None = None, task_id: str | None = None,
                agent_id: str | None = None) -> Iterator[Event]:

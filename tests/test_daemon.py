@@ -168,6 +168,17 @@ def test_pipelined_requests_on_one_connection(daemon: DaemonProcess) -> None:
     assert [f["message"] for f in many] == [f"q{i}" for i in range(200)]
 
 
+def test_a_pipeline_keeps_replies_that_come_out_of_order(daemon: DaemonProcess) -> None:
+    """A method answered in the background ends when it ends: the later request's reply comes
+    first, and the client keeps it for its turn rather than waiting for ever."""
+    task_id = daemon.create_task()
+    agent = daemon.call("agent.spawn", task_id=task_id, type="sleeper", argv=["sleep", "30"])
+    with daemon.client(timeout=30) as c:
+        waits = c.pipeline("agent.wait", [{"agent_ids": [agent["id"]], "timeout": t} for t in (1.5, 0.1)])
+    assert [w["done"] for w in waits] == [False, False]
+    daemon.call("agent.kill", agent_id=agent["id"])
+
+
 def test_pipelined_reports_share_commits_and_are_answered_in_their_place(daemon: DaemonProcess) -> None:
     """Reports written in one go are carried out together, in order (they share commits);
     each reply, an error among them too, comes in its request's place; a request after them
