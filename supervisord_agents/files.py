@@ -126,12 +126,13 @@ class AgentFiles:
 
     def create_home(self, files: dict[str, bytes], links: dict[str, Path]) -> None:
         """The agent's own CLI home: ``files`` written 0600, and each of ``links`` (the user's
-        login files) linked in where it exists, so that a refreshed token reaches the user's."""
+        login files) linked in where it exists, so that a refreshed token reaches the user's.
+        The folders are made even where the user has no such file: the CLI writes its own there."""
         for rel, content in files.items():
             _write_private(self._in_home(rel), content)
         for rel, target in links.items():
+            link = self._in_home(rel)
             if target.exists():
-                link = self._in_home(rel)
                 link.unlink(missing_ok=True)  # made by an earlier attempt
                 link.symlink_to(target)
 

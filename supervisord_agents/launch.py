@@ -32,7 +32,7 @@ from msgspec import Struct
 from .config import McpStyle
 from .errors import StorageError
 from .files import AgentFiles
-from .model import Agent, EventFormat
+from .model import Agent, EventFormat, Sandbox
 from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
 from .providers import USER_SETTINGS, cli_home, mcp_file_content
 
@@ -120,7 +120,8 @@ class Launcher:
         # A later attempt that resumes the conversation is told to go on; a fresh one gets the prompt again.
         resumes = agent.attempt > 1 and agent.conversation is not None and bool(agent.resume_argv)
         files.create(RESUME_PROMPT if resumes else launch.prompt, mcp)
-        home = cli_home(launch.mcp, files.home, launch.mcp_shim, identity, _user_settings(launch.mcp))
+        home = cli_home(launch.mcp, files.home, launch.mcp_shim, identity, _user_settings(launch.mcp),
+                        sandboxed=agent.sandbox is Sandbox.BWRAP)
         if home is not None:
             files.create_home(home.files, {rel: Path.home() / rel for rel in home.links})
             launch = msgspec.structs.replace(launch, env={**launch.env, **home.env})

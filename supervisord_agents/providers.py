@@ -110,10 +110,26 @@ GEMINI_LOGIN = (".gemini/oauth_creds.json", ".gemini/google_accounts.json", ".ge
                 ".gemini/.env")
 
 
+#: In the sandbox, where the user's home is read-only, claude and codex get a config folder of
+#: the agent's own, which they can write, and which links these of the user's (the login, and
+#: the settings claude's ``--setting-sources user`` reads; read-only inside the sandbox).
+SANDBOX_HOMES = {
+    McpStyle.CLAUDE: ("CLAUDE_CONFIG_DIR", ".claude", (".credentials.json", "settings.json")),
+    McpStyle.CODEX: ("CODEX_HOME", ".codex", ("auth.json", "config.toml")),
+}
+
+
 def cli_home(style: McpStyle, home: Path, shim: str | None, identity: Mapping[str, str],
-             user_settings: Mapping[str, Any]) -> CliHome | None:
+             user_settings: Mapping[str, Any], *, sandboxed: bool = False) -> CliHome | None:
     """The agent's own CLI home for ``style`` (None: the CLI uses the user's as it is).
-    ``user_settings`` is the user's own settings file of that CLI, parsed (or empty)."""
+    ``user_settings`` is the user's own settings file of that CLI, parsed (or empty).
+
+    Claude and codex get one only in the sandbox (:data:`SANDBOX_HOMES`): without a config
+    folder it can write, codex does not start, and claude's Bash tool runs in a login shell
+    that resets PATH, so the agent's shell no longer finds ``agentctl``."""
+    if sandboxed and style in SANDBOX_HOMES:
+        variable, folder, login = SANDBOX_HOMES[style]
+        return CliHome(env={variable: str(home / folder)}, files={}, links=[f"{folder}/{name}" for name in login])
     if style is not McpStyle.GEMINI:
         return None
     security = user_settings.get("security")

@@ -43,7 +43,8 @@ class Run:
     """One daemon whose environment points ``provider``'s CLI at a mock in ``scenario``.
     With ``record_argv``, every run of the CLI notes its argv first (see :meth:`argvs`)."""
 
-    def __init__(self, provider: str, scenario: str, tmp_path: Path, *, record_argv: bool = False) -> None:
+    def __init__(self, provider: str, scenario: str, tmp_path: Path, *, record_argv: bool = False,
+                 base: Path | None = None) -> None:
         binary, self.model = PROVIDERS[provider]
         folder = cli_dir(binary)
         if folder is None:
@@ -65,7 +66,7 @@ class Run:
         self.home = Path(tempfile.mkdtemp(prefix="sa-e2e-home-", dir="/var/tmp"))
         self.work = tmp_path / "work"  # not a git repository, never trusted before
         self.work.mkdir()
-        self.daemon = DaemonProcess()
+        self.daemon = DaemonProcess(base)
 
     def __enter__(self) -> Run:
         self.mock.__enter__()
@@ -134,6 +135,34 @@ def test_a_real_agent_reports_and_completes_with_its_answer(reporting: Run) -> N
     assert "mock started" in progress and "shell works" in progress, progress
     waited = json.loads(d.agentctl("--json", "wait", agent["id"]).stdout)["agents"][0]
     assert "ANSWER: all done" in waited["exit"]["answer"]
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)")
+def test_a_sandboxed_real_agent_reports_from_its_shell_too(provider: str, tmp_path: Path) -> None:
+    """Under ``sandbox = "bwrap"`` the user's home is read-only: claude and codex get a config
+    folder of the agent's own (codex did not start; claude's shell lost its PATH, and with it
+    agentctl), gemini its own home as always; each reports over MCP and from its shell."""
+    # The daemon's state outside /tmp: codex makes no helpers in a CODEX_HOME under it.
+    base = Path(tempfile.mkdtemp(prefix="sa-", dir="/var/tmp"))
+    try:
+        with Run(provider, "report", tmp_path, base=base) as run:
+            d = run.daemon
+            task = d.create_task(cwd=str(run.work), sandbox="bwrap")
+            params: dict[str, Any] = {"task_id": task, "type": "boxed", "provider": provider,
+                                      "prompt": "Report progress, a finding, then run agentctl in your shell."}
+            if run.model:
+                params["model"] = run.model
+            point = getattr(run.mock, "codex_config", None)
+            if point is not None:
+                params["argv"] = point()
+            agent = d.call("agent.spawn", **params)
+            ended = d.wait_state(agent["id"], timeout=120)
+            log = d.agentctl("logs", agent["id"], "--format", "summary").stdout
+            assert ended["state"] == "completed" and ended["sandbox"] == "bwrap", (ended, log)
+            assert _progress_messages(d, agent["id"]) == ["mock started", "shell works"], log
+            assert not list(run.home.iterdir()), "the user's home was written"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _progress_messages(d: DaemonProcess, agent_id: str) -> list[str]:
