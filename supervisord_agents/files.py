@@ -126,20 +126,31 @@ class AgentFiles:
 
     def create_home(self, files: dict[str, bytes], links: dict[str, Path]) -> None:
         """The agent's own CLI home: ``files`` written 0600, and each of ``links`` (the user's
-        login files) linked in where it exists, so that a refreshed token reaches the user's.
-        The folders are made even where the user has no such file: the CLI writes its own there."""
+        login files) linked in where it exists (a refreshed token reaches the user's, where the
+        agent is not sandboxed). The folders are made even where the user has no such file: the
+        CLI writes its own there.
+
+        The agent may have written in its home before (an earlier attempt, in a sandbox that
+        lets it write nowhere else): nothing it left there is followed. A link in place of a
+        folder or of one of these files is removed, not written through."""
         for rel, content in files.items():
-            _write_private(self._in_home(rel), content)
+            path = self._in_home(rel)
+            _unlink_link(path)
+            _write_private(path, content)
         for rel, target in links.items():
             link = self._in_home(rel)
             if target.exists():
-                link.unlink(missing_ok=True)  # made by an earlier attempt
+                link.unlink(missing_ok=True)  # made by an earlier attempt (unlink follows no link)
                 link.symlink_to(target)
 
     def _in_home(self, rel: str) -> Path:
-        """``rel`` under the agent's CLI home, its folders made (0700)."""
-        private_dirs(*reversed([self.home / p for p in Path(rel).parents]))
-        return self.home / rel
+        """``rel`` under the agent's CLI home, its folders made (0700), each a real folder."""
+        path = self.home
+        _real_dir(path)
+        for part in Path(rel).parent.parts:
+            path = path / part
+            _real_dir(path)
+        return path / Path(rel).name
 
     def write_exec(self, argv: list[str], env: dict[str, str]) -> None:
         """The agent's argv and environment for its runner (0600: they may hold keys).
@@ -196,8 +207,26 @@ def tighten(root: Path) -> list[str]:
     return changed
 
 
+def _real_dir(path: Path) -> None:
+    """A folder of ours at ``path`` (0700): a link or a file found there is removed first."""
+    try:
+        if stat.S_ISDIR(path.lstat().st_mode):
+            return
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    path.mkdir(mode=0o700)
+
+
+def _unlink_link(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(path.lstat().st_mode):
+            path.unlink()
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``data`` to the file at ``path``, 0600 if new; never through a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:

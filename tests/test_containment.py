@@ -563,3 +563,39 @@ def test_another_agent_cannot_use_a_sandboxed_agents_socket(boundary: DaemonProc
     code = eventually(lambda: out.exists() and out.read_text().strip(), 60, "agentctl ran")
     assert code != "0" and "socket is agent" in (d.base / "err").read_text()
     assert d.call("agent.get", agent_id=boxed["id"])["message"] == ""
+
+
+def test_links_an_agent_left_in_its_home_are_removed_never_followed(tmp_path: Path) -> None:
+    """A sandboxed agent can write only its working directory and its CLI home, but the daemon
+    makes that home again at each attempt, outside the sandbox: links the agent planted there
+    (a folder pointing at the user's, a file pointing at one of theirs) must not let it make the
+    daemon delete, replace or write the user's files."""
+    from supervisord_agents.files import AgentFiles
+
+    users = tmp_path / "user-home"
+    (users / ".claude").mkdir(parents=True)
+    secret = users / ".claude" / ".credentials.json"
+    secret.write_text("the user's token")
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_text("the user's file")
+    (tmp_path / "state").mkdir()
+    files = AgentFiles(tmp_path / "state", "TASK-20261205-000000-0000abcd", "agent-000000-abcdef")
+    files.create("prompt", None)
+    login = {".claude/.credentials.json": secret}
+    files.create_home({}, login)
+    assert (files.home / ".claude" / ".credentials.json").read_text() == "the user's token"  # linked in
+
+    # Attempt 1's agent replaces its .claude folder with a link to the user's, and a settings
+    # file with a link to another of the user's files.
+    shutil.rmtree(files.home / ".claude")
+    (files.home / ".claude").symlink_to(users / ".claude")
+    (files.home / ".gemini").mkdir()
+    (files.home / ".gemini" / "settings.json").symlink_to(elsewhere)
+    files.create_home({".gemini/settings.json": b"{}"}, login)  # attempt 2
+
+    assert secret.read_text() == "the user's token" and not secret.is_symlink()
+    assert elsewhere.read_text() == "the user's file"
+    assert not (files.home / ".claude").is_symlink() and (files.home / ".claude").is_dir()
+    assert (files.home / ".claude" / ".credentials.json").resolve() == secret
+    assert (files.home / ".gemini" / "settings.json").read_bytes() == b"{}"
+    assert not (files.home / ".gemini" / "settings.json").is_symlink()
