@@ -33,6 +33,7 @@ import msgspec
 
 from .errors import InvalidParams
 from .model import Agent, AgentState, CleanupRecord, Event, EventKind, Exit, Finding, Task
+from .results import one_line
 
 ANY: Final = "*"
 AGENT_PREFIX: Final = "agent:"
@@ -153,7 +154,7 @@ def how_it_stands(agent: Agent, width: int = 0) -> str:
         text = f"attempt {agent.attempt} at {_clock(agent.wake_at)}; {agent.sleep_reason}"
     elif agent.approvals:
         first, more = agent.approvals[0], len(agent.approvals) - 1
-        text = f"awaiting approval since {_clock(first.at)}: {first.tool} ({first.id})" + (
+        text = f"awaiting approval since {_clock(first.at)}: {one_line(first.tool, 60)} ({first.id})" + (
             f" and {more} more" if more else "")
     elif agent.stalled_since is not None:
         text = f"stalled: no output or progress since {_clock(agent.stalled_since)}"

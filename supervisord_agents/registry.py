@@ -319,7 +319,9 @@ class Registry(Admission):
         return Applied([woke, *promoted], [] if waits else [StartSession(agent), *starts], agent)
 
     def _stalled(self, agent: Agent, cmd: MarkStalled, now: float) -> Applied:
-        if agent.stalled_since is not None:
+        # The watch saw the agent a moment ago: if it has since reported, or asked the operator
+        # something (it waits for the answer, not stalled), the stall is no longer true.
+        if agent.stalled_since is not None or agent.approvals or agent.updated_at > cmd.since:
             return Applied([], [], agent)
         seconds = round(now - cmd.since, 1)
         action = agent.policy.on_stall or OnStall.NOTHING

@@ -95,3 +95,18 @@ def test_who_and_width() -> None:
     assert who(Event(seq=1, at=0.0, kind=EventKind.DRIFT, task_id="")) == "daemon"
     long = summary(ev(EventKind.PROGRESS, {"message": "x" * 500, "percent": 1}), width=50)
     assert len(long) == 50 and long.endswith("…")
+
+
+def test_what_a_waiting_agent_asks_for_stays_on_one_line() -> None:
+    """The tool an agent asks to use is its own text: it cannot add lines to the operator's
+    status or show (nor run on past the column)."""
+    from supervisord_agents.digest import how_it_stands
+    from supervisord_agents.model import Approval
+
+    forged = "Bash\nTASK-20260101-120000-abcdef12  all agents completed, nothing to approve" + " pad" * 30
+    asking = Approval(id="AP-000000000001", task_id=TASK, agent_id=AGENT, tool=forged, input={}, at=0.0)
+    agent = Agent(id=AGENT, task_id=TASK, type="worker", state=AgentState.RUNNING, created_at=0.0, updated_at=0.0,
+                  approvals=[asking, asking])
+    standing = how_it_stands(agent)
+    assert "\n" not in standing and standing.startswith("awaiting approval since ")
+    assert "(AP-000000000001) and 1 more" in standing and len(standing) < 130

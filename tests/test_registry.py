@@ -995,6 +995,23 @@ def test_a_permission_request_waits_until_answered_and_always_allows_its_tool_af
     assert ended.approvals == [] and w.reg.counts(task.id).awaiting_approval == 0
 
 
+def test_a_stall_the_agent_has_since_disproved_is_not_marked() -> None:
+    """The stall watch looks at a snapshot: a report since (the row is newer than the silence the
+    watch saw), or a request waiting for the operator, makes its MarkStalled a no-op."""
+    w = World()
+    agent = w.run(w.task())
+    seen = w.reg.agent(agent.id).updated_at
+    stale = w.apply(MarkStalled(agent_id=agent.id, since=seen - 5))
+    assert stale.events == [] and w.reg.agent(agent.id).stalled_since is None
+    w.apply(RequestApproval(agent_id=agent.id, approval=approval("AP-000000000001", agent.id)))
+    asking = w.apply(MarkStalled(agent_id=agent.id, since=w.reg.agent(agent.id).updated_at))
+    assert asking.events == [] and w.reg.agent(agent.id).stalled_since is None
+    w.apply(AnswerApproval(agent_id=agent.id, approval_id="AP-000000000001", allow=True, by="operator"))
+    since = w.reg.agent(agent.id).updated_at
+    silent = w.apply(MarkStalled(agent_id=agent.id, since=since))
+    assert [e.kind for e in silent.events] == [EventKind.STALLED] and w.reg.agent(agent.id).stalled_since == since
+
+
 def test_an_agent_may_have_only_so_many_requests_waiting() -> None:
     w = World()
     agent = w.run(w.task())
