@@ -28,21 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.sleepers import _cpu_seconds, _sleeping_task, _spawn, _wait_sleeping
+from bench.sleepers import _cpu_seconds, _ms, _pct, _sleeping_task, _spawn, _wait_sleeping
 from tests.harness import BIN, ROOT, DaemonProcess, eventually
 
 Row = tuple[str, str, str]
 
 FAIL = ["sh", "-c", "exit 3"]
-
-
-def _pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:,.1f} ms"
 
 
 # -- hooks ------------------------------------------------------------------------------

@@ -456,9 +456,11 @@ async def _alive_while(ctx: Context[Any, Any], message: str, method: Method[P, R
     """:func:`call`, with a progress notification every APPROVAL_HEARTBEAT seconds until
     its answer comes (none if the client asked for no progress)."""
     async def heartbeat() -> None:
+        beats = 0  # progress must grow (MCP): the beats so far
         while True:
             await anyio.sleep(APPROVAL_HEARTBEAT)
-            await ctx.report_progress(0, None, message)
+            beats += 1
+            await ctx.report_progress(beats, None, message)
 
     async with anyio.create_task_group() as beats:
         beats.start_soon(heartbeat)

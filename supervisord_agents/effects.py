@@ -107,20 +107,22 @@ class Effects:
                     self._stopping.add(agent.id)
                     self._to_start.send_nowait((self.stop, agent, (tree,)))
                 case CleanUpAgent(agent):
-                    self.clean_up(agent)
+                    if agent.id not in self._cleaning:  # after what is queued for it, never before
+                        self._cleaning.add(agent.id)
+                        self._to_start.send_nowait((self.cleanup, agent, ()))
                 case EndAttempt(agent, tmux):
                     self._ending.setdefault(agent.id, trio.Event())
                     self._to_start.send_nowait((self.end_attempt, agent, (tmux,)))
 
     async def _dispatch(self) -> None:
-        """Start effects one per turn of the event loop. Each start's first steps are
-        synchronous (the launch's files, the cgroup, the exec file: a few ms on a busy machine);
-        started together, a batch of 100 would run them all before anything else could, its
-        own events to subscribers included."""
+        """Start effects in order, one per turn of the event loop (taking one from the channel
+        yields to the loop, even when more wait). Each start's first steps are synchronous (the
+        launch's files, the cgroup, the exec file: a few ms on a busy machine); started together,
+        a batch of 100 would run them all before anything else could, its own events to
+        subscribers included."""
         assert self._nursery is not None
         async for effect, agent, args in self._dispatching:
             self._nursery.start_soon(self._guarded, effect, agent, *args)
-            await trio.lowlevel.checkpoint()
 
     def cleaning(self, agent_id: str) -> bool:
         """True while this agent's cleanup runs."""

@@ -27,6 +27,8 @@ from .protocol import ENV_AGENT_ID, ENV_SOCKET, ENV_TASK_ID, ENV_TOKEN
 APPROVAL_TOOL = "approve_tool_use"
 #: How long claude waits for that tool (ms): longer than any approval timeout a policy may set (7 days).
 APPROVAL_WAIT_MS = 8 * 86400 * 1000
+#: claude's timeouts for an MCP tool call: its whole length, and its silence.
+CLAUDE_WAITS = ("MCP_TOOL_TIMEOUT", "CLAUDE_CODE_MCP_TOOL_IDLE_TIMEOUT")
 
 #: What the shim needs of the agent's environment to reach the daemon as that agent.
 IDENTITY_VARS = (ENV_SOCKET, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN)
@@ -158,8 +160,7 @@ def provider_env(provider: Provider, spawn_env: Mapping[str, str]) -> dict[str, 
     (the daemon answers at the task's ``approval_timeout``): the call's own timeout, and the one
     after which claude gives up on a call that sends nothing (30 minutes for a stdio server)."""
     asks = provider.approvals and provider.mcp is McpStyle.CLAUDE
-    waits = dict.fromkeys(("MCP_TOOL_TIMEOUT", "CLAUDE_CODE_MCP_TOOL_IDLE_TIMEOUT"), str(APPROVAL_WAIT_MS))
-    waits = waits if asks else {}
+    waits = dict.fromkeys(CLAUDE_WAITS, str(APPROVAL_WAIT_MS)) if asks else {}
     return {**waits, **provider.env, **spawn_env}
 
 

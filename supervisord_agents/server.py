@@ -30,6 +30,7 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -326,7 +327,11 @@ class Connection:
                 self.idle_since = trio.current_time()  # busy: the idle clock starts again
 
     async def send(self, message: Reply | Notice) -> None:
-        data = self.encoder.encode(message) + b"\n"
+        await self.send_many([message])
+
+    async def send_many(self, messages: Sequence[Reply | Notice]) -> None:
+        """Send messages, a line each, in one write."""
+        data = b"".join(self.encoder.encode(message) + b"\n" for message in messages)
         async with self.send_lock:
             await self.stream.send_all(data)
 
@@ -444,9 +449,7 @@ class Connection:
             await self.send(Reply(id=request.id, result=stream.ack))
             try:
                 async for notices in stream.notices:
-                    data = b"".join(self.encoder.encode(notice) + b"\n" for notice in notices)
-                    async with self.send_lock:
-                        await self.stream.send_all(data)
+                    await self.send_many(notices)
             except SupervisorError as e:
                 await self.send(error_reply(request.id, e))
         finally:
