@@ -137,6 +137,7 @@ def outcome(state: AgentState, exit: Exit | None, width: int = 0) -> str:
         return ""
     if state is AgentState.COMPLETED:
         text = "ok" + (f" ${exit.cost_usd:.4f}" if exit.cost_usd is not None else "")
+        text += f" ({exit.reason})" if exit.reason else ""  # a warning, such as its MCP server not starting
         answer = " ".join(exit.answer.split())
         text = f"{text}: {answer}" if answer else text
     else:

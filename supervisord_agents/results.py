@@ -42,6 +42,7 @@ class Report(Struct, frozen=True, kw_only=True):
     turns: int | None = None
     session_id: str | None = None
     retry_after: float | None = None  # seconds from the end of the run, for a rate limit
+    warning: str = ""  # what went wrong in a run that still succeeded
 
 
 def read_events(fmt: EventFormat, events: Sequence[Event]) -> Report:
@@ -69,7 +70,7 @@ def conclude(report: Report, *, code: int | None, signal_number: int | None, run
         error_class = classify(stderr) or ErrorClass.CRASHED
         reason = ended_by(code, signal_number) + _colon(report.error or stderr)
     else:
-        reason = runner_error
+        reason = report.warning or runner_error
     retry_at = None
     if error_class is ErrorClass.RATE_LIMIT and report.retry_after is not None and ended_at is not None:
         retry_at = ended_at + report.retry_after
@@ -186,6 +187,15 @@ def _answer(value: Any) -> str:
 # --- Claude Code: stream-json, one final ``result`` event ------------------------------------
 
 
+def _mcp_failed(init: Event) -> str:
+    """What claude's init event says of MCP servers that did not start (the supervisor's among
+    them: the run then "succeeds" without a tool to report with), or ""."""
+    servers = init.get("mcp_servers") if init.get("subtype") == "init" else None
+    failed = [f"{_str(s.get('name'))} ({_str(s.get('status'))})" for s in servers or []
+              if isinstance(s, Mapping) and s.get("status") not in ("connected", None)]
+    return one_line("MCP server did not start in the agent: " + ", ".join(failed)) if failed else ""
+
+
 def _claude(events: Sequence[Event]) -> Report:
     result = next((e for e in reversed(events) if e.get("type") == "result"), None)
     session = _str(events[0].get("session_id"))
@@ -208,7 +218,7 @@ def _claude(events: Sequence[Event]) -> Report:
     if is_error is None:
         is_error = subtype not in (None, "success")
     if not is_error:
-        return Report(ok=True, answer=_answer(result.get("result")), **fields)
+        return Report(ok=True, answer=_answer(result.get("result")), warning=_mcp_failed(events[0]), **fields)
     if subtype == "error_max_turns":
         return Report(ok=False, error_class=ErrorClass.MAX_TURNS, error="reached its maximum number of turns", **fields)
     text = _str(result.get("result")) or _str(subtype) or "error"
