@@ -191,8 +191,8 @@ def _mcp_failed(init: Event) -> str:
     """What claude's init event says of MCP servers that did not start (the supervisor's among
     them: the run then "succeeds" without a tool to report with), or ""."""
     servers = init.get("mcp_servers") if init.get("subtype") == "init" else None
-    failed = [f"{_str(s.get('name'))} ({_str(s.get('status'))})" for s in servers or []
-              if isinstance(s, Mapping) and s.get("status") not in ("connected", None)]
+    failed = [f"{_str(s.get('name')) or '?'} (failed)" for s in servers if isinstance(s, Mapping)
+              and s.get("status") == "failed"] if isinstance(servers, list) else []
     return one_line("MCP server did not start in the agent: " + ", ".join(failed)) if failed else ""
 
 

@@ -170,6 +170,19 @@ def test_recorded_runs_of_the_real_clis(provider: str) -> None:
     assert checked
 
 
+def test_only_a_failed_mcp_server_is_a_warning_and_odd_init_events_are_none() -> None:
+    result = {"type": "result", "subtype": "success", "is_error": False, "result": "done", "session_id": "s"}
+
+    def warning(servers: object) -> str:
+        init = {"type": "system", "subtype": "init", "session_id": "s", "mcp_servers": servers}
+        return read_events(EventFormat.CLAUDE, [init, result]).warning
+
+    assert warning([{"name": "supervisord-agents", "status": "pending"}]) == ""  # still starting
+    assert warning([{"name": "a", "status": "connected"}, {"name": "b", "status": "failed"}]) == \
+        "MCP server did not start in the agent: b (failed)"
+    assert warning(7) == warning("failed") == warning([None, "x"]) == ""
+
+
 # -- the runner -------------------------------------------------------------------------
 
 
